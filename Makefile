@@ -1,0 +1,49 @@
+# Fraud batch platform — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CLIENT ?= demo
+DATE ?= 2025-11-21
+EVENTS ?= 20000
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/fraudbatch: pyproject.toml
+	@command -v java >/dev/null || { echo "Java 17+ is needed for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/fraudbatch ## create .venv and install the project with its dev tools
+
+demo: install ## run a whole client-day end to end (CLIENT=demo DATE=2025-11-21 EVENTS=20000)
+	$(BIN)/fraudbatch demo --client $(CLIENT) --date $(DATE) --events $(EVENTS)
+
+test: install ## lint and run the whole test suite (what CI runs)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -ra
+
+test-fast: install ## the tests that need neither Spark nor the whole pipeline
+	$(BIN)/pytest -q -m "not spark and not e2e"
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+
+bench: install ## generate a 1,000,000-event client-day and time every stage
+	$(BIN)/fraudbatch bench --events 1000000
+
+services-up: install ## start luigid (:8082), DCluster (:8091) and FP (:8092) in the background
+	$(BIN)/fraudbatch services start
+
+services-down: ## stop the background services
+	$(BIN)/fraudbatch services stop
+
+clean: ## remove generated data, logs and service state (var/)
+	rm -rf var
+
+.PHONY: help install demo test test-fast lint bench services-up services-down clean

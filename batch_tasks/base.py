@@ -1,0 +1,154 @@
+"""Base classes every pipeline task shares: client-day parameters, stage targets, DCluster jobs.
+
+Tasks only wire: parameters, requires(), output(), and a run() that submits one job or calls
+one plain function. Run records (duration, status, row counts) are written for every task by
+the event handlers at the bottom, which is what MonitorTracker reads.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from functools import cached_property
+from pathlib import Path
+
+import luigi
+
+from batch_tasks.config import batch_tasks, dcluster, tables
+from batch_tasks.params import ClientParameter, DayParameter
+from fraudcore.clients import ClientConfig, get_client
+from fraudcore.paths import WorkPaths
+
+logger = logging.getLogger("luigi-interface")
+
+
+def run_id() -> str:
+    """One id per pipeline invocation, shared by the worker's child processes."""
+    return os.environ.setdefault("FRAUDBATCH_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                                 + "-" + uuid.uuid4().hex[:6])
+
+
+class ClientDayTask(luigi.Task):
+    """A task for one client and one date; its output is its warehouse stage's _DONE marker."""
+
+    client = ClientParameter(description="client name from config/clients.yaml")
+    date = DayParameter(description="client-day, YYYY-MM-DD")
+
+    stage: str = ""  # warehouse stage folder this task writes (docs/architecture.md)
+
+    @cached_property
+    def client_config(self) -> ClientConfig:
+        return get_client(self.client, batch_tasks().registry_path())
+
+    @cached_property
+    def paths(self) -> WorkPaths:
+        return WorkPaths(batch_tasks().warehouse_path(), self.client, self.date)
+
+    def output(self):
+        # Wrapper and external tasks have no stage of their own.
+        return luigi.LocalTarget(str(self.paths.done(self.stage))) if self.stage else []
+
+    def stage_dir(self, name: str | None = None) -> Path:
+        return self.paths.stage(name or self.stage)
+
+    def done_meta(self) -> dict:
+        """The metadata the stage wrote into its _DONE marker (counts, seconds)."""
+        text = Path(self.output().path).read_text(encoding="utf-8").strip()
+        return json.loads(text) if text else {}
+
+    def day_kwargs(self) -> dict:
+        return {"client": self.client, "date": self.date}
+
+
+class SparkJobTask(ClientDayTask):
+    """A task whose run() is one Spark job submitted through DCluster and awaited."""
+
+    app: str = ""  # module of jobs/ that spark-submit runs
+    capacity_class = "normal"  # critical | normal | batch (SPEC §3 task classes)
+    strategy = "cost_optimized"
+    resources = {"spark_jobs": 1}
+
+    def job_args(self) -> list[str]:
+        args = ["--client", self.client, "--date", self.date.isoformat(),
+                "--warehouse", str(batch_tasks().warehouse_path())]
+        registry = batch_tasks().registry_path()
+        if registry:
+            args += ["--registry", registry]
+        return args
+
+    def priority_class(self) -> str:
+        # A critical client's jobs never run on reclaimable capacity.
+        return "critical" if self.client_config.priority == "critical" else self.capacity_class
+
+    def run(self) -> None:
+        from dcluster_client.client import JobSpec
+        from dcluster_client.runner import run_job
+
+        spec = JobSpec(
+            client=self.client, env=batch_tasks().env, engine="spark", app=self.app,
+            args=self.job_args(), priority=self.priority_class(), strategy=self.strategy,
+            idempotency_key=self.task_id,
+        )
+        self.set_status_message(f"submitting {self.app} to DCluster")
+        status = run_job(dcluster().client(), spec, poll_interval=batch_tasks().poll_interval,
+                         timeout_s=batch_tasks().timeout, on_progress=self._on_progress)
+        logger.info("%s: DCluster job %s %s", self.task_id, status.job_id, status.state)
+
+    def _on_progress(self, status, elapsed: float) -> None:
+        self.set_status_message(
+            f"DCluster job {status.job_id} ({status.namespace}) {status.state} on "
+            f"{status.capacity_type or 'pending capacity'}, {elapsed:.0f}s"
+            + (f"\n{status.log_tail[-1]}" if status.log_tail else "")
+        )
+        self.set_progress_percentage({"PENDING": 5, "RUNNING": 50}.get(status.state, 100))
+
+
+def _rows_from(meta: dict) -> dict[str, int]:
+    return {k: int(v) for k, v in meta.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _record(task: ClientDayTask, status: str, seconds: float, message: str = "") -> None:
+    from storage.tables import RunRecord
+
+    rows: dict[str, int] = {}
+    out = task.output()
+    if status == "DONE" and isinstance(out, luigi.LocalTarget) and out.exists():
+        try:
+            rows = _rows_from(task.done_meta())
+        except (OSError, ValueError):
+            rows = {}
+    now_ms = int(time.time() * 1000)
+    record = RunRecord(
+        client=task.client, date=task.date.isoformat(), task=task.get_task_family(), run_id=run_id(),
+        status=status, started_ms=now_ms - int(seconds * 1000), finished_ms=now_ms,
+        duration_s=round(seconds, 3), rows=rows, message=message[:2000],
+    )
+    store = tables().store()
+    try:
+        store.record_run(record)
+    finally:
+        store.close()
+
+
+@ClientDayTask.event_handler(luigi.Event.START)
+def _started(task: ClientDayTask) -> None:
+    task._started_at = time.monotonic()  # type: ignore[attr-defined]
+
+
+@ClientDayTask.event_handler(luigi.Event.PROCESSING_TIME)
+def _finished(task: ClientDayTask, seconds: float) -> None:
+    try:
+        _record(task, "DONE", seconds)
+    except Exception:  # a monitoring side channel must not fail finished work
+        logger.exception("could not record the run of %s", task.task_id)
+
+
+@ClientDayTask.event_handler(luigi.Event.FAILURE)
+def _failed(task: ClientDayTask, exc: BaseException) -> None:
+    seconds = time.monotonic() - getattr(task, "_started_at", time.monotonic())
+    try:
+        _record(task, "FAILED", seconds, f"{type(exc).__name__}: {exc}")
+    except Exception:
+        logger.exception("could not record the failure of %s", task.task_id)

@@ -1,0 +1,63 @@
+"""Frontend generation: dashboard data, the HTML report, and the staged results folder."""
+from __future__ import annotations
+
+from batch_tasks.aggregation import ResultAgg
+from batch_tasks.base import ClientDayTask, run_id
+from batch_tasks.config import tables
+from fraudbatch import steps
+
+
+class CampaignFrontendData(ClientDayTask):
+    """Campaign list and per-campaign graphs for the dashboard."""
+
+    stage = "frontend_campaigns"
+
+    def requires(self):
+        return ResultAgg(**self.day_kwargs())
+
+    def run(self) -> None:
+        meta = steps.frontend_campaigns(self.paths)
+        self.set_status_message(f"{meta['campaigns']} campaigns, {meta['graphs']} graphs")
+
+
+class FrontendDataGen(ClientDayTask):
+    """Hourly timeline and score distribution for the dashboard."""
+
+    stage = "frontend_data"
+
+    def requires(self):
+        return ResultAgg(**self.day_kwargs())
+
+    def run(self) -> None:
+        steps.frontend_data(self.paths, self.client_config)
+
+
+class FrontendResultGenerator(ClientDayTask):
+    """The day's summary.json and HTML report."""
+
+    stage = "frontend_report"
+
+    def requires(self):
+        return {"campaigns": CampaignFrontendData(**self.day_kwargs()),
+                "data": FrontendDataGen(**self.day_kwargs())}
+
+    def run(self) -> None:
+        store = tables().store()
+        try:
+            seconds = steps.latest_task_seconds(store, self.client, self.date)
+        finally:
+            store.close()
+        steps.frontend_report(self.paths, seconds, run_id(), steps.code_version())
+
+
+class FrontendResultWriter(ClientDayTask):
+    """The results folder of the client-day, staged in the warehouse before it is sent."""
+
+    stage = "results_staging"
+
+    def requires(self):
+        return FrontendResultGenerator(**self.day_kwargs())
+
+    def run(self) -> None:
+        meta = steps.assemble_results(self.paths)
+        self.set_status_message(f"staged results for {meta['risk_rows']} users")

@@ -1,0 +1,70 @@
+"""Ingest and preprocessing: raw client data → clean events → hourly organised events."""
+from __future__ import annotations
+
+import logging
+
+import luigi
+
+from batch_tasks.base import ClientDayTask, SparkJobTask
+from batch_tasks.config import objectstore
+from fraudbatch import steps
+
+logger = logging.getLogger("luigi-interface")
+
+
+class RawClientDay(luigi.ExternalTask, ClientDayTask):
+    """The client's raw data for the day in its bucket; missing → the run exits `missing_data`."""
+
+    def complete(self) -> bool:
+        store = objectstore().store()
+        found = bool(steps.raw_data_keys(store, self.client_config, self.date))
+        if not found:
+            logger.warning("no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
+                           self.client, self.date, store.url(self.client_config.bucket,
+                                                              steps.raw_prefix(self.client_config, self.date)))
+        return found
+
+
+class Fetcher(ClientDayTask):
+    """Connector, part 1: copy the day's raw files from the client's bucket into the warehouse."""
+
+    stage = "raw"
+
+    def requires(self):
+        return RawClientDay(**self.day_kwargs())
+
+    def run(self) -> None:
+        meta = steps.fetch_raw(objectstore().store(), self.client_config, self.date, self.paths,
+                               progress=self._progress)
+        self.set_status_message(f"fetched {meta['data_files']} data files, {meta['bytes']} bytes")
+
+    def _progress(self, done: int, total: int) -> None:
+        self.set_progress_percentage(int(100 * done / max(total, 1)))
+        self.set_status_message(f"downloading raw files {done}/{total}")
+
+
+class SparkConnectorRunner(SparkJobTask):
+    """Connector, part 2 (Processor) as a Spark job: validate, normalise, quarantine."""
+
+    stage = "connector"
+    app = "connector"
+
+    def requires(self):
+        return Fetcher(**self.day_kwargs())
+
+
+class Connector(luigi.WrapperTask, ClientDayTask):
+    """The Connector (Fetcher + Processor): complete when the day is ingested and reconciled."""
+
+    def requires(self):
+        return SparkConnectorRunner(**self.day_kwargs())
+
+
+class LogTimeFileOrganizer(SparkJobTask):
+    """Hourly event-time partitions, de-duplicated on event id, late records set aside."""
+
+    stage = "organized"
+    app = "organizer"
+
+    def requires(self):
+        return Connector(**self.day_kwargs())

@@ -1,0 +1,4 @@
+"""`python -m dcluster`: same as `dcluster-server`."""
+from dcluster.server import main
+
+raise SystemExit(main())

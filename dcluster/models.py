@@ -1,0 +1,363 @@
+"""Job state and its rules: spec validation, the life cycle, idempotency and persistence."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+log = logging.getLogger("dcluster.jobs")
+
+PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING = (
+    "PENDING", "RUNNING", "COMPLETED", "FAILED", "TERMINATED", "HANGING",
+)
+STATES = (PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING)
+TERMINAL_STATES = frozenset({COMPLETED, FAILED, TERMINATED})
+ACTIVE_STATES = frozenset({PENDING, RUNNING, HANGING})
+# The life cycle of SPEC §3. PENDING -> FAILED is for a job whose process could not be
+# launched at all (e.g. a missing launcher): it never ran, so it must not pass RUNNING.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({RUNNING, TERMINATED, FAILED}),
+    RUNNING: frozenset({COMPLETED, FAILED, TERMINATED, HANGING}),
+    HANGING: frozenset({TERMINATED}),
+    COMPLETED: frozenset(),
+    FAILED: frozenset(),
+    TERMINATED: frozenset(),
+}
+
+ENGINES = ("spark", "flink")
+PRIORITIES = ("critical", "normal", "batch")
+STRATEGIES = ("cost_optimized", "balanced", "performance_optimized")
+CLIENT_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+APP_RE = re.compile(r"^[a-z_]+$")
+# env becomes part of a Kubernetes-style namespace, so keep it short and DNS-safe.
+ENV_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+# Modules of jobs/ that are plumbing, not job entry points.
+NOT_APPS = frozenset({"run", "common"})
+MAX_ARGS = 200
+MAX_KEY_LEN = 512
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with microseconds and a Z suffix."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> dt.datetime:
+    """A timestamp written by now_iso() as an aware datetime."""
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class SpecError(ValueError):
+    """A job spec the service cannot accept; problems lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class JobNotFound(LookupError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the life cycle does not allow."""
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "nothing (terminal)"
+        super().__init__(f"job {job_id} cannot go from {current} to {target}; allowed: {allowed}")
+        self.job_id, self.current, self.target = job_id, current, target
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated request to run one job."""
+
+    client: str
+    env: str
+    engine: str
+    app: str
+    args: tuple[str, ...] = ()
+    priority: str = "normal"
+    strategy: str = "balanced"
+    idempotency_key: str | None = None
+
+
+def validate_spec(payload: Mapping[str, object], *, project_root: Path, default_env: str) -> JobSpec:
+    """A JobSpec from a submitted payload, or SpecError naming every bad field."""
+    problems: list[str] = []
+
+    def text(name: str, default: str | None = None) -> str | None:
+        value = payload.get(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            problems.append(f"{name} must be a string, got {type(value).__name__}")
+            return None
+        return value
+
+    client = text("client")
+    if client is None:
+        if "client" not in payload or payload.get("client") is None:
+            problems.append("client is required")
+    elif not CLIENT_RE.fullmatch(client):
+        problems.append(f"client {client!r} must match {CLIENT_RE.pattern}")
+
+    env = text("env", default_env) or default_env
+    if not ENV_RE.fullmatch(env):
+        problems.append(f"env {env!r} must match {ENV_RE.pattern}")
+
+    engine = text("engine", "spark") or "spark"
+    if engine not in ENGINES:
+        problems.append(f"engine {engine!r} must be one of {', '.join(ENGINES)}")
+
+    app = text("app")
+    if app is None:
+        if payload.get("app") is None:
+            problems.append("app is required")
+    elif not APP_RE.fullmatch(app) or app in NOT_APPS:
+        problems.append(f"app {app!r} must match {APP_RE.pattern} and name a job module of jobs/")
+    elif not (Path(project_root) / "jobs" / f"{app}.py").is_file():
+        problems.append(f"app {app!r} is not a module in {Path(project_root) / 'jobs'}")
+
+    raw_args = payload.get("args") or []
+    args: tuple[str, ...] = ()
+    if not isinstance(raw_args, list | tuple) or not all(isinstance(a, str) for a in raw_args):
+        problems.append("args must be a list of strings")
+    elif len(raw_args) > MAX_ARGS:
+        problems.append(f"args has {len(raw_args)} items; at most {MAX_ARGS} are allowed")
+    else:
+        args = tuple(raw_args)
+
+    priority = text("priority", "normal") or "normal"
+    if priority not in PRIORITIES:
+        problems.append(f"priority {priority!r} must be one of {', '.join(PRIORITIES)}")
+
+    strategy = text("strategy", "balanced") or "balanced"
+    if strategy not in STRATEGIES:
+        problems.append(f"strategy {strategy!r} must be one of {', '.join(STRATEGIES)}")
+
+    key = text("idempotency_key")
+    if key is not None and not (0 < len(key) <= MAX_KEY_LEN):
+        problems.append(f"idempotency_key must be 1 to {MAX_KEY_LEN} characters")
+
+    if problems:
+        raise SpecError(problems)
+    return JobSpec(
+        client=client or "", env=env, engine=engine, app=app or "", args=args,
+        priority=priority, strategy=strategy, idempotency_key=key or None,
+    )
+
+
+def capacity_type_for(priority: str) -> str:
+    """Critical work runs on never-reclaimed on-demand capacity; the rest tries spot first."""
+    return "on_demand" if priority == "critical" else "spot"
+
+
+@dataclass
+class Job:
+    """One submitted job and everything the service knows about it."""
+
+    job_id: str
+    namespace: str
+    client: str
+    env: str
+    engine: str
+    app: str
+    args: list[str]
+    priority: str
+    strategy: str
+    idempotency_key: str | None
+    state: str
+    capacity_type: str
+    attempts: int
+    submitted_at: str
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    transitions: list[dict[str, str]] = field(default_factory=list)
+    message: str = ""
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job can change no more."""
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form used by the API and the state files."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Job:
+        """A job from its JSON form; unknown keys are ignored so older services can read newer files."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
+
+def new_job(spec: JobSpec, attempts: int = 1) -> Job:
+    """A fresh PENDING job for a spec."""
+    job_id = secrets.token_hex(6)
+    at = now_iso()
+    return Job(
+        job_id=job_id,
+        namespace=f"s-{spec.env}-{spec.client}-{job_id}",
+        client=spec.client,
+        env=spec.env,
+        engine=spec.engine,
+        app=spec.app,
+        args=list(spec.args),
+        priority=spec.priority,
+        strategy=spec.strategy,
+        idempotency_key=spec.idempotency_key,
+        state=PENDING,
+        capacity_type=capacity_type_for(spec.priority),
+        attempts=attempts,
+        submitted_at=at,
+        transitions=[{"state": PENDING, "at": at, "reason": "submitted"}],
+        message="waiting for a free job slot",
+    )
+
+
+class JobStore:
+    """All jobs in memory, each mirrored to {jobs_dir}/{job_id}.json; thread-safe."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self._dir = Path(jobs_dir)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.RLock()
+
+    def load(self) -> list[Job]:
+        """Read every state file; jobs caught mid-run by a restart are closed. Returns those."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        recovered: list[Job] = []
+        with self._lock:
+            for path in sorted(self._dir.glob("*.json")):
+                try:
+                    job = Job.from_dict(json.loads(path.read_text()))
+                except (OSError, ValueError, TypeError) as exc:
+                    log.warning("skipping unreadable job state %s: %s", path, exc)
+                    continue
+                self._jobs[job.job_id] = job
+                # The process handle died with the old service, so nobody can watch the job;
+                # reconciling with still-running processes is future work.
+                if job.state == RUNNING:
+                    self.transition(job.job_id, FAILED, "service restarted while job was running")
+                    recovered.append(job)
+                elif job.state == HANGING:
+                    self.transition(job.job_id, TERMINATED, "service restarted while job was hanging")
+                    recovered.append(job)
+        return [copy.deepcopy(j) for j in recovered]
+
+    def submit(self, spec: JobSpec) -> tuple[Job, bool]:
+        """The active job with the spec's idempotency key, or a new PENDING job; bool = created."""
+        with self._lock:
+            attempts = 0
+            if spec.idempotency_key is not None:
+                same_key = [j for j in self._jobs.values() if j.idempotency_key == spec.idempotency_key]
+                for job in same_key:
+                    if job.state in ACTIVE_STATES:
+                        return copy.deepcopy(job), False
+                attempts = max((j.attempts for j in same_key), default=0)
+            job = new_job(spec, attempts=attempts + 1)
+            self._jobs[job.job_id] = job
+            self._save(job)
+            log.info("job %s submitted: %s %s for %s (attempt %d, key %s)",
+                     job.job_id, job.engine, job.app, job.client, job.attempts, job.idempotency_key)
+            return copy.deepcopy(job), True
+
+    def get(self, job_id: str) -> Job:
+        """A snapshot of one job; JobNotFound if unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return copy.deepcopy(job)
+
+    def list(self, *, client: str | None = None, state: str | None = None, app: str | None = None,
+             limit: int | None = None) -> list[Job]:
+        """Snapshots of matching jobs, newest submission first."""
+        with self._lock:
+            jobs = [
+                j for j in self._jobs.values()
+                if (client is None or j.client == client)
+                and (state is None or j.state == state)
+                and (app is None or j.app == app)
+            ]
+            jobs.sort(key=lambda j: (j.submitted_at, j.job_id), reverse=True)
+            return [copy.deepcopy(j) for j in jobs[:limit]]
+
+    def in_state(self, states: Iterable[str]) -> list[Job]:
+        """Snapshots of jobs in any of the states: highest priority first, then oldest first."""
+        wanted = set(states)
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.state in wanted]
+        jobs.sort(key=lambda j: (PRIORITIES.index(j.priority), j.submitted_at, j.job_id))
+        return [copy.deepcopy(j) for j in jobs]
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        with self._lock:
+            out = dict.fromkeys(STATES, 0)
+            for j in self._jobs.values():
+                out[j.state] += 1
+            return out
+
+    def transition(self, job_id: str, state: str, reason: str, *, exit_code: int | None = None,
+                   message: str | None = None, log_tail: list[str] | None = None) -> Job:
+        """Move a job to a new state (InvalidTransition if the life cycle forbids it), record and save."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if state not in TRANSITIONS[job.state]:
+                raise InvalidTransition(job_id, job.state, state)
+            at = now_iso()
+            previous = job.state
+            job.state = state
+            job.transitions.append({"state": state, "at": at, "reason": reason})
+            job.message = reason if message is None else message
+            if state == RUNNING:
+                job.started_at = at
+            if state in TERMINAL_STATES:
+                job.finished_at = at
+            if exit_code is not None:
+                job.exit_code = exit_code
+            if log_tail is not None:
+                job.log_tail = list(log_tail)
+            self._save(job)
+            log.info("job %s %s -> %s: %s", job_id, previous, state, reason)
+            return copy.deepcopy(job)
+
+    def set_log_tail(self, job_id: str, tail: list[str]) -> None:
+        """Replace a job's log tail, saving only when it changed."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.log_tail == tail:
+                return
+            job.log_tail = list(tail)
+            self._save(job)
+
+    def _save(self, job: Job) -> None:
+        """Write the job's JSON atomically (temp file + rename), so a crash never leaves half a file."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{job.job_id}.", suffix=".tmp", dir=self._dir)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(job.to_dict(), fh, indent=1, sort_keys=True)
+            os.replace(tmp, self._dir / f"{job.job_id}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,92 @@
+"""DCluster service settings: one dataclass, defaults for a laptop, DCLUSTER_* overrides."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "DCLUSTER_"
+
+
+def _default_spark_submit() -> str:
+    """The spark-submit installed next to the running interpreter (the pyspark wheel ships it)."""
+    return str(Path(sys.executable).parent / "spark-submit")
+
+
+def _default_project_root() -> Path:
+    """The checkout that holds jobs/run.py (this package's parent folder)."""
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class DClusterSettings:
+    """Everything the service reads from its environment; every field has a DCLUSTER_<NAME> override."""
+
+    host: str = "127.0.0.1"  # interface the HTTP API binds to
+    port: int = 8091  # HTTP port of the API
+    state_dir: Path = Path("var/dcluster")  # job JSON files (jobs/) and job logs (logs/)
+    provider: str = "local"  # where jobs run; only "local" (subprocesses on this host) exists so far
+    # Launcher of the local provider. A file named spark-submit* is called as
+    # `spark-submit --master M --conf spark.ui.enabled=false run.py app args`; any other
+    # launcher (e.g. a python executable) is called as `{launcher} run.py app args`
+    # ("python" launcher mode: for Spark-free jobs and fast tests).
+    spark_submit: str = field(default_factory=_default_spark_submit)
+    spark_master: str = "local[2]"  # --master passed to spark-submit
+    python: str = field(default_factory=lambda: sys.executable)  # PYSPARK_PYTHON for driver and workers
+    project_root: Path = field(default_factory=_default_project_root)  # folder containing jobs/run.py
+    max_concurrent_jobs: int = 2  # jobs RUNNING at once; the rest wait PENDING
+    log_tail_lines: int = 50  # lines of the job log kept in the job's log_tail
+    env: str = "dev"  # default env of a job spec (part of the namespace s-{env}-{client}-{jobId})
+    job_timeout_s: float = 3600.0  # a job running longer is marked HANGING and terminated
+    poll_interval_s: float = 1.0  # how often the scheduler starts and polls jobs
+    terminate_grace_s: float = 10.0  # SIGTERM to SIGKILL delay when terminating a job
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> DClusterSettings:
+        """Settings from DCLUSTER_* variables (e.g. DCLUSTER_PORT=9000), then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        base = cls()
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, getattr(base, f.name))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(base, **values).normalized()
+
+    def normalized(self) -> DClusterSettings:
+        """A copy with path fields as Path objects and numbers checked."""
+        if self.max_concurrent_jobs < 1:
+            raise ValueError("DCluster max_concurrent_jobs must be at least 1")
+        if self.log_tail_lines < 0:
+            raise ValueError("DCluster log_tail_lines must not be negative")
+        return replace(self, state_dir=Path(self.state_dir), project_root=Path(self.project_root))
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Folder of the per-job JSON state files."""
+        return Path(self.state_dir) / "jobs"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Folder of the per-job log files."""
+        return Path(self.state_dir) / "logs"
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    """Parse one environment value to the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw

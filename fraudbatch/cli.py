@@ -1,0 +1,294 @@
+"""`fraudbatch`: run a client-day, manage the embedded services, select clients for cron.
+
+    fraudbatch demo [--client demo] [--date 2025-11-21] [--events 20000]
+    fraudbatch run --client C --date D [--task MonitorTracker] [--local-scheduler]
+    fraudbatch services start|stop|status
+    fraudbatch clients [+name ...] [-name ...]
+    fraudbatch check --client C --date D
+    fraudbatch bench [--events 1000000]
+    fraudbatch maintenance [--keep-days 14]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fraudbatch import services
+from fraudcore.clients import ConfigError, get_client, load_registry, parse_date
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEMO_DATE = "2025-11-21"
+BAD_ARGUMENT_EXIT = 2
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("FRAUDBATCH_VAR") or PROJECT_ROOT / "var")
+
+
+def luigi_env() -> dict[str, str]:
+    """The environment a luigi run gets: this project's luigi.cfg and a run id."""
+    env = dict(os.environ)
+    env.setdefault("LUIGI_CONFIG_PATH", str(PROJECT_ROOT / "luigi.cfg"))
+    env.setdefault("FRAUDBATCH_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}")
+    return env
+
+
+def select_clients(selectors: list[str], registry: str | None = None) -> list[str]:
+    """Clients chosen by cron selectors: `+a +b` only those; `-a -b` all but those; none: all."""
+    names = sorted(load_registry(registry))
+    plus = [s[1:] for s in selectors if s.startswith("+")]
+    minus = {s[1:] for s in selectors if s.startswith("-")}
+    bad = [s for s in selectors if s[:1] not in ("+", "-") or s[1:] not in names]
+    if bad:
+        raise ConfigError(f"bad client selector(s) {bad}: use +name or -name with names from {', '.join(names)}")
+    chosen = plus or names
+    return [n for n in chosen if n not in minus]
+
+
+def run_luigi(task: str, client: str, date: str, *, workers: int = 5, local_scheduler: bool = False,
+              extra: list[str] | None = None) -> int:
+    """Run one task through luigi and return luigi's exit code (the [retcode] block)."""
+    argv = [str(BIN / "luigi"), "--module", "batch_tasks", task, "--client", client, "--date", date,
+            "--workers", str(workers)]
+    if local_scheduler:
+        argv.append("--local-scheduler")
+    argv += extra or []
+    print("$ " + " ".join(["luigi"] + argv[1:]), flush=True)
+    return subprocess.call(argv, cwd=PROJECT_ROOT, env=luigi_env())
+
+
+def _object_store():
+    from storage.objectstore import ObjectStoreSettings, make_object_store
+
+    defaults = ObjectStoreSettings(backend="local", root=str(var_dir() / "objectstore"))
+    return make_object_store(ObjectStoreSettings.from_env(defaults))
+
+
+def ensure_sample_data(client: str, date: str, events: int, seed: int) -> None:
+    """Generate the client-day's sample data unless raw data is already there."""
+    from fraudbatch.steps import raw_data_keys
+
+    cfg = get_client(client)
+    store = _object_store()
+    if raw_data_keys(store, cfg, parse_date(date)):
+        print(f"raw data for {client} {date} already present: {store.url(cfg.bucket, f'rawdata/{client}/{date}/')}")
+        return
+    argv = [str(BIN / "fraudbatch-datagen"), "--client", client, "--date", date, "--events", str(events),
+            "--seed", str(seed), "--truth-dir", str(var_dir() / "truth")]
+    if os.environ.get("FRAUDBATCH_OBJECTSTORE_BACKEND", "local") == "local":
+        argv += ["--objectstore-root", os.environ.get("FRAUDBATCH_OBJECTSTORE_ROOT") or str(var_dir() / "objectstore")]
+    else:
+        argv += ["--out", str(var_dir() / "datagen-staging"), "--upload"]
+    print("$ " + " ".join(["fraudbatch-datagen"] + argv[1:]), flush=True)
+    if subprocess.call(argv, cwd=PROJECT_ROOT) != 0:
+        raise SystemExit("sample data generation failed (see above)")
+
+
+def _results_paths(client: str, date: str) -> tuple[str, Path | None]:
+    cfg = get_client(client)
+    store = _object_store()
+    prefix = f"results/{client}/{date}/"
+    url = store.url(cfg.bucket, prefix)
+    local = Path(url[len("file://"):]) if url.startswith("file://") else None
+    return url, local
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _validate(args.client, args.date)
+    os.environ.setdefault("FRAUDBATCH_OBJECTSTORE_ROOT", str(var_dir() / "objectstore"))
+    ensure_sample_data(args.client, args.date, args.events, args.seed)
+    specs = services.service_specs(var_dir())
+    started = services.start(specs.values(), var_dir(), env=luigi_env())
+    try:
+        if _already_complete(args.client, args.date, "MonitorTracker"):
+            print(f"{args.client} {args.date} is already complete: nothing to do "
+                  f"(delete var/warehouse/{args.client}/{args.date} and the results to run it again)")
+        code = run_luigi("MonitorTracker", args.client, args.date, workers=args.workers)
+    finally:
+        services.stop(started, var_dir())
+    url, local = _results_paths(args.client, args.date)
+    if code == 0:
+        print(f"\nresults: {url}")
+        if local is not None:
+            print(f"report:  {local / 'reports' / 'report.html'}")
+            print(f"summary: {local / 'reports' / 'summary.json'}")
+    else:
+        print(f"\nthe run failed with exit code {code}; see the task log above and the Luigi UI history")
+    return code
+
+
+def _already_complete(client: str, date: str, task: str) -> bool:
+    env = luigi_env()
+    probe = (f"import batch_tasks as b, datetime as d; "
+             f"print(b.{task}(client={client!r}, date=d.date.fromisoformat({date!r})).complete())")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True)
+    return out.stdout.strip().endswith("True")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _validate(args.client, args.date)
+    return run_luigi(args.task, args.client, args.date, workers=args.workers,
+                     local_scheduler=args.local_scheduler)
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    specs = services.service_specs(var_dir())
+    chosen = [specs[n] for n in (args.names or list(specs))]
+    if args.action == "start":
+        services.start(chosen, var_dir(), env=luigi_env())
+    elif args.action == "stop":
+        services.stop([s.name for s in chosen], var_dir())
+    else:
+        for name, up in services.status(chosen).items():
+            print(f"{name}: {'up' if up else 'down'}")
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    print("\n".join(select_clients(args.selectors)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _validate(args.client, args.date)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Generate a large client-day and run the whole pipeline on it, printing time per stage."""
+    bench_var = var_dir() / "bench"
+    if args.fresh and bench_var.exists():
+        shutil.rmtree(bench_var)
+    env_over = {
+        "FRAUDBATCH_OBJECTSTORE_ROOT": str(bench_var / "objectstore"),
+        "FRAUDBATCH_WAREHOUSE": str(bench_var / "warehouse"),
+        "FRAUDBATCH_SQLITE_PATH": str(bench_var / "tables.sqlite"),
+    }
+    os.environ.update(env_over)
+    t0 = time.monotonic()
+    ensure_sample_data(args.client, args.date, args.events, args.seed)
+    gen_s = time.monotonic() - t0
+    specs = services.service_specs(var_dir())
+    started = services.start([specs["dcluster"], specs["fp"]], var_dir(), env=luigi_env())
+    try:
+        t1 = time.monotonic()
+        code = run_luigi("MonitorTracker", args.client, args.date, workers=args.workers, local_scheduler=True)
+        wall = time.monotonic() - t1
+    finally:
+        services.stop(started, var_dir())
+    if code != 0:
+        print(f"benchmark run failed with exit code {code}")
+        return code
+    _, local = _results_paths(args.client, args.date)
+    summary = json.loads((local / "reports" / "summary.json").read_text()) if local else {}
+    print(f"\nbenchmark: {args.events} events requested, {summary.get('records_read')} records read, "
+          f"{summary.get('users')} users, {summary.get('flagged_users')} flagged, "
+          f"{summary.get('campaigns')} campaigns")
+    print(f"{'stage':<22}{'seconds':>10}")
+    for stage, secs in (summary.get("stage_seconds") or {}).items():
+        print(f"{stage:<22}{secs:>10.1f}")
+    print(f"{'generation':<22}{gen_s:>10.1f}")
+    print(f"{'pipeline wall time':<22}{wall:>10.1f}")
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Remove warehouse client-days older than --keep-days (results stay in the client's bucket)."""
+    from batch_tasks.config import batch_tasks
+
+    os.environ.setdefault("LUIGI_CONFIG_PATH", str(PROJECT_ROOT / "luigi.cfg"))
+    root = batch_tasks().warehouse_path()
+    cutoff = dt.date.today() - dt.timedelta(days=args.keep_days)
+    removed = 0
+    for day_dir in sorted(root.glob("*/*")):
+        try:
+            day = dt.date.fromisoformat(day_dir.name)
+        except ValueError:
+            continue
+        if day < cutoff:
+            shutil.rmtree(day_dir)
+            removed += 1
+            print(f"removed {day_dir}")
+    print(f"maintenance: {removed} client-day folder(s) older than {cutoff} removed from {root}")
+    return 0
+
+
+def _validate(client: str, date: str) -> None:
+    try:
+        get_client(client)
+        parse_date(date)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(BAD_ARGUMENT_EXIT) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fraudbatch", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="generate sample data if needed, start services, run a whole client-day")
+    d.add_argument("--client", default="demo")
+    d.add_argument("--date", default=DEMO_DATE)
+    d.add_argument("--events", type=int, default=20000)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--workers", type=int, default=3)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="run one task of a client-day through luigi")
+    r.add_argument("--client", required=True)
+    r.add_argument("--date", required=True)
+    r.add_argument("--task", default="MonitorTracker")
+    r.add_argument("--workers", type=int, default=5)
+    r.add_argument("--local-scheduler", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("services", help="start/stop/status of luigid, DCluster and FP")
+    s.add_argument("action", choices=("start", "stop", "status"))
+    s.add_argument("names", nargs="*", choices=("luigid", "dcluster", "fp", []), default=[])
+    s.set_defaults(func=cmd_services)
+
+    c = sub.add_parser("clients", help="print the clients a cron selector (+name / -name) chooses")
+    c.add_argument("selectors", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_clients)
+
+    k = sub.add_parser("check", help="validate a client and a date (exit 2 with a message if bad)")
+    k.add_argument("--client", required=True)
+    k.add_argument("--date", required=True)
+    k.set_defaults(func=cmd_check)
+
+    b = sub.add_parser("bench", help="generate a large client-day and time every stage")
+    b.add_argument("--client", default="demo")
+    b.add_argument("--date", default="2025-11-22")
+    b.add_argument("--events", type=int, default=1_000_000)
+    b.add_argument("--seed", type=int, default=11)
+    b.add_argument("--workers", type=int, default=3)
+    b.add_argument("--fresh", action="store_true", help="delete earlier benchmark data first")
+    b.set_defaults(func=cmd_bench)
+
+    m = sub.add_parser("maintenance", help="daily cleanup of old warehouse data")
+    m.add_argument("--keep-days", type=int, default=14)
+    m.set_defaults(func=cmd_maintenance)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return BAD_ARGUMENT_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The non-Spark steps of a client-day, as plain functions the Luigi tasks call.
+
+Each step reads its inputs from the warehouse (docs/architecture.md), writes its stage folder
+atomically, and returns the metadata stored in the stage's _DONE marker. No luigi here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fraudcore.clients import ClientConfig
+from fraudcore.paths import WorkPaths, atomic_dir, read_json, write_json
+
+DATA_FOLDERS = ("logs", "events", "transactions")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz", ".csv.gz")
+Progress = Callable[[int, int], None]
+
+
+def raw_prefix(client: ClientConfig, day: dt.date) -> str:
+    return f"rawdata/{client.name}/{day.isoformat()}/"
+
+
+def results_prefix(client: ClientConfig, day: dt.date) -> str:
+    return f"results/{client.name}/{day.isoformat()}/"
+
+
+def raw_data_keys(store, client: ClientConfig, day: dt.date) -> list[str]:
+    """Keys of the client-day's raw data files (labels excluded); empty when none landed."""
+    prefix = raw_prefix(client, day)
+    keys = []
+    for folder in DATA_FOLDERS:
+        for info in store.list(client.bucket, prefix + folder + "/"):
+            if info.key.endswith(DATA_SUFFIXES):
+                keys.append(info.key)
+    return sorted(keys)
+
+
+def fetch_raw(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
+              progress: Progress | None = None) -> dict:
+    """Copy rawdata/{client}/{date}/ from the client's bucket into the warehouse raw/ stage."""
+    from storage.transfer import download_prefix
+
+    meta: dict = {}
+    with atomic_dir(paths.stage("raw"), meta) as tmp:
+        files = download_prefix(store, client.bucket, raw_prefix(client, day), tmp, progress=progress)
+        data = [f for f in files if f.relative_to(tmp).parts[0] in DATA_FOLDERS]
+        if not data:
+            raise FileNotFoundError(
+                f"no raw data files under {store.url(client.bucket, raw_prefix(client, day))}")
+        meta.update(files=len(files), data_files=len(data), bytes=sum(f.stat().st_size for f in files))
+    return meta
+
+
+def store_dfe(paths: WorkPaths, table_store, client: ClientConfig, chunk: int = 5000,
+              progress: Progress | None = None) -> dict:
+    """Write the DFE vectors of the dfe/ stage into the table store (one row per user and window)."""
+    from jobs.common import read_parquet_rows
+    from storage.tables import DfeRow
+
+    rows = read_parquet_rows(paths.stage("dfe") / "vectors")
+    written = 0
+    meta: dict = {}
+    with atomic_dir(paths.stage("dfe_store"), meta):
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            written += table_store.write_dfe(client.name, [
+                DfeRow(user_id=r["user_id"], timestamp_ms=int(r["window_start_ms"]),
+                       feature_vector={k: float(v) for k, v in _as_map(r["features"]).items()})
+                for r in part
+            ])
+            if progress:
+                progress(min(start + chunk, len(rows)), len(rows))
+        meta.update(rows=written)
+    return meta
+
+
+def _as_map(value) -> dict:
+    # pyarrow returns a Parquet map as a list of (key, value) pairs.
+    return dict(value) if not isinstance(value, dict) else value
+
+
+def _risk_rows(paths: WorkPaths) -> list[dict]:
+    from jobs.common import read_parquet_rows
+
+    rows = read_parquet_rows(paths.stage("risk") / "scores")
+    return sorted(rows, key=lambda r: r["user_id"])
+
+
+def _campaigns(paths: WorkPaths) -> list[dict]:
+    return json.loads((paths.stage("campaigns") / "campaigns.json").read_text(encoding="utf-8"))
+
+
+GRAPHS_FOR = 25  # campaign graphs published: every fraud ring, then the highest scores up to this
+
+
+def frontend_campaigns(paths: WorkPaths) -> dict:
+    """frontend_campaigns/: the campaign list and one graph per published campaign."""
+    import pyarrow.dataset as ds
+
+    from fraudcore.frontend import campaign_graph, campaign_list
+
+    campaigns = _campaigns(paths)
+    chosen = [c for c in campaigns if c.get("is_fraud_ring")]
+    chosen += [c for c in campaigns if not c.get("is_fraud_ring")][: max(0, GRAPHS_FOR - len(chosen))]
+    members = sorted({u for c in chosen for u in c["members"]})
+    vn = paths.stage("virtual_nodes")
+    edges = []
+    node_info: dict[str, dict] = {}
+    if members:
+        edges = ds.dataset(str(vn / "edges"), format="parquet").to_table(
+            filter=ds.field("user_id").isin(members)).to_pylist()
+        wanted = sorted({e["node_id"] for e in edges})
+        node_info = {n["node_id"]: n for n in ds.dataset(str(vn / "nodes"), format="parquet").to_table(
+            filter=ds.field("node_id").isin(wanted)).to_pylist()}
+    meta: dict = {}
+    with atomic_dir(paths.stage("frontend_campaigns"), meta) as tmp:
+        write_json(tmp / "campaigns.json", campaign_list(campaigns))
+        for c in chosen:
+            mine = set(c["members"])
+            write_json(tmp / "campaign_graphs" / f"{c['campaign_id']}.json",
+                       campaign_graph(c, [e for e in edges if e["user_id"] in mine], node_info))
+        meta.update(campaigns=len(campaigns), graphs=len(chosen))
+    return meta
+
+
+def frontend_data(paths: WorkPaths, client: ClientConfig) -> dict:
+    """frontend_data/: hourly timeline and score distribution."""
+    from fraudcore.frontend import hourly_timeline, score_distribution
+
+    organized = read_json(paths.stage("organized") / "stats.json")
+    joined = read_json(paths.stage("event_join") / "stats.json")
+    scores = [int(r["risk_score"]) for r in _risk_rows(paths)]
+    meta: dict = {}
+    with atomic_dir(paths.stage("frontend_data"), meta) as tmp:
+        write_json(tmp / "timeline.json",
+                   hourly_timeline(organized["per_hour"], joined["per_hour"], client.timezone))
+        write_json(tmp / "score_distribution.json", score_distribution(scores, client.flag_threshold))
+        meta.update(users=len(scores))
+    return meta
+
+
+def frontend_report(paths: WorkPaths, task_seconds: dict[str, float], run_id: str,
+                    code_version: str) -> dict:
+    """frontend_report/: summary.json (with stage times so far) and the HTML report."""
+    from fraudcore.report import render_report
+    from fraudcore.results import stage_seconds
+
+    summary = dict(read_json(paths.stage("result_agg") / "summary.json"))
+    summary.update(stage_seconds=stage_seconds(task_seconds), run_id=run_id, code_version=code_version)
+    fc = paths.stage("frontend_campaigns")
+    campaigns = read_json(fc / "campaigns.json")
+    top = next((c for c in campaigns["campaigns"] if c.get("is_fraud_ring")), None)
+    graph = read_json(fc / "campaign_graphs" / f"{top['campaign_id']}.json") if top else None
+    labeling = _labeling(paths)
+    fd = paths.stage("frontend_data")
+    html = render_report(summary, campaigns, read_json(fd / "timeline.json"),
+                         read_json(fd / "score_distribution.json"), graph, labeling)
+    meta: dict = {}
+    with atomic_dir(paths.stage("frontend_report"), meta) as tmp:
+        write_json(tmp / "summary.json", summary)
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+        meta.update(report_bytes=len(html.encode("utf-8")))
+    return meta
+
+
+def _labeling(paths: WorkPaths) -> dict | None:
+    f = paths.stage("labeling") / "labeling.json"
+    return read_json(f) if f.is_file() else None
+
+
+def assemble_results(paths: WorkPaths) -> dict:
+    """results_staging/: the results folder of DESIGN.md, except manifest and _SUCCESS."""
+    from fraudcore.results import write_risk_scores_csv_gz
+
+    meta: dict = {}
+    with atomic_dir(paths.stage("results_staging"), meta) as tmp:
+        rows = write_risk_scores_csv_gz(_risk_rows(paths), tmp / "risk_scores" / "risk_scores.csv.gz")
+        (tmp / "reports").mkdir()
+        for name in ("summary.json", "report.html"):
+            shutil.copy2(paths.stage("frontend_report") / name, tmp / "reports" / name)
+        shutil.copytree(paths.stage("frontend_campaigns"), tmp / "frontend_data",
+                        ignore=shutil.ignore_patterns("_DONE"))
+        for f in sorted(paths.stage("frontend_data").glob("*.json")):
+            shutil.copy2(f, tmp / "frontend_data" / f.name)
+        meta.update(risk_rows=rows)
+    return meta
+
+
+def send_results(store, client: ClientConfig, day: dt.date, paths: WorkPaths, run_id: str,
+                 code_version: str, task_seconds: dict[str, float], started: float,
+                 progress: Progress | None = None) -> dict:
+    """Upload results_staging/ to results/{client}/{date}/ with _manifest.json, then _SUCCESS last."""
+    from fraudcore.results import build_manifest, stage_seconds, verify_manifest
+    from storage.transfer import upload_dir
+
+    outbox = paths.root / ".outbox"
+    if outbox.exists():
+        shutil.rmtree(outbox)
+    shutil.copytree(paths.stage("results_staging"), outbox, ignore=shutil.ignore_patterns("_DONE"))
+    summary_path = outbox / "reports" / "summary.json"
+    summary = read_json(summary_path)
+    summary["stage_seconds"] = stage_seconds({**task_seconds, "ResultSender": time.monotonic() - started})
+    summary["run_id"] = run_id
+    write_json(summary_path, summary)
+    manifest = build_manifest(outbox, run_id, code_version, client.name, day.isoformat())
+    problems = verify_manifest(outbox, manifest)
+    if problems:
+        raise RuntimeError("results failed their own manifest check: " + "; ".join(problems))
+    write_json(outbox / "_manifest.json", manifest)
+    (outbox / "_SUCCESS").write_text("", encoding="utf-8")
+    prefix = results_prefix(client, day)
+    # A rerun replaces the folder whole: stale files from an earlier run must not linger.
+    store.delete_prefix(client.bucket, prefix)
+    keys = upload_dir(store, client.bucket, prefix, outbox, last=["_manifest.json", "_SUCCESS"],
+                      progress=progress)
+    shutil.rmtree(outbox)
+    return {"files": len(keys), "url": store.url(client.bucket, prefix), "users": summary.get("users", 0),
+            "flagged_users": summary.get("flagged_users", 0)}
+
+
+def labeling(paths: WorkPaths) -> dict:
+    """labeling/: precision and recall of flagged users against the client's labels, if any."""
+    from fraudcore.labeling import evaluate, read_labels
+
+    label_files = sorted((paths.stage("raw") / "labels").glob("*.csv"))
+    labels: dict[str, str] = {}
+    for f in label_files:
+        labels.update(read_labels(f))
+    predictions = {r["user_id"]: bool(r["is_flagged"]) for r in _risk_rows(paths)}
+    doc = {"label_files": len(label_files)}
+    doc.update(evaluate(predictions, labels) if labels else {"labelled_users": 0, "note": "no labels"})
+    meta: dict = {}
+    with atomic_dir(paths.stage("labeling"), meta) as tmp:
+        write_json(tmp / "labeling.json", doc)
+        meta.update({k: v for k, v in doc.items() if isinstance(v, int)})
+    return meta
+
+
+def monitor(paths: WorkPaths, table_store, client: ClientConfig, day: dt.date) -> dict:
+    """monitor/: the day's run records (latest per task) and a results row with the same."""
+    latest: dict[str, dict] = {}
+    for r in sorted(table_store.list_runs(client.name, day.isoformat()), key=lambda r: r.finished_ms):
+        latest[r.task] = {"status": r.status, "duration_s": r.duration_s, "rows": r.rows,
+                          "run_id": r.run_id, "message": r.message}
+    doc = {"client": client.name, "date": day.isoformat(), "tasks": dict(sorted(latest.items())),
+           "failed": sorted(t for t, r in latest.items() if r["status"] != "DONE"),
+           "labeling": _labeling(paths)}
+    table_store.write_result(client.name, f"daily-{day.isoformat()}", "monitor",
+                             json.dumps(doc, sort_keys=True), int(time.time() * 1000))
+    meta: dict = {}
+    with atomic_dir(paths.stage("monitor"), meta) as tmp:
+        write_json(tmp / "monitor.json", doc)
+        meta.update(tasks=len(latest), failed=len(doc["failed"]))
+    return meta
+
+
+def latest_task_seconds(table_store, client: str, day: dt.date) -> dict[str, float]:
+    """Seconds of the latest successful run of every task of the client-day."""
+    out: dict[str, float] = {}
+    for r in sorted(table_store.list_runs(client, day.isoformat()), key=lambda r: r.finished_ms):
+        if r.status == "DONE":
+            out[r.task] = r.duration_s
+    return out
+
+
+def ferry_batch(paths: WorkPaths, fp, client: ClientConfig, day: dt.date, batch_size: int,
+                progress: Progress | None = None) -> dict:
+    """ferry_batch/: push every virtual-node record to FP in idempotent batches."""
+    from fp_ferry.ferry import ferry_batches, load_virtual_node_records
+
+    records = load_virtual_node_records(paths.stage("virtual_nodes"))
+    meta: dict = {}
+    with atomic_dir(paths.stage("ferry_batch"), meta):
+        report = ferry_batches(fp, client.name, day.isoformat(), records, batch_size=batch_size,
+                               progress=(lambda _b, _t, sent: progress(sent, len(records)))
+                               if progress else None)
+        meta.update(_report_dict(report))
+    return meta
+
+
+def ferry_cron(paths: WorkPaths, fp, client: ClientConfig, window_minutes: int) -> dict:
+    """ferry_cron/: push the most recent window of virtual-node records in real-time mode."""
+    from fp_ferry.ferry import ferry_realtime, load_virtual_node_records, recent_window
+
+    records = recent_window(load_virtual_node_records(paths.stage("virtual_nodes")), window_minutes)
+    meta: dict = {}
+    with atomic_dir(paths.stage("ferry_cron"), meta):
+        meta.update(_report_dict(ferry_realtime(fp, client.name, records)))
+    return meta
+
+
+def _report_dict(report) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(report) if is_dataclass(report) else dict(report)
+
+
+def code_version() -> str:
+    """The package version plus the git commit when run from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("fraudbatch")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{v}+{sha}" if sha else v

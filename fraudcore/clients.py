@@ -1,0 +1,105 @@
+"""The client registry (config/clients.yaml) and the validation of client names and dates."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+CLIENT_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+PRIORITIES = ("critical", "normal", "batch")
+CANONICAL_FIELDS = (
+    "event_id", "user_id", "event_time", "event_type", "ip", "device_id", "browser_fingerprint",
+    "user_agent", "email", "email_domain", "phone", "amount", "currency", "country", "merchant_id",
+)
+DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "clients.yaml"
+
+
+class ConfigError(ValueError):
+    """A one-line, actionable configuration or argument error."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """One tenant: where its data lives and how its records are read and judged."""
+
+    name: str
+    bucket: str
+    timezone: str = "UTC"
+    priority: str = "normal"
+    field_map: dict[str, str] = field(default_factory=dict)
+    super_node_threshold: int = 50
+    flag_threshold: int = 70
+    cron_group: str = ""
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def day_window_ms(self, day: dt.date) -> tuple[int, int]:
+        """[start, end) of the client-day in epoch milliseconds, in the client's timezone."""
+        start = dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=self.tz)
+        return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def registry_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get("FRAUDBATCH_CLIENTS") or DEFAULT_REGISTRY)
+
+
+def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ClientConfig]:
+    """All clients of the registry file, validated."""
+    p = registry_path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"client registry not found: {p} (set FRAUDBATCH_CLIENTS)") from None
+    defaults = doc.get("defaults") or {}
+    out: dict[str, ClientConfig] = {}
+    for name, entry in (doc.get("clients") or {}).items():
+        merged = {**defaults, **(entry or {})}
+        cfg = ClientConfig(name=name, **merged)
+        _validate(cfg, p)
+        out[name] = cfg
+    return out
+
+
+def _validate(cfg: ClientConfig, source: Path) -> None:
+    where = f"{source}: client {cfg.name!r}"
+    if not CLIENT_RE.match(cfg.name):
+        raise ConfigError(f"{where}: name must match {CLIENT_RE.pattern}")
+    if cfg.priority not in PRIORITIES:
+        raise ConfigError(f"{where}: priority must be one of {', '.join(PRIORITIES)}")
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: unknown timezone {cfg.timezone!r}") from None
+    bad = sorted(set(cfg.field_map.values()) - set(CANONICAL_FIELDS))
+    if bad:
+        raise ConfigError(f"{where}: field_map targets unknown fields {bad}")
+
+
+def get_client(name: str, path: str | os.PathLike[str] | None = None) -> ClientConfig:
+    """The named client, or a ConfigError that lists the configured ones."""
+    if not CLIENT_RE.match(name or ""):
+        raise ConfigError(f"invalid client name {name!r}: must match {CLIENT_RE.pattern}")
+    reg = load_registry(path)
+    if name not in reg:
+        raise ConfigError(f"unknown client {name!r}; configured clients: {', '.join(sorted(reg))}")
+    return reg[name]
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    """A YYYY-MM-DD date, or a ConfigError saying what was wrong."""
+    if isinstance(value, dt.date):
+        return value
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value or ""):
+        raise ConfigError(f"invalid date {value!r}: expected YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid date {value!r}: {exc}") from None

@@ -1,0 +1,84 @@
+"""Where each stage of a client-day keeps its data in the warehouse, and atomic stage output."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DONE = "_DONE"
+
+# Stage directory names, in pipeline order. Each is written whole, then marked with _DONE.
+STAGES = (
+    "raw", "connector", "organized", "virtual_nodes", "dfe", "dfe_store", "campaigns", "user_stats",
+    "risk", "event_join", "result_agg", "frontend_campaigns", "frontend_data", "frontend_report",
+    "results_staging", "ferry_batch", "ferry_cron", "labeling", "monitor",
+)
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """The warehouse folder of one client-day: {warehouse}/{client}/{date}/{stage}/."""
+
+    warehouse: Path
+    client: str
+    date: dt.date
+
+    @property
+    def root(self) -> Path:
+        return Path(self.warehouse) / self.client / self.date.isoformat()
+
+    def stage(self, name: str) -> Path:
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}")
+        return self.root / name
+
+    def done(self, name: str) -> Path:
+        return self.stage(name) / DONE
+
+
+def is_done(stage_dir: Path) -> bool:
+    return (Path(stage_dir) / DONE).is_file()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, meta: dict | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of `final`; on success replace `final` with it, _DONE last.
+
+    `meta` is serialised into _DONE after the block ends, so the caller may fill it in the block.
+
+    A failure leaves `final` untouched (a previous complete output stays complete) and removes
+    the temporary folder, so a retry starts clean and never sees half-written data.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        (tmp / DONE).write_text(json.dumps(meta or {}, sort_keys=True) + "\n", encoding="utf-8")
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, doc: object) -> None:
+    """Deterministic JSON (sorted keys, 2-space indent, trailing newline)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n", encoding="utf-8")

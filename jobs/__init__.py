@@ -1,0 +1,1 @@
+"""Spark job entry points. Each module has main(argv) -> int and is launched by jobs/run.py."""

@@ -1,0 +1,101 @@
+"""What every Spark job shares: argument parsing, the session, and the events schema."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fraudcore.clients import ClientConfig, get_client, parse_date
+from fraudcore.paths import WorkPaths
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The client-day a job works on."""
+
+    client: ClientConfig
+    paths: WorkPaths
+    args: argparse.Namespace
+
+
+def job_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every job takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--client", required=True)
+    p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--warehouse", required=True, help="warehouse root folder")
+    p.add_argument("--registry", default=None, help="client registry YAML (default: config/clients.yaml)")
+    return p
+
+
+def job_context(parser: argparse.ArgumentParser, argv: list[str]) -> JobContext:
+    args = parser.parse_args(argv)
+    client = get_client(args.client, args.registry)
+    day = parse_date(args.date)
+    return JobContext(client=client, paths=WorkPaths(Path(args.warehouse), client.name, day), args=args)
+
+
+def spark_session(app: str) -> SparkSession:
+    """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI."""
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", os.environ.get("FRAUDBATCH_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.parquet.compression.codec", "snappy")
+    )
+    if not os.environ.get("SPARK_MASTER_SET"):
+        # spark-submit sets spark.master; a direct `python -m jobs.run` falls back to local mode.
+        builder = builder.config("spark.master", os.environ.get("FRAUDBATCH_SPARK_MASTER", "local[2]"))
+    return builder.getOrCreate()
+
+
+def events_schema() -> StructType:
+    """Schema of accepted events (docs/architecture.md, *events*)."""
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    s = StringType()
+    return StructType([
+        StructField("event_id", s, False),
+        StructField("user_id", s, False),
+        StructField("event_time_ms", LongType(), False),
+        StructField("event_type", s, False),
+        StructField("ip", s, True),
+        StructField("device_id", s, True),
+        StructField("browser_fingerprint", s, True),
+        StructField("user_agent", s, True),
+        StructField("email_domain", s, True),
+        StructField("phone", s, True),
+        StructField("amount", DoubleType(), True),
+        StructField("currency", s, True),
+        StructField("country", s, True),
+        StructField("merchant_id", s, True),
+        StructField("source", s, False),
+        StructField("source_file", s, False),
+    ])
+
+
+EVENT_FIELDS = (
+    "event_id", "user_id", "event_time_ms", "event_type", "ip", "device_id", "browser_fingerprint",
+    "user_agent", "email_domain", "phone", "amount", "currency", "country", "merchant_id", "source",
+    "source_file",
+)
+
+
+def read_parquet_rows(path: Path, columns: list[str] | None = None) -> list[dict]:
+    """Rows of a Parquet folder (or file) as dicts, for the plain-Python steps (no Spark)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if p.is_dir() and not any(p.rglob("*.parquet")):
+        return []
+    table = pq.read_table(str(p), columns=columns)
+    return table.to_pylist()
