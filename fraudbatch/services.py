@@ -44,7 +44,7 @@ def service_specs(var_dir: Path, ports: Ports = Ports()) -> dict[str, Service]:
             "luigid",
             [str(BIN / "luigid"), "--address", "127.0.0.1", "--port", str(ports.luigid),
              "--state-path", str(var_dir / "luigi" / "luigi-state.pickle")],
-            f"http://127.0.0.1:{ports.luigid}/api/ping",
+            f"http://127.0.0.1:{ports.luigid}/",
         ),
         "dcluster": Service(
             "dcluster",
@@ -95,20 +95,28 @@ def start(services: Iterable[Service], var_dir: Path, env: dict[str, str] | None
         _pidfile(var_dir, svc.name).write_text(str(proc.pid), encoding="utf-8")
         procs[svc.name] = proc
         started.append(svc.name)
+    try:
+        _wait_until_up([s for s in services if s.name in procs], procs, var_dir, wait_s, log)
+    except RuntimeError:
+        stop(started, var_dir, log=log)  # leave nothing half-started behind
+        raise
+    return started
+
+
+def _wait_until_up(services: list[Service], procs: dict[str, subprocess.Popen], var_dir: Path,
+                   wait_s: float, log) -> None:
     deadline = time.monotonic() + wait_s
     for svc in services:
-        if svc.name not in procs:
-            continue
+        logfile = var_dir / "log" / f"{svc.name}.log"
         while not is_up(svc.health_url):
             if procs[svc.name].poll() is not None:
                 raise RuntimeError(f"{svc.name} exited with code {procs[svc.name].returncode} at start; "
-                                   f"see {var_dir / 'log' / (svc.name + '.log')}")
+                                   f"see {logfile}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{svc.name} did not answer {svc.health_url} within {wait_s:.0f}s; "
-                                   f"see {var_dir / 'log' / (svc.name + '.log')}")
+                                   f"see {logfile}")
             time.sleep(0.3)
         log(f"{svc.name}: started, pid {procs[svc.name].pid} ({svc.health_url})")
-    return started
 
 
 def stop(names: Iterable[str], var_dir: Path, grace_s: float = 20.0, log=print) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -10,6 +11,9 @@ import pytest
 def spark():
     """A local[2] Spark session, UTC, shared by every test that needs one."""
     os.environ.setdefault("FRAUDBATCH_SHUFFLE_PARTITIONS", "4")
+    # Spark's Python workers must use this interpreter (the project's venv), not whatever is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from jobs.common import spark_session
 
     session = spark_session("tests")

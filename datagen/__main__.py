@@ -1,0 +1,4 @@
+"""`python -m datagen`: the fraudbatch-datagen command."""
+from datagen.cli import main
+
+raise SystemExit(main())
