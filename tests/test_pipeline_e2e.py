@@ -1,0 +1,211 @@
+"""The whole client-day through luigid, the real DCluster service, Spark local mode and FP.
+
+One small generated client-day runs from raw files in the (local) bucket to the results
+folder, which must hold the DESIGN.md contract (checked by ../shared/tools/check-results),
+reconcile with the generator's ground truth, find the planted rings and leave households alone.
+Bad input (empty day, unknown client, bad date, a failing remote job) must exit non-zero
+with a message a person can act on.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from datagen.generator import generate_client_day
+from fraudbatch import services
+from fraudcore.clients import get_client
+from fraudcore.results import verify_manifest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK_RESULTS = ROOT.parent / "shared" / "tools" / "check-results"
+BIN = Path(sys.executable).parent
+DAY = "2025-11-21"
+EVENTS = 8000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Platform:
+    var: Path
+    env: dict[str, str]
+    dcluster_url: str
+    truth: dict
+
+    def luigi(self, task: str, client: str, date: str, *extra: str) -> subprocess.CompletedProcess:
+        argv = [str(BIN / "luigi"), "--module", "batch_tasks", task, f"--client={client}", f"--date={date}",
+                *extra]
+        return subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=1800)
+
+    def results_dir(self, client: str, date: str) -> Path:
+        return self.var / "objectstore" / get_client(client).bucket / "results" / client / date
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory) -> Platform:
+    var = tmp_path_factory.mktemp("var")
+    ports = services.Ports(luigid=_free_port(), dcluster=_free_port(), fp=_free_port())
+    cfg = (ROOT / "luigi.cfg").read_text(encoding="utf-8")
+    cfg = cfg.replace("sqlite:///var/luigi/task-history.sqlite", f"sqlite:///{var}/luigi/task-history.sqlite")
+    cfg = cfg.replace("state_path = var/luigi/luigi-state.pickle", f"state_path = {var}/luigi/luigi-state.pickle")
+    cfg = cfg.replace("default-scheduler-port = 8082", f"default-scheduler-port = {ports.luigid}")
+    (var / "luigi.cfg").write_text(cfg, encoding="utf-8")
+    env = {
+        **os.environ,
+        "LUIGI_CONFIG_PATH": str(var / "luigi.cfg"),
+        "FRAUDBATCH_OBJECTSTORE_ROOT": str(var / "objectstore"),
+        "FRAUDBATCH_WAREHOUSE": str(var / "warehouse"),
+        "FRAUDBATCH_SQLITE_PATH": str(var / "tables.sqlite"),
+        "DCLUSTER_URL": f"http://127.0.0.1:{ports.dcluster}",
+        "FP_URL": f"http://127.0.0.1:{ports.fp}",
+    }
+    env.pop("FRAUDBATCH_RUN_ID", None)
+    demo = get_client("demo")
+    report = generate_client_day(demo, dt.date.fromisoformat(DAY), var / "objectstore" / demo.bucket,
+                                 events=EVENTS, seed=5, malformed_rate=0.01, truth_dir=var / "truth")
+    truth = json.loads(Path(report.truth_path).read_text(encoding="utf-8"))
+    specs = services.service_specs(var, ports)
+    started = services.start(specs.values(), var, env=env)
+    try:
+        yield Platform(var=var, env=env, dcluster_url=env["DCLUSTER_URL"], truth=truth)
+    finally:
+        services.stop(started, var)
+
+
+@pytest.fixture(scope="module")
+def finished_day(platform: Platform) -> subprocess.CompletedProcess:
+    """The demo client-day run once through the central scheduler."""
+    return platform.luigi("MonitorTracker", "demo", DAY, "--workers=3")
+
+
+def _risk_rows(results: Path) -> dict[str, dict]:
+    with gzip.open(results / "risk_scores" / "risk_scores.csv.gz", "rt", encoding="utf-8") as f:
+        return {r["user_id"]: r for r in csv.DictReader(io.StringIO(f.read()))}
+
+
+def test_whole_day_meets_the_results_contract(platform: Platform, finished_day) -> None:
+    assert finished_day.returncode == 0, finished_day.stderr[-4000:]
+    results = platform.results_dir("demo", DAY)
+    assert CHECK_RESULTS.is_file(), f"results checker not found at {CHECK_RESULTS}"
+    check = subprocess.run([sys.executable, str(CHECK_RESULTS), str(results)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    manifest = json.loads((results / "_manifest.json").read_text(encoding="utf-8"))
+    assert verify_manifest(results, manifest) == []
+    assert manifest["files"]["risk_scores/risk_scores.csv.gz"]["rows"] == len(_risk_rows(results))
+
+
+def test_counts_reconcile_with_the_ground_truth(platform: Platform, finished_day) -> None:
+    assert finished_day.returncode == 0
+    summary = json.loads((platform.results_dir("demo", DAY) / "reports" / "summary.json").read_text())
+    expected = platform.truth["expected"]
+    assert summary["records_read"] == expected["records_read"] == EVENTS
+    assert summary["records_quarantined"] == expected["records_quarantined"]
+    assert summary["records_accepted"] == expected["records_accepted"]
+    assert summary["duplicates"] == expected["duplicates"]
+    assert summary["late_records"] == expected["late_records"]
+    assert summary["users"] == len(_risk_rows(platform.results_dir("demo", DAY)))
+    assert set(summary["stage_seconds"]) >= {"ingest", "preprocess", "dfe", "aggregation", "frontend",
+                                             "results", "total"}
+
+
+def test_planted_rings_are_found_and_households_are_not(platform: Platform, finished_day) -> None:
+    assert finished_day.returncode == 0
+    rows = _risk_rows(platform.results_dir("demo", DAY))
+    flagged = {u for u, r in rows.items() if r["is_flagged"] == "true"}
+    for ring_id, ring in platform.truth["rings"].items():
+        members = [u for u in ring["members"] if u in rows]
+        caught = [u for u in members if u in flagged]
+        assert len(caught) >= 0.8 * len(members), f"ring {ring_id} ({ring['shape']}): {len(caught)}/{len(members)}"
+        # A ring is reported as one campaign, not as scattered users.
+        campaigns = {rows[u]["campaign_id"] for u in caught}
+        assert len(campaigns - {""}) >= 1
+    household_users = {u for h in platform.truth["households"] for u in h["members"] if u in rows}
+    assert household_users, "the sample should contain households"
+    assert not (household_users & flagged), f"households flagged: {sorted(household_users & flagged)}"
+    carrier = {u for u in platform.truth["carrier_nat"]["users"] if u in rows}
+    assert len(carrier & flagged) <= 0.02 * len(carrier)
+
+
+def test_run_records_and_labeling(platform: Platform, finished_day) -> None:
+    assert finished_day.returncode == 0
+    day_dir = platform.var / "warehouse" / "demo" / DAY
+    monitor = json.loads((day_dir / "monitor" / "monitor.json").read_text())
+    assert monitor["failed"] == []
+    for task in ("Fetcher", "SparkConnectorRunner", "LogTimeFileOrganizer", "VirtualNodeGenerator",
+                 "Rawlogconverter", "CassandraDfeWriter", "Campaign", "UserStats", "ResultAggLite",
+                 "EventJoinLite", "ResultAgg", "CampaignFrontendData", "FrontendDataGen",
+                 "FrontendResultGenerator", "FrontendResultWriter", "ResultSender", "Labeling",
+                 "BatchFeaturePlatformFerry"):
+        assert monitor["tasks"][task]["status"] == "DONE", task
+    labeling = json.loads((day_dir / "labeling" / "labeling.json").read_text())
+    assert labeling["labelled_users"] > 0
+    assert labeling["recall"] is not None and labeling["recall"] >= 0.7
+    assert labeling["precision"] is not None and labeling["precision"] >= 0.7
+
+
+def test_second_run_does_no_work(platform: Platform, finished_day) -> None:
+    assert finished_day.returncode == 0
+    before = requests.get(f"{platform.dcluster_url}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
+    again = platform.luigi("MonitorTracker", "demo", DAY, "--workers=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "complete ones were encountered" in again.stderr
+    assert "ran successfully" not in again.stderr
+    after = requests.get(f"{platform.dcluster_url}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
+    assert len(_jobs(after)) == len(_jobs(before))
+
+
+def _jobs(doc) -> list:
+    return doc["jobs"] if isinstance(doc, dict) else doc
+
+
+def test_empty_day_exits_missing_data(platform: Platform) -> None:
+    run = platform.luigi("ResultSender", "demo", "2025-11-01", "--local-scheduler")
+    assert run.returncode == 20, run.stderr[-3000:]
+    assert "no raw data for demo 2025-11-01" in run.stderr
+
+
+@pytest.mark.parametrize(("client", "date", "message"), [
+    ("nosuchclient", DAY, "unknown client 'nosuchclient'"),
+    ("demo", "2025-13-45", "invalid date '2025-13-45'"),
+    ("demo", "21/11/2025", "invalid date '21/11/2025': expected YYYY-MM-DD"),
+])
+def test_bad_arguments_exit_2_with_one_line(platform: Platform, client: str, date: str, message: str) -> None:
+    run = platform.luigi("ResultSender", client, date, "--local-scheduler")
+    assert run.returncode == 2
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_failing_remote_job_exits_task_failed_with_its_message(platform: Platform) -> None:
+    day = "2025-11-03"
+    demo = get_client("demo")
+    raw = platform.var / "objectstore" / demo.bucket / "rawdata" / "demo" / day / "logs"
+    raw.mkdir(parents=True)
+    (raw / "part-0.jsonl.gz").write_bytes(b"this is not gzip data")
+    run = platform.luigi("LogTimeFileOrganizer", "demo", day, "--local-scheduler")
+    assert run.returncode == 30, run.stderr[-3000:]
+    assert "DCluster job" in run.stderr and "FAILED" in run.stderr
+    assert "part-0.jsonl.gz" in run.stderr
+    jobs = _jobs(requests.get(f"{platform.dcluster_url}/cluster/jobs",
+                              params={"client": "demo", "state": "FAILED"}, timeout=10).json())
+    assert any(j["app"] == "connector" for j in jobs)
+    shutil.rmtree(raw.parent)
