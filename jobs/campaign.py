@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 from fraudcore.campaigns import build_campaign, find_groups, member_record, sort_campaigns
 from fraudcore.paths import atomic_dir, is_done, write_json
 from fraudcore.scoring import merge_windows
-from jobs.common import JobContext
-from jobs.virtual_nodes import run_main
+from jobs.common import JobContext, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

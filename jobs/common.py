@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudcore.clients import ClientConfig, get_client, parse_date
+from fraudcore.clients import ClientConfig, ConfigError, get_client, parse_date
 from fraudcore.paths import WorkPaths
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 
@@ -99,3 +103,47 @@ def read_parquet_rows(path: Path, columns: list[str] | None = None) -> list[dict
         return []
     table = pq.read_table(str(p), columns=columns)
     return table.to_pylist()
+
+
+def one_line(exc: BaseException) -> str:
+    """A short single-line message of an exception, digging the Python cause out of Spark errors."""
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Spark wraps worker errors in a long trace whose informative line is "SomeError: message".
+    for ln in reversed(lines):
+        if ln.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in ln:
+            return ln
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def read_organized_events(spark: SparkSession, ctx: JobContext) -> DataFrame:
+    """The client-day's organized events (schema *events* plus `hour`)."""
+    from pyspark.sql.types import IntegerType, StructField, StructType
+
+    path = ctx.paths.stage("organized") / "events"
+    if not path.is_dir():
+        raise FileNotFoundError(f"organized events not found: {path} (run the organizer first)")
+    # An explicit schema lets a day without events read as an empty frame instead of failing
+    # schema inference, and pins the partition column's type.
+    schema = StructType(events_schema().fields + [StructField("hour", IntegerType(), True)])
+    return spark.read.schema(schema).parquet(str(path))
+
+
+def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
+             argv: list[str] | None) -> int:
+    """Parse arguments, run `body` and print its one-line summary; errors end as the last stderr line."""
+    parser = job_parser(description)
+    try:
+        ctx = job_context(parser, list(sys.argv[1:] if argv is None else argv))
+        started = time.monotonic()
+        summary = body(spark_session(app), ctx)
+    except ConfigError as exc:
+        print(f"{app}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the service shows the last stderr line, so end with the cause
+        traceback.print_exc()
+        print(f"{app}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
+          f"({time.monotonic() - started:.1f}s)")
+    return 0

@@ -20,7 +20,7 @@ from fraudcore.ingest import (
     reconcile,
 )
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, spark_session
+from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, one_line, spark_session
 
 APP = "connector"
 EXIT_NO_DATA = 3
@@ -126,17 +126,6 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         print(f"{APP} failed: {one_line(exc)}", file=sys.stderr)
         return 1
-
-
-def one_line(exc: BaseException) -> str:
-    """A short single-line message of an exception, digging the Python cause out of Spark errors."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # Spark wraps worker errors in a long trace whose informative line is "SomeError: message".
-    for ln in reversed(lines):
-        if ln.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in ln:
-            return ln
-    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

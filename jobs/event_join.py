@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 from fraudcore.paths import atomic_dir, write_json
 from jobs.campaign import require_done
-from jobs.common import EVENT_FIELDS, JobContext
-from jobs.virtual_nodes import read_organized_events, run_main
+from jobs.common import EVENT_FIELDS, JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -11,8 +11,7 @@ from pathlib import Path
 from fraudcore.clients import ConfigError
 from fraudcore.organize import DUPLICATE_ORDER, check_organizer_stats, organizer_stats
 from fraudcore.paths import atomic_dir, is_done, write_json
-from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, spark_session
-from jobs.connector import one_line
+from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, one_line, spark_session
 
 APP = "organizer"
 OUTPUT_ORDER = ("user_id", "event_time_ms", "event_id")

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 from fraudcore.features import FEATURE_NAMES, GRAPH_KEYS, user_features
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import JobContext
-from jobs.virtual_nodes import read_organized_events, run_main
+from jobs.common import JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:
     from pyspark.rdd import RDD

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from fraudcore.paths import atomic_dir, read_json, write_json
 from fraudcore.scoring import merge_windows, risk_row
 from jobs.campaign import feature_windows, require_done
-from jobs.common import JobContext
-from jobs.virtual_nodes import run_main
+from jobs.common import JobContext, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession

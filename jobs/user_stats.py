@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 from fraudcore.features import USER_STATS_FIELDS, user_stats
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import JobContext
+from jobs.common import JobContext, read_organized_events, run_main
 from jobs.rawlogconverter import events_by_user
-from jobs.virtual_nodes import read_organized_events, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

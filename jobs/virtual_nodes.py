@@ -7,57 +7,17 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudcore.clients import ConfigError
 from fraudcore.graph import HEXTET_PATTERN, IPV4_PATTERN, NODE_TYPES, WHITESPACE
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import JobContext, events_schema, job_context, job_parser, spark_session
+from jobs.common import JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 APP = "virtual_nodes"
-
-
-# ---------------------------------------------------------------- shared by the graph jobs
-
-
-def read_organized_events(spark: SparkSession, ctx: JobContext) -> DataFrame:
-    """The client-day's organized events (schema *events* plus `hour`)."""
-    from pyspark.sql.types import IntegerType, StructField, StructType
-
-    path = ctx.paths.stage("organized") / "events"
-    if not path.is_dir():
-        raise FileNotFoundError(f"organized events not found: {path} (run the organizer first)")
-    # An explicit schema lets a day without events read as an empty frame instead of failing
-    # schema inference, and pins the partition column's type.
-    schema = StructType(events_schema().fields + [StructField("hour", IntegerType(), True)])
-    return spark.read.schema(schema).parquet(str(path))
-
-
-def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
-             argv: list[str] | None) -> int:
-    """Parse arguments, run `body` and print its one-line summary; errors end as the last stderr line."""
-    parser = job_parser(description)
-    try:
-        ctx = job_context(parser, list(sys.argv[1:] if argv is None else argv))
-        started = time.monotonic()
-        summary = body(spark_session(app), ctx)
-    except ConfigError as exc:
-        print(f"{app}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"{app}: error: {type(exc).__name__}: {first}", file=sys.stderr)
-        return 1
-    print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
-          f"({time.monotonic() - started:.1f}s)")
-    return 0
 
 
 # ---------------------------------------------------------------- node values in Spark SQL
