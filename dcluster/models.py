@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("dcluster.jobs")
 
@@ -24,10 +25,13 @@ TERMINAL_STATES = frozenset({COMPLETED, FAILED, TERMINATED})
 ACTIVE_STATES = frozenset({PENDING, RUNNING, HANGING})
 # The life cycle of SPEC §3. PENDING -> FAILED is for a job whose process could not be
 # launched at all (e.g. a missing launcher): it never ran, so it must not pass RUNNING.
+# RUNNING/HANGING -> PENDING is a reschedule: the attempt was ended by a fault (spot reclaim,
+# failed health check, hang) and the job waits for capacity again under the same id, so a
+# client polling it sees it finish instead of a dead end (docs/adr/0006).
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({RUNNING, TERMINATED, FAILED}),
-    RUNNING: frozenset({COMPLETED, FAILED, TERMINATED, HANGING}),
-    HANGING: frozenset({TERMINATED}),
+    RUNNING: frozenset({COMPLETED, FAILED, TERMINATED, HANGING, PENDING}),
+    HANGING: frozenset({TERMINATED, PENDING}),
     COMPLETED: frozenset(),
     FAILED: frozenset(),
     TERMINATED: frozenset(),
@@ -43,6 +47,7 @@ ENV_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 # Modules of jobs/ that are plumbing, not job entry points.
 NOT_APPS = frozenset({"run", "common"})
 MAX_ARGS = 200
+DURATION_WINDOW = 50  # completed runs per app kept for the hanging average
 MAX_KEY_LEN = 512
 
 
@@ -190,6 +195,12 @@ class Job:
     transitions: list[dict[str, str]] = field(default_factory=list)
     message: str = ""
     log_tail: list[str] = field(default_factory=list)
+    task_class: str = "normal"  # critical | normal | batch | dev (policy.task_class)
+    # One record per run of this job: capacity, instance, price, pid, times, cost, outcome.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    forced_capacity: str | None = None  # capacity the next run must use (after a spot reclaim)
+    spot_request_id: str | None = None  # open spot request the job waits on
+    spot_failures: int = 0  # failed spot requests since the job last started
 
     @property
     def is_terminal(self) -> bool:
@@ -207,7 +218,7 @@ class Job:
         return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
 
-def new_job(spec: JobSpec, attempts: int = 1) -> Job:
+def new_job(spec: JobSpec, attempts: int = 1, **extra: Any) -> Job:
     """A fresh PENDING job for a spec."""
     job_id = secrets.token_hex(6)
     at = now_iso()
@@ -223,11 +234,12 @@ def new_job(spec: JobSpec, attempts: int = 1) -> Job:
         strategy=spec.strategy,
         idempotency_key=spec.idempotency_key,
         state=PENDING,
-        capacity_type=capacity_type_for(spec.priority),
+        capacity_type=str(extra.pop("capacity_type", capacity_type_for(spec.priority))),
         attempts=attempts,
         submitted_at=at,
         transitions=[{"state": PENDING, "at": at, "reason": "submitted"}],
         message="waiting for a free job slot",
+        **extra,
     )
 
 
@@ -238,11 +250,11 @@ class JobStore:
         self._dir = Path(jobs_dir)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
+        self._durations: dict[str, list[float]] = {}
 
     def load(self) -> list[Job]:
-        """Read every state file; jobs caught mid-run by a restart are closed. Returns those."""
+        """Read every state file; returns the jobs a restart caught RUNNING or HANGING (to reconcile)."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        recovered: list[Job] = []
         with self._lock:
             for path in sorted(self._dir.glob("*.json")):
                 try:
@@ -251,17 +263,28 @@ class JobStore:
                     log.warning("skipping unreadable job state %s: %s", path, exc)
                     continue
                 self._jobs[job.job_id] = job
-                # The process handle died with the old service, so nobody can watch the job;
-                # reconciling with still-running processes is future work.
-                if job.state == RUNNING:
-                    self.transition(job.job_id, FAILED, "service restarted while job was running")
-                    recovered.append(job)
-                elif job.state == HANGING:
-                    self.transition(job.job_id, TERMINATED, "service restarted while job was hanging")
-                    recovered.append(job)
-        return [copy.deepcopy(j) for j in recovered]
+                for run in job.runs:
+                    if run.get("outcome") == COMPLETED:
+                        self._remember_duration(job.app, float(run.get("seconds") or 0.0))
+            return [copy.deepcopy(j) for j in self._jobs.values() if j.state in (RUNNING, HANGING)]
 
-    def submit(self, spec: JobSpec) -> tuple[Job, bool]:
+    def durations(self, app: str) -> list[float]:
+        """Seconds of the app's most recent completed runs (the hanging rule's sample)."""
+        with self._lock:
+            return list(self._durations.get(app, []))
+
+    def remember_duration(self, app: str, seconds: float) -> None:
+        """Add a completed run's duration to the app's sample."""
+        with self._lock:
+            self._remember_duration(app, seconds)
+
+    def _remember_duration(self, app: str, seconds: float) -> None:
+        # The newest runs say most about today's data volume; keep a bounded window.
+        window = self._durations.setdefault(app, [])
+        window.append(seconds)
+        del window[:-DURATION_WINDOW]
+
+    def submit(self, spec: JobSpec, **extra: Any) -> tuple[Job, bool]:
         """The active job with the spec's idempotency key, or a new PENDING job; bool = created."""
         with self._lock:
             attempts = 0
@@ -271,7 +294,7 @@ class JobStore:
                     if job.state in ACTIVE_STATES:
                         return copy.deepcopy(job), False
                 attempts = max((j.attempts for j in same_key), default=0)
-            job = new_job(spec, attempts=attempts + 1)
+            job = new_job(spec, attempts=attempts + 1, **extra)
             self._jobs[job.job_id] = job
             self._save(job)
             log.info("job %s submitted: %s %s for %s (attempt %d, key %s)",
@@ -287,7 +310,7 @@ class JobStore:
             return copy.deepcopy(job)
 
     def list(self, *, client: str | None = None, state: str | None = None, app: str | None = None,
-             limit: int | None = None) -> list[Job]:
+             capacity_type: str | None = None, limit: int | None = None) -> list[Job]:
         """Snapshots of matching jobs, newest submission first."""
         with self._lock:
             jobs = [
@@ -295,6 +318,7 @@ class JobStore:
                 if (client is None or j.client == client)
                 and (state is None or j.state == state)
                 and (app is None or j.app == app)
+                and (capacity_type is None or j.capacity_type == capacity_type)
             ]
             jobs.sort(key=lambda j: (j.submitted_at, j.job_id), reverse=True)
             return [copy.deepcopy(j) for j in jobs[:limit]]
@@ -315,8 +339,28 @@ class JobStore:
                 out[j.state] += 1
             return out
 
+    def all_runs(self) -> list[tuple[Job, dict[str, Any]]]:
+        """Every finished run with a snapshot of its job (the cost ledger's rows)."""
+        with self._lock:
+            return [(copy.deepcopy(j), dict(r)) for j in self._jobs.values() for r in j.runs
+                    if r.get("ended_at")]
+
+    def update(self, job_id: str, **changes: Any) -> Job:
+        """Set fields of a job other than its state, and save."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if "state" in changes:
+                raise ValueError("use transition() to change a job's state")
+            for name, value in changes.items():
+                setattr(job, name, copy.deepcopy(value))
+            self._save(job)
+            return copy.deepcopy(job)
+
     def transition(self, job_id: str, state: str, reason: str, *, exit_code: int | None = None,
-                   message: str | None = None, log_tail: list[str] | None = None) -> Job:
+                   message: str | None = None, log_tail: list[str] | None = None,
+                   **changes: Any) -> Job:
         """Move a job to a new state (InvalidTransition if the life cycle forbids it), record and save."""
         with self._lock:
             job = self._jobs.get(job_id)
@@ -326,6 +370,8 @@ class JobStore:
                 raise InvalidTransition(job_id, job.state, state)
             at = now_iso()
             previous = job.state
+            for name, value in changes.items():
+                setattr(job, name, copy.deepcopy(value))
             job.state = state
             job.transitions.append({"state": state, "at": at, "reason": reason})
             job.message = reason if message is None else message

@@ -1,4 +1,4 @@
-"""DCluster service settings: one dataclass, defaults for a laptop, DCLUSTER_* overrides."""
+"""DCluster service settings: one dataclass, defaults for a laptop, a YAML file, DCLUSTER_* overrides."""
 from __future__ import annotations
 
 import os
@@ -6,8 +6,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
+
+from dcluster.config import ClusterConfig, ConfigError
 
 ENV_PREFIX = "DCLUSTER_"
+CONFIG_ENV = "DCLUSTER_CONFIG"
+# Service fields the YAML file's `service:` section may set (paths and ports stay deployment-only).
+YAML_SERVICE_KEYS = frozenset({
+    "max_concurrent_jobs", "log_tail_lines", "env", "job_timeout_s", "poll_interval_s", "terminate_grace_s",
+})
 
 
 def _default_spark_submit() -> str:
@@ -34,6 +42,7 @@ class DClusterSettings:
     # ("python" launcher mode: for Spark-free jobs and fast tests).
     spark_submit: str = field(default_factory=_default_spark_submit)
     spark_master: str = "local[2]"  # --master passed to spark-submit
+    spark_master_url: str = "spark://127.0.0.1:7077"  # master of the "standalone" provider (scripts/spark-cluster.sh)
     python: str = field(default_factory=lambda: sys.executable)  # PYSPARK_PYTHON for driver and workers
     project_root: Path = field(default_factory=_default_project_root)  # folder containing jobs/run.py
     max_concurrent_jobs: int = 2  # jobs RUNNING at once; the rest wait PENDING
@@ -42,6 +51,10 @@ class DClusterSettings:
     job_timeout_s: float = 3600.0  # a job running longer is marked HANGING and terminated
     poll_interval_s: float = 1.0  # how often the scheduler starts and polls jobs
     terminate_grace_s: float = 10.0  # SIGTERM to SIGKILL delay when terminating a job
+    # Resource policy (pools, strategies, task classes, monitor, prices, simulation); from the
+    # YAML file at config_path (DCLUSTER_CONFIG), else the SPEC's example values.
+    config_path: Path | None = None
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> DClusterSettings:
@@ -49,7 +62,19 @@ class DClusterSettings:
         environ = os.environ if environ is None else environ
         base = cls()
         values: dict[str, object] = {}
+        config_path = overrides.get("config_path") or environ.get(CONFIG_ENV) or None
+        root = Path(str(overrides.get("project_root") or environ.get(ENV_PREFIX + "PROJECT_ROOT")
+                        or base.project_root))
+        if config_path is None and (root / DEFAULT_CONFIG).is_file():
+            config_path = root / DEFAULT_CONFIG
+        if config_path is not None:
+            service, cluster = load_config_file(Path(str(config_path)))
+            values.update(service)
+            values["cluster"] = cluster
+            values["config_path"] = Path(str(config_path))
         for f in fields(cls):
+            if f.name in ("cluster", "config_path"):
+                continue
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
@@ -63,7 +88,8 @@ class DClusterSettings:
             raise ValueError("DCluster max_concurrent_jobs must be at least 1")
         if self.log_tail_lines < 0:
             raise ValueError("DCluster log_tail_lines must not be negative")
-        return replace(self, state_dir=Path(self.state_dir), project_root=Path(self.project_root))
+        return replace(self, state_dir=Path(self.state_dir), project_root=Path(self.project_root),
+                       cluster=self.cluster.checked())
 
     @property
     def jobs_dir(self) -> Path:
@@ -76,6 +102,34 @@ class DClusterSettings:
         return Path(self.state_dir) / "logs"
 
 
+DEFAULT_CONFIG = Path("config") / "dcluster-config.yaml"
+
+
+def load_config_file(path: Path) -> tuple[dict[str, Any], ClusterConfig]:
+    """The `service:` values and the resource policy of a dcluster-config.yaml file."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read DCluster config {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"DCluster config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"DCluster config {path} must be a mapping")
+    doc = dict(doc)
+    service = dict(doc.pop("service", None) or {})
+    unknown = set(service) - YAML_SERVICE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown service keys {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(YAML_SERVICE_KEYS))}")
+    try:
+        cluster = ClusterConfig.from_mapping(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return service, cluster
+
+
 def _convert(name: str, raw: str, default: object) -> object:
     """Parse one environment value to the type of the field's default."""
     try:
@@ -85,7 +139,7 @@ def _convert(name: str, raw: str, default: object) -> object:
             return int(raw)
         if isinstance(default, float):
             return float(raw)
-        if isinstance(default, Path):
+        if isinstance(default, Path) or name == "config_path":
             return Path(raw)
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc

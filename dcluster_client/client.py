@@ -100,8 +100,10 @@ class DClusterClient:
         retries: int = 3,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        actor: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.actor = actor  # sent as X-Actor, the "who" of the service's audit log
         self.session = session or requests.Session()
         self.timeout = timeout
         self.retries = retries
@@ -121,7 +123,7 @@ class DClusterClient:
         return JobStatus.from_json(self._request("POST", f"/cluster/job/terminate/{job_id}"))
 
     def jobs(self, **filters: str) -> list[JobStatus]:
-        """Jobs matching client=, state=, app= (and limit=), newest first."""
+        """Jobs matching client=, state=, app=, capacity= (and limit=), newest first."""
         params = {k: v for k, v in filters.items() if v is not None}
         return [JobStatus.from_json(j) for j in self._request("GET", "/cluster/jobs", params=params)["jobs"]]
 
@@ -133,6 +135,62 @@ class DClusterClient:
         """The job's full log."""
         return self._request("GET", f"/cluster/job/{job_id}/log", text=True)
 
+    def allocate(self, count: int = 1, *, priority: str = "normal", strategy: str = "balanced",
+                 env: str | None = None) -> dict[str, Any]:
+        """Add instances to the pools, split by the work's spot share."""
+        body = {"count": count, "priority": priority, "strategy": strategy, "env": env}
+        return self._request("POST", "/cluster/resources/allocate", json=body)
+
+    def request_spot(self, count: int = 1, max_price: float | None = None) -> list[dict[str, Any]]:
+        """Open spot requests for the pool; returns them."""
+        body = {"count": count, "max_price": max_price}
+        return self._request("POST", "/cluster/resources/spot/request", json=body)["requests"]
+
+    def fallback(self, job_id: str | None = None, *, duration_s: float | None = None,
+                 reason: str = "") -> dict[str, Any]:
+        """Move one job (or, without job_id, all new work for duration_s) to on-demand."""
+        body = {"job_id": job_id, "duration_s": duration_s, "reason": reason}
+        return self._request("POST", "/cluster/resources/fallback", json=body)
+
+    def spot_status(self) -> dict[str, Any]:
+        """Whether spot is enabled, open requests, the spot pool and market."""
+        return self._request("GET", "/cluster/resources/spot/status")
+
+    def spot_history(self, hours: float = 24) -> dict[str, Any]:
+        """Spot requests of the last `hours`."""
+        return self._request("GET", "/cluster/resources/spot/history", params={"hours": hours})
+
+    def cancel_spot_request(self, request_id: str) -> dict[str, Any]:
+        """Cancel an open spot request; DClusterError 409 once it is closed."""
+        return self._request("POST", f"/cluster/resources/spot/cancel/{request_id}")
+
+    def alerts(self, open_only: bool = False) -> list[dict[str, Any]]:
+        """Alerts, newest first."""
+        params = {"open": "true"} if open_only else {}
+        return self._request("GET", "/cluster/alerts", params=params)["alerts"]
+
+    def costs(self, client: str | None = None, date: str | None = None) -> dict[str, Any]:
+        """Cost, spot share and savings per client and day, with the run ledger."""
+        params = {k: v for k, v in {"client": client, "date": date}.items() if v is not None}
+        return self._request("GET", "/cluster/costs", params=params)
+
+    def audit(self, **filters: str | int) -> list[dict[str, Any]]:
+        """Audit entries matching action=, actor=, target= (and limit=), newest first."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._request("GET", "/cluster/audit", params=params)["entries"]
+
+    def sim_spot(self, **changes: float | bool) -> dict[str, Any]:
+        """Change the simulated spot market (available, price, fulfil_delay_s, interruption_rate_per_hour)."""
+        return self._request("POST", "/cluster/sim/spot", json=changes)
+
+    def sim_on_demand(self, available: bool) -> dict[str, Any]:
+        """Make simulated on-demand launches succeed or fail."""
+        return self._request("POST", "/cluster/sim/on_demand", json={"available": available})
+
+    def interrupt(self, job_id: str) -> JobStatus:
+        """Deliver a (simulated) spot interruption notice to a job running on spot."""
+        return JobStatus.from_json(self._request("POST", f"/cluster/sim/interrupt/{job_id}"))
+
     def log_url(self, job_id: str) -> str:
         """Where a person can read the job's full log."""
         return f"{self.base_url}/cluster/job/{job_id}/log"
@@ -142,6 +200,8 @@ class DClusterClient:
         attempts = max(1, self.retries)
         for attempt in range(1, attempts + 1):
             try:
+                if self.actor:
+                    kwargs.setdefault("headers", {})["X-Actor"] = self.actor
                 response = self.session.request(method, url, timeout=self.timeout, **kwargs)
                 break
             except (requests.ConnectionError, requests.Timeout) as exc:

@@ -246,3 +246,49 @@ def test_jobs_filters_and_log_text():
     assert [(j.job_id, j.state, j.is_terminal) for j in found] == [("abc123def456", "COMPLETED", True)]
     assert adapter.calls[0][1] == "/cluster/jobs?client=syncbank&state=COMPLETED"
     assert client.log("abc123def456") == "line 1\nline 2\n"
+
+
+def test_resource_methods_call_their_endpoints_with_the_actor():
+    seen: list[tuple[str, str, object, str | None]] = []
+
+    def handler(request: requests.PreparedRequest) -> tuple[int, object]:
+        body = json.loads(request.body) if request.body else None
+        seen.append((request.method, request.path_url, body, request.headers.get("X-Actor")))
+        if request.path_url.startswith("/cluster/resources/spot/request"):
+            return 201, {"requests": [{"request_id": "sir-1", "state": "open"}]}
+        if request.path_url.startswith("/cluster/alerts"):
+            return 200, {"alerts": [{"kind": "no_capacity"}], "count": 1}
+        if request.path_url.startswith("/cluster/audit"):
+            return 200, {"entries": [{"action": "job_submit"}], "count": 1}
+        if request.path_url.startswith("/cluster/sim/interrupt/"):
+            return 200, job("RUNNING")
+        return 200, {"ok": True}
+
+    client, _, _ = make_client(handler, actor="ops-alice")
+    client.allocate(3, priority="batch")
+    assert client.request_spot(2, max_price=0.3) == [{"request_id": "sir-1", "state": "open"}]
+    client.fallback("abc123def456", reason="reclaims")
+    client.spot_status()
+    client.spot_history(hours=6)
+    client.cancel_spot_request("sir-1")
+    assert client.alerts(open_only=True) == [{"kind": "no_capacity"}]
+    client.costs(client="syncbank", date="2025-11-21")
+    assert client.audit(action="job_submit", limit=5) == [{"action": "job_submit"}]
+    client.sim_spot(available=False)
+    client.sim_on_demand(True)
+    assert client.interrupt("abc123def456").state == "RUNNING"
+    assert [(m, p, b) for m, p, b, _ in seen] == [
+        ("POST", "/cluster/resources/allocate", {"count": 3, "priority": "batch", "strategy": "balanced", "env": None}),
+        ("POST", "/cluster/resources/spot/request", {"count": 2, "max_price": 0.3}),
+        ("POST", "/cluster/resources/fallback", {"job_id": "abc123def456", "duration_s": None, "reason": "reclaims"}),
+        ("GET", "/cluster/resources/spot/status", None),
+        ("GET", "/cluster/resources/spot/history?hours=6", None),
+        ("POST", "/cluster/resources/spot/cancel/sir-1", None),
+        ("GET", "/cluster/alerts?open=true", None),
+        ("GET", "/cluster/costs?client=syncbank&date=2025-11-21", None),
+        ("GET", "/cluster/audit?action=job_submit&limit=5", None),
+        ("POST", "/cluster/sim/spot", {"available": False}),
+        ("POST", "/cluster/sim/on_demand", {"available": True}),
+        ("POST", "/cluster/sim/interrupt/abc123def456", None),
+    ]
+    assert {actor for *_, actor in seen} == {"ops-alice"}

@@ -227,14 +227,17 @@ def test_life_cycle_rules_are_enforced(tmp_path: Path):
     assert job.namespace == f"s-dev-syncbank-{job.job_id}" and len(job.job_id) == 12
     with pytest.raises(InvalidTransition, match=r"cannot go from PENDING to COMPLETED"):
         store.transition(job.job_id, "COMPLETED", "x")
+    with pytest.raises(InvalidTransition, match=r"cannot go from PENDING to HANGING"):
+        store.transition(job.job_id, "HANGING", "x")
     store.transition(job.job_id, "RUNNING", "started")
-    with pytest.raises(InvalidTransition, match=r"cannot go from RUNNING to PENDING"):
-        store.transition(job.job_id, "PENDING", "x")
+    # RUNNING -> PENDING is a reschedule after a fault (docs/adr/0006), so it is allowed.
+    store.transition(job.job_id, "PENDING", "spot reclaimed; rescheduled")
+    store.transition(job.job_id, "RUNNING", "started again")
     store.transition(job.job_id, "HANGING", "too long")
     with pytest.raises(InvalidTransition, match=r"cannot go from HANGING to COMPLETED"):
         store.transition(job.job_id, "COMPLETED", "x")
     done = store.transition(job.job_id, "TERMINATED", "stopped", exit_code=-15)
-    assert states_of(done.transitions) == ["PENDING", "RUNNING", "HANGING", "TERMINATED"]
+    assert states_of(done.transitions) == ["PENDING", "RUNNING", "PENDING", "RUNNING", "HANGING", "TERMINATED"]
     with pytest.raises(InvalidTransition, match=r"allowed: nothing \(terminal\)"):
         store.transition(job.job_id, "RUNNING", "x")
 
@@ -404,7 +407,11 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     assert openapi["info"]["title"] == "DCluster"
     assert openapi["info"]["version"] == "0.1.0"
     assert {"/cluster/job/submit", "/cluster/job/terminate/{job_id}", "/cluster/job/{job_id}",
-            "/cluster/job/{job_id}/log", "/cluster/jobs", "/cluster/health"} == set(openapi["paths"])
+            "/cluster/job/{job_id}/log", "/cluster/jobs", "/cluster/health", "/cluster/resources/allocate",
+            "/cluster/resources/spot/request", "/cluster/resources/fallback", "/cluster/resources/spot/status",
+            "/cluster/resources/spot/history", "/cluster/resources/spot/cancel/{request_id}", "/cluster/alerts",
+            "/cluster/costs", "/cluster/audit", "/cluster/sim", "/cluster/sim/spot", "/cluster/sim/on_demand",
+            "/cluster/sim/interrupt/{job_id}"} == set(openapi["paths"])
 
 
 def test_jobs_list_filters_newest_first(settings: DClusterSettings, start_service):
@@ -435,7 +442,8 @@ def test_state_survives_restart(settings: DClusterSettings, start_service, tmp_p
     # What a crash leaves behind: a job recorded RUNNING, and one still PENDING.
     store = JobStore(settings.jobs_dir)
     store.load()
-    crashed, _ = store.submit(ServiceJobSpec(client="nasa", env="test", engine="spark", app="sleepy"))
+    crashed, _ = store.submit(ServiceJobSpec(client="nasa", env="test", engine="spark", app="ok"),
+                              task_class="dev")
     store.transition(crashed.job_id, "RUNNING", "started")
     queued, _ = store.submit(ServiceJobSpec(client="nasa", env="test", engine="spark", app="ok"))
 
@@ -443,15 +451,22 @@ def test_state_survives_restart(settings: DClusterSettings, start_service, tmp_p
     assert second.client.status(done.job_id).raw == done.raw
     after = second.client.status(sleepy.job_id)
     assert (after.state, after.message) == ("TERMINATED", "service shutting down")
-    lost = second.client.status(crashed.job_id)
-    assert lost.state == "FAILED"
-    assert lost.raw["transitions"][-1]["reason"] == "service restarted while job was running"
-    assert states(lost) == ["PENDING", "RUNNING", "FAILED"]
+    # Its process is gone without an exit status: the health check fails and the job reruns.
+    lost = wait_for(second.client, crashed.job_id, terminal)
+    assert lost.state == "COMPLETED"
+    assert states(lost) == ["PENDING", "RUNNING", "PENDING", "RUNNING", "COMPLETED"]
+    assert lost.raw["transitions"][2]["reason"] == (
+        "health check failed after a service restart: process gone without exit status; "
+        "rescheduled on on_demand (run 2 of at most 5)")
+    assert lost.attempts == 2
     assert wait_for(second.client, queued.job_id, terminal).state == "COMPLETED"
 
 
 def test_hanging_job_is_marked_and_terminated(settings: DClusterSettings, start_service, tmp_path: Path):
-    service = start_service(replace(settings, job_timeout_s=0.5))
+    # One run allowed: the hanging job is terminated, not rescheduled (see test_dcluster_faults).
+    classes = {k: replace(v, max_attempts=1) for k, v in settings.cluster.task_classes.items()}
+    service = start_service(replace(settings, job_timeout_s=0.5,
+                                    cluster=replace(settings.cluster, task_classes=classes)))
     pids_file = tmp_path / "pids"
     job = service.client.submit(JobSpec(client="syncbank", app="sleepy", args=["--pids", str(pids_file)]))
     pids = read_pids(pids_file)

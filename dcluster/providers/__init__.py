@@ -1,17 +1,23 @@
 """Job providers, picked by the settings' provider name."""
 from __future__ import annotations
 
-from dcluster.providers.base import Provider, UnsupportedJob
+from dcluster.providers.base import Market, ProcessLost, Provider, UnsupportedJob
 from dcluster.settings import DClusterSettings
 
-__all__ = ["Provider", "UnsupportedJob", "make_provider"]
+__all__ = ["Market", "ProcessLost", "Provider", "UnsupportedJob", "make_provider", "provider_types"]
+
+
+def provider_types() -> dict[str, type[Provider]]:
+    """Provider classes by the name settings.provider uses."""
+    from dcluster.providers.local import LocalProvider
+    from dcluster.providers.standalone import StandaloneProvider
+
+    return {"local": LocalProvider, "standalone": StandaloneProvider}
 
 
 def make_provider(settings: DClusterSettings) -> Provider:
     """The provider named by settings.provider."""
-    from dcluster.providers.local import LocalProvider
-
-    providers: dict[str, type[Provider]] = {"local": LocalProvider}
+    providers = provider_types()
     try:
         return providers[settings.provider](settings)  # type: ignore[call-arg]
     except KeyError:

@@ -1,15 +1,27 @@
 """The local provider: each job is a spark-submit (or python) subprocess on this host."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dcluster.models import Job, JobSpec
-from dcluster.providers.base import Provider, UnsupportedJob
+from dcluster.providers.base import ProcessLost, Provider, UnsupportedJob
+from dcluster.providers.simulation import SimulatedMarket
 from dcluster.settings import DClusterSettings
+
+# Runs the job and leaves its exit code in a file, so a restarted service can still learn how
+# a job it did not start (and so cannot wait for) has ended.
+EXIT_WRAPPER = (
+    '"$@"; rc=$?; printf "%s\\n" "$rc" > "$DCLUSTER_EXIT_FILE.tmp" '
+    '&& mv -f "$DCLUSTER_EXIT_FILE.tmp" "$DCLUSTER_EXIT_FILE"; exit "$rc"'
+)
 
 
 @dataclass
@@ -25,6 +37,15 @@ class LocalHandle:
         return self.process.pid
 
 
+@dataclass
+class AdoptedHandle:
+    """A job process started by an earlier service instance (not our child: no wait())."""
+
+    job_id: str
+    pid: int
+    start_ticks: int
+
+
 class LocalProvider(Provider):
     """Runs jobs/run.py through spark-submit in local mode, or through a plain launcher."""
 
@@ -32,6 +53,7 @@ class LocalProvider(Provider):
 
     def __init__(self, settings: DClusterSettings) -> None:
         self.settings = settings
+        self.market = SimulatedMarket(settings.cluster.simulation)
 
     @property
     def spark_mode(self) -> bool:
@@ -54,7 +76,7 @@ class LocalProvider(Provider):
         return [self.settings.spark_submit, run_py, job.app, *job.args]
 
     def environment(self, job: Job) -> dict[str, str]:
-        """The job's environment: the service's, plus what PySpark and jobs/ need."""
+        """The job's environment: the service's, plus what PySpark, jobs/ and the monitor need."""
         env = dict(os.environ)
         root = str(Path(self.settings.project_root).resolve())
         # Driver and executors must use the interpreter that has the project installed.
@@ -65,17 +87,28 @@ class LocalProvider(Provider):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env["DCLUSTER_JOB_ID"] = job.job_id
         env["DCLUSTER_NAMESPACE"] = job.namespace
+        env["DCLUSTER_ATTEMPT"] = str(job.attempts)
+        env["DCLUSTER_CAPACITY_TYPE"] = job.capacity_type
+        # A job may touch the heartbeat file (the monitor then expects it to stay fresh), poll the
+        # notice file like EC2's spot/instance-action, and keep progress in the checkpoint folder.
+        env["DCLUSTER_HEARTBEAT_FILE"] = str(self._run_file(job.job_id, "heartbeat"))
+        env["DCLUSTER_SPOT_NOTICE_FILE"] = str(self._run_file(job.job_id, "notice.json"))
+        env["DCLUSTER_CHECKPOINT_DIR"] = str(self.checkpoint_dir(job.job_id))
+        env["DCLUSTER_EXIT_FILE"] = str(self._run_file(job.job_id, "exit"))
         return env
 
     def start(self, job: Job) -> LocalHandle:
         """Launch the job in its own process group, output appended to its log file."""
         log_path = self.log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.forget(job.job_id, finished=False)
+        self._run_file(job.job_id, "x").parent.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir(job.job_id).mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             # A new session makes the launcher a group leader, so terminate reaches the JVM and
             # Python workers it spawns, not only the launcher.
             process = subprocess.Popen(
-                self.command(job),
+                ["/bin/sh", "-c", EXIT_WRAPPER, "dcluster-job", *self.command(job)],
                 cwd=str(self.settings.project_root),
                 env=self.environment(job),
                 stdin=subprocess.DEVNULL,
@@ -85,19 +118,36 @@ class LocalProvider(Provider):
             )
         return LocalHandle(job_id=job.job_id, process=process)
 
-    def poll(self, handle: LocalHandle) -> int | None:
-        """The launcher's exit code once it has ended."""
-        return handle.process.poll()
+    def poll(self, handle: LocalHandle | AdoptedHandle) -> int | None:
+        """The launcher's exit code once it has ended; ProcessLost if an adopted one left none."""
+        if isinstance(handle, LocalHandle):
+            return handle.process.poll()
+        if _start_ticks(handle.pid) == handle.start_ticks:
+            return None
+        code = self.exit_status(handle.job_id)
+        if code is None:
+            raise ProcessLost(f"process {handle.pid} is gone and left no exit status")
+        return code
 
-    def terminate(self, handle: LocalHandle, grace_s: float) -> int | None:
+    def terminate(self, handle: LocalHandle | AdoptedHandle, grace_s: float) -> int | None:
         """SIGTERM the whole group, SIGKILL it after grace_s; returns the launcher's exit code."""
         pgid = handle.pid
+        if isinstance(handle, AdoptedHandle) and _start_ticks(pgid) != handle.start_ticks:
+            return self.exit_status(handle.job_id)  # the pid may belong to someone else by now
         _signal_group(pgid, signal.SIGTERM)
-        try:
-            code = handle.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGKILL)
-            code = handle.process.wait()
+        if isinstance(handle, LocalHandle):
+            try:
+                code = handle.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(pgid, signal.SIGKILL)
+                code = handle.process.wait()
+        else:
+            deadline = time.monotonic() + grace_s
+            while _start_ticks(pgid) == handle.start_ticks and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _start_ticks(pgid) == handle.start_ticks:
+                _signal_group(pgid, signal.SIGKILL)
+            code = -int(signal.SIGTERM)  # not our child: the signal is the best account of its end
         # Children that outlived the launcher (e.g. Python workers) must not linger.
         _signal_group(pgid, signal.SIGKILL)
         return code
@@ -105,6 +155,67 @@ class LocalProvider(Provider):
     def log_path(self, job_id: str) -> Path:
         """{state_dir}/logs/{job_id}.log."""
         return self.settings.logs_dir / f"{job_id}.log"
+
+    def process_info(self, handle: LocalHandle | AdoptedHandle) -> dict[str, Any]:
+        """Pid and kernel start time: together they name the process even after pid reuse."""
+        pid = handle.pid
+        ticks = handle.start_ticks if isinstance(handle, AdoptedHandle) else _start_ticks(pid)
+        return {"pid": pid, "pid_start": ticks}
+
+    def adopt(self, job_id: str, info: dict[str, Any]) -> AdoptedHandle | None:
+        """The recorded process if it still runs (same pid and start time), else None."""
+        pid, ticks = info.get("pid"), info.get("pid_start")
+        if not isinstance(pid, int) or ticks is None or _start_ticks(pid) != ticks:
+            return None
+        return AdoptedHandle(job_id=job_id, pid=pid, start_ticks=int(ticks))
+
+    def exit_status(self, job_id: str) -> int | None:
+        """The exit code the wrapper wrote when the job's process ended."""
+        try:
+            return int(self._run_file(job_id, "exit").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def heartbeat_age(self, job_id: str, now: float) -> float | None:
+        """Age of the heartbeat file's mtime."""
+        try:
+            return max(0.0, now - self._run_file(job_id, "heartbeat").stat().st_mtime)
+        except OSError:
+            return None
+
+    def notify(self, job_id: str, notice: dict[str, Any]) -> None:
+        """Write the notice where the job polls for it (atomically, so it never reads half)."""
+        path = self._run_file(job_id, "notice.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(notice))
+        os.replace(tmp, path)
+
+    def checkpoint_dir(self, job_id: str) -> Path:
+        """{state_dir}/checkpoints/{job_id}: kept across attempts, removed when the job ends."""
+        return Path(self.settings.state_dir) / "checkpoints" / job_id
+
+    def forget(self, job_id: str, *, finished: bool) -> None:
+        """Remove the attempt's heartbeat, notice and exit files; checkpoints too once finished."""
+        for name in ("heartbeat", "notice.json", "exit"):
+            self._run_file(job_id, name).unlink(missing_ok=True)
+        if finished:
+            shutil.rmtree(self.checkpoint_dir(job_id), ignore_errors=True)
+
+    def _run_file(self, job_id: str, name: str) -> Path:
+        return Path(self.settings.state_dir) / "run" / f"{job_id}.{name}"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None if no live process has the pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    after_name = stat.rsplit(")", 1)[1].split()
+    if after_name[0] == "Z":
+        return None  # a zombie has ended; only its exit status is left
+    return int(after_name[19])
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
