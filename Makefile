@@ -24,12 +24,14 @@ install: $(BIN)/fraudbatch ## create .venv and install the project with its dev 
 demo: install ## run a whole client-day end to end (CLIENT=demo DATE=2025-11-21 EVENTS=20000)
 	$(BIN)/fraudbatch demo --client $(CLIENT) --date $(DATE) --events $(EVENTS)
 
-test: install ## lint and run the whole test suite (what CI runs)
+test: install ## lint and run the whole test suite (what CI runs), with a local Cassandra node
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -ra
+	scripts/cassandra.sh start
+# The node is stopped whatever pytest returns, and pytest's exit code is the target's.
+	rc=0; $(BIN)/pytest -q -ra || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
-test-fast: install ## the tests that need neither Spark nor the whole pipeline
-	$(BIN)/pytest -q -m "not spark and not e2e"
+test-fast: install ## the tests that need neither Spark, Cassandra nor the whole pipeline
+	$(BIN)/pytest -q -m "not spark and not e2e and not cassandra"
 
 lint: install ## ruff
 	$(BIN)/ruff check .
@@ -43,7 +45,19 @@ services-up: install ## start luigid (:8082), DCluster (:8091) and FP (:8092) in
 services-down: ## stop the background services
 	$(BIN)/fraudbatch services stop
 
+cassandra-up: install ## install (from Maven Central) and start the local Cassandra node on 127.0.0.1:9042
+	scripts/cassandra.sh start
+	$(BIN)/python -m storage.migrations
+
+cassandra-down: ## stop the local Cassandra node
+	scripts/cassandra.sh stop
+
+bench-cassandra: install ## DFE writer vs raw-driver ceiling, 1,000,000 rows into the local Cassandra node
+	scripts/cassandra.sh start
+	$(BIN)/python -m storage.bench_dfe --rows 1000000
+
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
-.PHONY: help install demo test test-fast lint bench services-up services-down clean
+.PHONY: help install demo test test-fast lint bench services-up services-down cassandra-up cassandra-down \
+	bench-cassandra clean

@@ -59,12 +59,36 @@ class tables(luigi.Config):  # noqa: N801
 
     backend = luigi.Parameter(default="sqlite")
     sqlite_path = luigi.Parameter(default="var/tables/fraudbatch.sqlite")
+    cassandra_hosts = luigi.Parameter(default="127.0.0.1", description="comma-separated contact points")
+    cassandra_port = luigi.IntParameter(default=9042)
+    cassandra_keyspace = luigi.Parameter(default="fraud")
+    cassandra_local_dc = luigi.Parameter(default="datacenter1")
+    cassandra_username = luigi.Parameter(default="")
+    cassandra_tls_ca_file = luigi.Parameter(default="", description="PEM CA; set, the driver speaks TLS")
+    cassandra_tls_cert_file = luigi.Parameter(default="")
+    cassandra_tls_key_file = luigi.Parameter(default="")
+    cassandra_replication = luigi.Parameter(default="SimpleStrategy:1")
+    cassandra_consistency = luigi.Parameter(default="LOCAL_QUORUM")
+    cassandra_write_concurrency = luigi.IntParameter(default=96)
+    cassandra_write_processes = luigi.IntParameter(default=2)
 
     def store(self):
         """The configured table store; FRAUDBATCH_* environment variables win."""
         from storage.tables import TableStoreSettings, make_table_store
 
-        defaults = TableStoreSettings(backend=self.backend, sqlite_path=str(project_path(self.sqlite_path)))
+        # The password never comes from luigi.cfg: FRAUDBATCH_CASSANDRA_PASSWORD only.
+        defaults = TableStoreSettings(
+            backend=self.backend, sqlite_path=str(project_path(self.sqlite_path)),
+            cassandra_hosts=tuple(h.strip() for h in self.cassandra_hosts.split(",") if h.strip()),
+            cassandra_port=self.cassandra_port, cassandra_keyspace=self.cassandra_keyspace,
+            cassandra_local_dc=self.cassandra_local_dc, cassandra_username=self.cassandra_username,
+            cassandra_tls_ca_file=str(project_path(self.cassandra_tls_ca_file)) if self.cassandra_tls_ca_file else "",
+            cassandra_tls_cert_file=str(project_path(self.cassandra_tls_cert_file)) if self.cassandra_tls_cert_file else "",
+            cassandra_tls_key_file=str(project_path(self.cassandra_tls_key_file)) if self.cassandra_tls_key_file else "",
+            cassandra_replication=self.cassandra_replication, cassandra_consistency=self.cassandra_consistency,
+            cassandra_write_concurrency=self.cassandra_write_concurrency,
+            cassandra_write_processes=self.cassandra_write_processes,
+        )
         return make_table_store(TableStoreSettings.from_env(defaults))
 
 

@@ -105,6 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _validate(args.client, args.date)
     os.environ.setdefault("FRAUDBATCH_OBJECTSTORE_ROOT", str(var_dir() / "objectstore"))
     ensure_sample_data(args.client, args.date, args.events, args.seed)
+    if os.environ.get("FRAUDBATCH_TABLES_BACKEND") == "cassandra":
+        # The Cassandra table store needs its local node up and the schema applied (README "Cassandra").
+        subprocess.run([str(PROJECT_ROOT / "scripts" / "cassandra.sh"), "start"], check=True)
+        subprocess.run([sys.executable, "-m", "storage.migrations"], cwd=PROJECT_ROOT, check=True)
     specs = services.service_specs(var_dir())
     started = services.start(specs.values(), var_dir(), env=luigi_env())
     try:

@@ -55,9 +55,13 @@ def fetch_raw(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
     return meta
 
 
-def store_dfe(paths: WorkPaths, table_store, client: ClientConfig, chunk: int = 5000,
+def store_dfe(paths: WorkPaths, table_store, client: ClientConfig, chunk: int = 100_000,
               progress: Progress | None = None) -> dict:
-    """Write the DFE vectors of the dfe/ stage into the table store (one row per user and window)."""
+    """Write the DFE vectors of the dfe/ stage into the table store (one row per user and window).
+
+    Chunks are large so a store that writes from several processes (Cassandra) gets enough rows
+    to spread; they exist only to report progress.
+    """
     from jobs.common import read_parquet_rows
     from storage.tables import DfeRow
 

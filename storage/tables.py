@@ -1,4 +1,4 @@
-"""The table store for DFE rows, job results and run records: one interface, SQLite backend now."""
+"""The table store for DFE rows, job results and run records: one interface, SQLite and Cassandra backends."""
 from __future__ import annotations
 
 import contextlib
@@ -294,6 +294,36 @@ class TableStoreSettings:
     cassandra_keyspace: str = "fraud"
     """Keyspace holding dfe_data, results and job_runs (cql/)."""
 
+    cassandra_local_dc: str = "datacenter1"
+    """Data centre the driver routes to first (TokenAwarePolicy over DCAwareRoundRobinPolicy)."""
+
+    cassandra_username: str = ""
+    """Login of the PasswordAuthenticator; empty when the cluster needs none."""
+
+    cassandra_password: str = ""
+    """Password of `cassandra_username` (set it through the environment, not luigi.cfg)."""
+
+    cassandra_tls_ca_file: str = ""
+    """PEM CA that signed the nodes' certificates; set, the driver speaks TLS and verifies them."""
+
+    cassandra_tls_cert_file: str = ""
+    """PEM client certificate, for clusters that require client authentication (with the key file)."""
+
+    cassandra_tls_key_file: str = ""
+    """PEM private key of `cassandra_tls_cert_file`."""
+
+    cassandra_replication: str = "SimpleStrategy:1"
+    """Keyspace replication the migrations create: SimpleStrategy:<n> or NetworkTopologyStrategy:<dc>=<n>,…"""
+
+    cassandra_consistency: str = "LOCAL_QUORUM"
+    """Consistency level of every read and write (a ConsistencyLevel name)."""
+
+    cassandra_write_concurrency: int = 96
+    """Requests in flight per writer process when writing DFE rows."""
+
+    cassandra_write_processes: int = 2
+    """Writer processes for large DFE writes (one per core is the sweet spot)."""
+
     @classmethod
     def from_env(
         cls,
@@ -312,11 +342,11 @@ class TableStoreSettings:
             if unknown:
                 raise StorageConfigError(f"unknown table store settings {unknown}; known: {sorted(known)}")
             base = cls(**defaults)
-        values = {}
+        values: dict[str, Any] = {}
         for var, name in _TABLES_ENV.items():
             raw = env.get(var)
             if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
+                values[name] = _convert(var, name, raw.strip())
         settings = replace(base, **values)
         settings.validate()
         return settings
@@ -330,25 +360,79 @@ class TableStoreSettings:
             )
         if self.backend == "sqlite" and not self.sqlite_path:
             raise StorageConfigError("the sqlite table store needs a file; set FRAUDBATCH_SQLITE_PATH")
+        if self.backend == "cassandra":
+            self._validate_cassandra()
+
+    def _validate_cassandra(self) -> None:
+        from storage.migrations import check_identifier, parse_replication
+
+        if not self.cassandra_hosts or not all(h and h.strip() for h in self.cassandra_hosts):
+            raise StorageConfigError("the cassandra table store needs contact points; set FRAUDBATCH_CASSANDRA_HOSTS")
+        if not 0 < int(self.cassandra_port) < 65536:
+            raise StorageConfigError(f"invalid Cassandra port {self.cassandra_port}; set FRAUDBATCH_CASSANDRA_PORT")
+        check_identifier(self.cassandra_keyspace)
+        parse_replication(self.cassandra_replication)
+        if self.cassandra_consistency.upper() not in _CONSISTENCY_NAMES:
+            raise StorageConfigError(
+                f"unknown consistency {self.cassandra_consistency!r} (FRAUDBATCH_CASSANDRA_CONSISTENCY); "
+                f"choose one of {', '.join(_CONSISTENCY_NAMES)}")
+        if int(self.cassandra_write_concurrency) < 1 or int(self.cassandra_write_processes) < 1:
+            raise StorageConfigError("FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY and FRAUDBATCH_CASSANDRA_WRITE_PROCESSES "
+                                     "must be at least 1")
+        if bool(self.cassandra_tls_cert_file) != bool(self.cassandra_tls_key_file):
+            raise StorageConfigError("a TLS client certificate needs its key and the other way round; set both "
+                                     "FRAUDBATCH_CASSANDRA_TLS_CERT_FILE and FRAUDBATCH_CASSANDRA_TLS_KEY_FILE")
+        if self.cassandra_password and not self.cassandra_username:
+            raise StorageConfigError("a Cassandra password needs a user; set FRAUDBATCH_CASSANDRA_USERNAME")
 
 
 _TABLES_ENV = {
     "FRAUDBATCH_TABLES_BACKEND": "backend",
     "FRAUDBATCH_SQLITE_PATH": "sqlite_path",
+    "FRAUDBATCH_CASSANDRA_HOSTS": "cassandra_hosts",
+    "FRAUDBATCH_CASSANDRA_PORT": "cassandra_port",
+    "FRAUDBATCH_CASSANDRA_KEYSPACE": "cassandra_keyspace",
+    "FRAUDBATCH_CASSANDRA_LOCAL_DC": "cassandra_local_dc",
+    "FRAUDBATCH_CASSANDRA_USERNAME": "cassandra_username",
+    "FRAUDBATCH_CASSANDRA_PASSWORD": "cassandra_password",
+    "FRAUDBATCH_CASSANDRA_TLS_CA_FILE": "cassandra_tls_ca_file",
+    "FRAUDBATCH_CASSANDRA_TLS_CERT_FILE": "cassandra_tls_cert_file",
+    "FRAUDBATCH_CASSANDRA_TLS_KEY_FILE": "cassandra_tls_key_file",
+    "FRAUDBATCH_CASSANDRA_REPLICATION": "cassandra_replication",
+    "FRAUDBATCH_CASSANDRA_CONSISTENCY": "cassandra_consistency",
+    "FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY": "cassandra_write_concurrency",
+    "FRAUDBATCH_CASSANDRA_WRITE_PROCESSES": "cassandra_write_processes",
 }
 
+_INT_FIELDS = {"cassandra_port", "cassandra_write_concurrency", "cassandra_write_processes"}
 
-def _cassandra_unavailable(settings: TableStoreSettings) -> TableStore:
-    raise StorageConfigError(
-        "the Cassandra table store backend is not available in this build yet (it is planned as separate "
-        "work); set FRAUDBATCH_TABLES_BACKEND=sqlite and FRAUDBATCH_SQLITE_PATH to use the embedded store"
-    )
+# ConsistencyLevel names of the driver, spelled out so validation does not import it.
+_CONSISTENCY_NAMES = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+
+
+def _convert(var: str, name: str, raw: str) -> Any:
+    """An environment value as the field's type; the variable is named when it does not parse."""
+    if name == "cassandra_hosts":
+        return tuple(h.strip() for h in raw.split(",") if h.strip())
+    if name in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise StorageConfigError(f"{var} must be a whole number, got {raw!r}") from None
+    return raw
+
+
+def _cassandra_store(settings: TableStoreSettings) -> TableStore:
+    # Imported here so the SQLite default never loads the Cassandra driver.
+    from storage.cassandra_store import CassandraTableStore
+
+    return CassandraTableStore(settings)
 
 
 # The one place a backend name becomes a store.
 _TABLE_BACKENDS: dict[str, Callable[[TableStoreSettings], TableStore]] = {
     "sqlite": lambda s: SQLiteTableStore(s.sqlite_path),
-    "cassandra": _cassandra_unavailable,
+    "cassandra": _cassandra_store,
 }
 
 

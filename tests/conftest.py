@@ -19,3 +19,7 @@ def spark():
     session = spark_session("tests")
     yield session
     session.stop()
+
+
+# Cassandra fixtures (the local node and a migrated test keyspace), for the tests marked cassandra.
+from cassandra_fixtures import cass_client, cassandra_node, cassandra_settings  # noqa: E402, F401

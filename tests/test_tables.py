@@ -166,12 +166,6 @@ def test_settings_from_env_and_factory(tmp_path):
         store.close()
 
 
-def test_cassandra_backend_is_refused_with_a_clear_message():
-    settings = TableStoreSettings.from_env(environ={"FRAUDBATCH_TABLES_BACKEND": "cassandra"})
-    with pytest.raises(StorageConfigError, match="Cassandra table store backend is not available in this build"):
-        make_table_store(settings)
-
-
 @pytest.mark.parametrize(("env", "message"), [
     ({"FRAUDBATCH_TABLES_BACKEND": "postgres"}, "choose one of cassandra, sqlite"),
     ({}, "FRAUDBATCH_SQLITE_PATH"),
