@@ -26,6 +26,7 @@ demo: install ## run a whole client-day end to end (CLIENT=demo DATE=2025-11-21 
 
 test: install ## lint and run the whole test suite (what CI runs), with a local Cassandra node
 	$(BIN)/ruff check .
+	scripts/ensure-chromium.sh
 	scripts/cassandra.sh start
 # The node is stopped whatever pytest returns, and pytest's exit code is the target's.
 	rc=0; $(BIN)/pytest -q -ra || rc=$$?; scripts/cassandra.sh stop; exit $$rc

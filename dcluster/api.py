@@ -1,17 +1,19 @@
-"""HTTP routes of DCluster: parse requests, call the scheduler and store, format JSON."""
+"""HTTP routes of DCluster: parse requests, call the scheduler and store, format JSON (and /ops HTML)."""
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dcluster import __version__
+from dcluster import __version__, policy, web
 from dcluster.audit import AuditLog
 from dcluster.ledger import cost_report
 from dcluster.models import PRIORITIES, STATES, STRATEGIES, JobNotFound, JobStore, SpecError
@@ -21,6 +23,7 @@ from dcluster.resources import RequestConflict, RequestNotFound, ResourceManager
 from dcluster.scheduler import JobConflict, Scheduler
 from dcluster.settings import DClusterSettings
 
+MAX_FALLBACK_S = 7 * 24 * 3600.0
 ACTOR_HEADER = Header(None, alias="X-Actor", max_length=128, description="who asks (audit log); default anonymous")
 
 
@@ -58,7 +61,9 @@ class FallbackRequest(BaseModel):
     """Body of POST /cluster/resources/fallback."""
 
     job_id: str | None = Field(None, description="one job; omitted: all new work for duration_s")
-    duration_s: float | None = Field(None, gt=0, description="how long spot stays off (cluster-wide fallback)")
+    # Bounded: a cool-down past year 9999 cannot be written as a time, and every tick would fail on it.
+    duration_s: float | None = Field(None, gt=0, le=MAX_FALLBACK_S,
+                                     description="how long spot stays off (cluster-wide fallback), at most 7 days")
     reason: str = Field("", max_length=500, description="why, for the audit log")
 
 
@@ -75,6 +80,29 @@ class SimOnDemandRequest(BaseModel):
     """Body of POST /cluster/sim/on_demand."""
 
     available: bool
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (400 unreadable body, 404 unknown id, 409 state forbids it, 422 invalid request)."""
+
+    error: str = Field(description="what went wrong, in one sentence")
+    detail: Any = Field(None, description="the ids, states or problems involved")
+
+
+ERROR_MEANINGS = {400: "the body is not valid JSON", 404: "unknown id", 409: "the current state forbids it",
+                  422: "invalid request"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route answers, so clients and tests see the real shape."""
+    return {code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in codes}
+
+
+def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Like errors(), for a route whose own answer is not JSON (FastAPI would list them under its media type)."""
+    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    return {code: {"description": ERROR_MEANINGS[code], "content": {"application/json": {"schema": ref}}}
+            for code in codes}
 
 
 class ApiError(Exception):
@@ -115,6 +143,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         description="Runs the platform's Spark/Flink jobs on spot capacity first and on-demand when "
                     "spot fails: submit, watch, terminate, allocate, fall back, costs and audit.",
         lifespan=lifespan,
+        # Replaces FastAPI's own 422 shape: _invalid_request answers {"error", "detail"} like every error.
+        responses=errors(422),
     )
     app.state.settings = settings
     app.state.store = store
@@ -142,7 +172,7 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         except JobNotFound as exc:
             raise ApiError(404, str(exc), {"job_id": job_id}) from None
 
-    @app.post("/cluster/job/submit", status_code=201, summary="Submit a Spark/Flink job")
+    @app.post("/cluster/job/submit", status_code=201, summary="Submit a Spark/Flink job", responses=errors(400))
     def submit(body: JobSubmitRequest, actor: str | None = ACTOR_HEADER) -> JSONResponse:
         """201 with a new job, or 200 with the active job holding the same idempotency key."""
         try:
@@ -153,7 +183,7 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
             raise ApiError(422, str(exc), {"engine": body.engine, "provider": provider.name}) from None
         return JSONResponse(status_code=201 if created else 200, content=job.to_dict())
 
-    @app.post("/cluster/job/terminate/{job_id}", summary="Terminate a job")
+    @app.post("/cluster/job/terminate/{job_id}", summary="Terminate a job", responses=errors(404, 409))
     def terminate(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The TERMINATED job; 404 if unknown, 409 if it already finished."""
         try:
@@ -163,12 +193,13 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         except JobConflict as exc:
             raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
 
-    @app.get("/cluster/job/{job_id}", summary="Job status")
+    @app.get("/cluster/job/{job_id}", summary="Job status", responses=errors(404))
     def status(job_id: str) -> dict[str, Any]:
         """The job with its state, times, transitions and log tail."""
         return _job_or_404(job_id)
 
-    @app.get("/cluster/job/{job_id}/log", response_class=PlainTextResponse, summary="Full job log")
+    @app.get("/cluster/job/{job_id}/log", response_class=PlainTextResponse, summary="Full job log",
+             responses=json_errors(404))
     def job_log(job_id: str) -> PlainTextResponse:
         """The job's whole stdout+stderr as text (empty before it starts)."""
         _job_or_404(job_id)
@@ -218,7 +249,7 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
 
     # --- resources ----------------------------------------------------------------------------
 
-    @app.post("/cluster/resources/allocate", summary="Allocate EC2/Spot resources")
+    @app.post("/cluster/resources/allocate", summary="Allocate EC2/Spot resources", responses=errors(400))
     def allocate(body: AllocateRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """Add instances split by the work's spot share: on-demand at once, spot through requests."""
         if body.priority not in PRIORITIES:
@@ -228,7 +259,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         return scheduler.allocate(body.count, priority=body.priority, strategy=body.strategy, env=body.env,
                                   actor=actor)
 
-    @app.post("/cluster/resources/spot/request", status_code=201, summary="Request spot instances")
+    @app.post("/cluster/resources/spot/request", status_code=201, summary="Request spot instances",
+              responses=errors(400, 409))
     def spot_request(body: SpotRequestBody, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """Open spot requests for the pool; fulfilled instances wait idle for the next spot job."""
         enabled, why = resources.spot_enabled()
@@ -240,7 +272,7 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
                      {"count": body.count, "max_price": body.max_price})
         return {"requests": reqs}
 
-    @app.post("/cluster/resources/fallback", summary="Fall back to On-Demand")
+    @app.post("/cluster/resources/fallback", summary="Fall back to On-Demand", responses=errors(400, 404, 409))
     def fallback(body: FallbackRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """One job to on-demand (pending) or migrated off spot (running); or all new work for a while."""
         try:
@@ -265,7 +297,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
             by_state[r["state"]] = by_state.get(r["state"], 0) + 1
         return {"hours": hours, "count": len(reqs), "by_state": by_state, "requests": reqs}
 
-    @app.post("/cluster/resources/spot/cancel/{request_id}", summary="Cancel a spot request")
+    @app.post("/cluster/resources/spot/cancel/{request_id}", summary="Cancel a spot request",
+              responses=errors(404, 409))
     def spot_cancel(request_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The cancelled request (a job waiting on it falls back to on-demand); 404 unknown, 409 closed."""
         try:
@@ -309,12 +342,12 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
             raise ApiError(404, f"the {provider.name} provider has no simulated market")
         return market
 
-    @app.get("/cluster/sim", summary="Simulated market state")
+    @app.get("/cluster/sim", summary="Simulated market state", responses=errors(404))
     def sim_state() -> dict[str, Any]:
         """Spot availability, price, fulfilment delay, interruption rate; on-demand availability."""
         return {**_sim().state(), "notice_s": settings.cluster.notice_s}
 
-    @app.post("/cluster/sim/spot", summary="Change the simulated spot market")
+    @app.post("/cluster/sim/spot", summary="Change the simulated spot market", responses=errors(400, 404))
     def sim_spot(body: SimSpotRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The market after the change."""
         changes = body.model_dump(exclude_none=True)
@@ -323,7 +356,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         scheduler.wake()
         return state
 
-    @app.post("/cluster/sim/on_demand", summary="Change simulated on-demand availability")
+    @app.post("/cluster/sim/on_demand", summary="Change simulated on-demand availability",
+              responses=errors(400, 404))
     def sim_on_demand(body: SimOnDemandRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The market after the change."""
         state = _sim().set_on_demand(body.available)
@@ -331,7 +365,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         scheduler.wake()
         return state
 
-    @app.post("/cluster/sim/interrupt/{job_id}", summary="Send a spot interruption notice")
+    @app.post("/cluster/sim/interrupt/{job_id}", summary="Send a spot interruption notice",
+              responses=errors(404, 409))
     def sim_interrupt(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The job with its notice ({"action": "terminate", "time": ...}); reclaimed after notice_s."""
         _sim()
@@ -341,5 +376,35 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
             raise ApiError(404, str(exc), {"job_id": job_id}) from None
         except JobConflict as exc:
             raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
+
+    # --- operations page ----------------------------------------------------------------------
+
+    # A page for people, not part of the JSON API: kept out of /openapi.json and its clients.
+    @app.get("/ops", response_class=HTMLResponse, include_in_schema=False)
+    def ops_page(client: str | None = Query(None, description="only this client's jobs"),
+                 app_name: str | None = Query(None, alias="app", description="only this module"),
+                 module: str | None = Query(None, description="same as app"),
+                 state: str | None = Query(None, description="only jobs in this state"),
+                 exit_code: str | None = Query(None, description="only jobs that exited so"),
+                 ) -> HTMLResponse:
+        """HTML: jobs filterable by client, module, state and exit code; hanging jobs; alerts; spot savings."""
+        # Strings, not ints: an empty form field must mean "any", not a validation error.
+        filters, problems = web.parse_filters(client=client, app=app_name or module, state=state,
+                                              exit_code=exit_code)
+        monitor = settings.cluster.monitor
+
+        def hang_limit(app_: str) -> tuple[float, str]:
+            return policy.hang_threshold(store.durations(app_), monitor, settings.job_timeout_s)
+
+        nonce = secrets.token_urlsafe(16)
+        page = web.render_ops_page(
+            all_jobs=store.list(), filters=filters, problems=problems,
+            cost_report=cost_report(store.all_runs(), settings.cluster.on_demand.price_per_hour,
+                                    client=filters.client),
+            alerts=[a.to_dict() for a in resources.alerts(open_only=True)], hang_limit=hang_limit,
+            now=time.time(), nonce=nonce, version=f"v{__version__} · {provider.name} provider")
+        return HTMLResponse(page, status_code=422 if problems else 200,
+                            headers={"Content-Security-Policy": web.content_security_policy(nonce),
+                                     "Cache-Control": "no-store"})
 
     return app
