@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from shared_paths import results_checker
 
 from datagen.generator import generate_client_day
 from fraudbatch import services
@@ -32,7 +33,7 @@ from fraudcore.results import verify_manifest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECK_RESULTS = ROOT.parent / "shared" / "tools" / "check-results"
+CHECK_RESULTS = results_checker()
 BIN = Path(sys.executable).parent
 DAY = "2025-11-21"
 EVENTS = 8000

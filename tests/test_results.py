@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_paths import results_checker
 
 from fraudcore.frontend import campaign_graph, campaign_list, hourly_timeline, score_distribution
 from fraudcore.paths import write_json
@@ -23,7 +24,7 @@ from fraudcore.results import (
     write_risk_scores_csv_gz,
 )
 
-CHECKER = Path(__file__).resolve().parents[2] / "shared/tools/check-results"
+CHECKER = results_checker()
 
 ROWS = [
     {"user_id": "u3", "risk_score": 12, "is_flagged": False, "campaign_id": "", "reason_codes": ""},
@@ -190,7 +191,6 @@ def _check(results_dir: Path) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-@pytest.mark.skipif(not CHECKER.is_file(), reason=f"contract checker not found at {CHECKER}")
 def test_results_folder_passes_the_contract_checker(tmp_path):
     root = tmp_path / "results/acme/2024-05-01"
     _sample_results(root)
