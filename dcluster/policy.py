@@ -157,8 +157,11 @@ def savings(runs: Iterable[Mapping[str, object]], on_demand_price: float) -> Sav
             flexible += s
         if run.get("capacity_type") == SPOT:
             spot_seconds += s
-            spot_cost += float(run.get("cost") or 0.0)  # type: ignore[arg-type]
-    spot_od = attempt_cost(spot_seconds, on_demand_price)
+            # Price x time, not the rounded cost: short runs cost fractions of a micro-dollar,
+            # and rounding those would skew the discount.
+            price = run.get("price_per_hour")
+            spot_cost += (s / 3600 * float(price)) if price is not None else float(run.get("cost") or 0.0)  # type: ignore[arg-type]
+    spot_od = spot_seconds / 3600 * on_demand_price
     return Savings(
         seconds=seconds, spot_seconds=spot_seconds, cost=cost, on_demand_cost=od_cost,
         batch_share=flexible / seconds if seconds else 0.0,
