@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from itertools import islice
@@ -160,7 +161,7 @@ class SQLiteTableStore:
         except (sqlite3.Error, OSError) as exc:
             raise self._error(exc, "open") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             with self._tx() as cur:
                 for ddl in _SCHEMA:
@@ -168,6 +169,22 @@ class SQLiteTableStore:
         except BaseException:
             self._conn.close()
             raise
+
+    def _enable_wal(self) -> None:
+        """Switch the file to WAL once; the mode is stored in the file, so later opens only read it."""
+        if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        # Changing the journal mode needs an exclusive lock and SQLite does not run the busy
+        # handler for it: when another process opens the file at the same moment, wait and retry.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def __repr__(self) -> str:
         return f"SQLiteTableStore({self.path!r})"
