@@ -147,3 +147,16 @@ def run_main(app: str, description: str, body: Callable[[SparkSession, JobContex
     print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
           f"({time.monotonic() - started:.1f}s)")
     return 0
+
+
+def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
+    """run(argv)'s exit code; a config error exits 2, any other failure 1, its cause the last stderr line."""
+    try:
+        return run(argv)
+    except ConfigError as exc:
+        print(f"{app} failed: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the service shows the last stderr line, so end with the cause
+        traceback.print_exc()
+        print(f"{app} failed: {one_line(exc)}", file=sys.stderr)
+        return 1

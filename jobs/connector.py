@@ -5,12 +5,11 @@ Usage: spark-submit jobs/run.py connector --client C --date D --warehouse W [--r
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from fraudcore.clients import ClientConfig, ConfigError
+from fraudcore.clients import ClientConfig
 from fraudcore.ingest import (
     IngestError,
     connector_stats,
@@ -20,7 +19,14 @@ from fraudcore.ingest import (
     reconcile,
 )
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, one_line, spark_session
+from jobs.common import (
+    EVENT_FIELDS,
+    events_schema,
+    guarded_main,
+    job_context,
+    job_parser,
+    spark_session,
+)
 
 APP = "connector"
 EXIT_NO_DATA = 3
@@ -117,15 +123,7 @@ def _check_written(stage_tmp: Path, stats: dict) -> None:
 
 def main(argv: list[str]) -> int:
     """Entry point for jobs/run.py: the exit code; a failure's message is the last stderr line."""
-    try:
-        return run(argv)
-    except ConfigError as exc:
-        print(f"{APP} failed: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the service shows the last stderr line, so end with the cause
-        traceback.print_exc()
-        print(f"{APP} failed: {one_line(exc)}", file=sys.stderr)
-        return 1
+    return guarded_main(APP, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,18 @@ Usage: spark-submit jobs/run.py organizer --client C --date D --warehouse W [--r
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
 
-from fraudcore.clients import ConfigError
 from fraudcore.organize import DUPLICATE_ORDER, check_organizer_stats, organizer_stats
 from fraudcore.paths import atomic_dir, is_done, write_json
-from jobs.common import EVENT_FIELDS, events_schema, job_context, job_parser, one_line, spark_session
+from jobs.common import (
+    EVENT_FIELDS,
+    events_schema,
+    guarded_main,
+    job_context,
+    job_parser,
+    spark_session,
+)
 
 APP = "organizer"
 OUTPUT_ORDER = ("user_id", "event_time_ms", "event_id")
@@ -70,15 +75,7 @@ def _rows(folder: Path) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point for jobs/run.py: the exit code; a failure's message is the last stderr line."""
-    try:
-        return run(argv)
-    except ConfigError as exc:
-        print(f"{APP} failed: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the service shows the last stderr line, so end with the cause
-        traceback.print_exc()
-        print(f"{APP} failed: {one_line(exc)}", file=sys.stderr)
-        return 1
+    return guarded_main(APP, run, argv)
 
 
 if __name__ == "__main__":

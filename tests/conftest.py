@@ -1,10 +1,12 @@
-"""Shared fixtures: one local Spark session for the whole test run."""
+"""Shared fixtures: one local Spark session, the Cassandra node, a moto server on loopback."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import pytest
+from moto_server import FAKE_AWS_ENV
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,20 @@ def spark():
 
 # Cassandra fixtures (the local node and a migrated test keyspace), for the tests marked cassandra.
 from cassandra_fixtures import cass_client, cassandra_node, cassandra_settings  # noqa: E402, F401
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """Url of a moto server on a free loopback port, with fake credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in FAKE_AWS_ENV.items():
+            mp.setenv(name, value)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -25,36 +24,11 @@ from dcluster.aws import (
     namespace,
 )
 
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    # Never fall back to a developer's real profile or the EC2 metadata service.
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 REGION = "us-east-1"
 SPOT_MARKET = {"MarketType": "spot", "SpotOptions": {
     "MaxPrice": "0.5", "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """Url of a moto server on a free loopback port, with fake credentials in the environment."""
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in FAKE_AWS_ENV.items():
-            mp.setenv(name, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
 
 
 def _ec2(endpoint: str) -> Any:
