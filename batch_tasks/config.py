@@ -71,6 +71,7 @@ class tables(luigi.Config):  # noqa: N801
     cassandra_consistency = luigi.Parameter(default="LOCAL_QUORUM")
     cassandra_write_concurrency = luigi.IntParameter(default=96)
     cassandra_write_processes = luigi.IntParameter(default=2)
+    cassandra_writer_driver = luigi.Parameter(default="native", description="native (C++ driver) or python")
 
     def store(self):
         """The configured table store; FRAUDBATCH_* environment variables win."""
@@ -88,6 +89,7 @@ class tables(luigi.Config):  # noqa: N801
             cassandra_replication=self.cassandra_replication, cassandra_consistency=self.cassandra_consistency,
             cassandra_write_concurrency=self.cassandra_write_concurrency,
             cassandra_write_processes=self.cassandra_write_processes,
+            cassandra_writer_driver=self.cassandra_writer_driver,
         )
         return make_table_store(TableStoreSettings.from_env(defaults))
 

@@ -1,6 +1,22 @@
-"""DFE rows into Cassandra at speed: prepared upserts, bounded concurrency, worker processes by token range."""
+"""DFE rows into Cassandra at speed: prepared upserts, bounded concurrency, worker processes by token range.
+
+Two drivers write the rows, chosen by `cassandra_writer_driver` (FRAUDBATCH_CASSANDRA_WRITER_DRIVER):
+
+- ``native`` (default): the C++ driver through acsylla. Binding, encoding and the network loop
+  run in C++, about a quarter of the client CPU per row of the Python driver, which on a small
+  machine is CPU the Cassandra node gets instead (docs/adr/0011-native-dfe-writer.md).
+- ``python``: the DataStax Python driver's execute_concurrent_with_args, the same driver as
+  the rest of the table store; for platforms without an acsylla wheel.
+
+Both prepare one INSERT (an upsert: a rerun leaves one row per key), route each request to a
+replica of its partition (token-aware), keep at most `concurrency` requests in flight per
+process and never batch across partitions. Failed rows are retried with backoff; a failure
+that outlasts the retries, or one that waiting cannot cure, is a CassandraWriteError.
+"""
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import multiprocessing
 import os
@@ -9,11 +25,12 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.murmur3 import murmur3
-from cassandra.query import PreparedStatement
 
 from storage.cassandra_store import (
     RETRY_DELAYS_S,
@@ -21,26 +38,30 @@ from storage.cassandra_store import (
     CassandraTableStore,
     CassandraWriteError,
     _describe,
-    _open,
     _where,
     retrying,
 )
 from storage.tables import TableStoreSettings, _check_client
 
-__all__ = ["write_dfe_rows", "owner_of", "INSERT_DFE"]
+__all__ = ["INSERT_DFE", "WRITER_DRIVERS", "native_cluster", "owner_of", "write_dfe_rows"]
 
 log = logging.getLogger(__name__)
 
 INSERT_DFE = "INSERT INTO {ks}.dfe_data (client_id, user_id, timestamp, feature_vector) VALUES (?, ?, ?, ?)"
 
+WRITER_DRIVERS = ("native", "python")
+
 # Rows a worker process needs to be worth its start-up (own connection, prepare): below this
 # many rows per process the write stays in the calling process.
 MIN_ROWS_PER_PROCESS = 20_000
-# Rows handed to execute_concurrent at a time: the unit of progress and of retry.
+# Python driver: rows handed to execute_concurrent at a time (the unit of progress and retry).
 CHUNK_ROWS = 10_000
+# Native driver: rows between two progress reports of a worker.
+PROGRESS_EVERY = 2_000
 
 DfeTuple = tuple[str, int, Mapping[str, float]]
 Progress = Callable[[int, int], None]
+OnRows = Callable[[int], None]
 
 
 def _routing_key(client: bytes, user_id: str) -> bytes:
@@ -56,7 +77,8 @@ def owner_of(client: str, user_id: str, processes: int) -> int:
 
 
 def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array]:
-    """Row indexes per worker; every row of a partition lands with the same worker."""
+    """Row indexes per worker; every row of a partition lands with the same worker, so each worker
+    can settle a repeated key on its own."""
     c = client.encode("utf-8")
     parts = [array("q") for _ in range(processes)]
     shift = 2 ** 63
@@ -66,15 +88,193 @@ def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array]
     return parts
 
 
-def _write_indexes(session: Any, insert: PreparedStatement, settings: TableStoreSettings, client: str,
-                   rows: Sequence[DfeTuple], indexes: Iterable[int] | range, concurrency: int,
-                   delays: Sequence[float], on_chunk: Callable[[int], None]) -> int:
+def _fail(settings: TableStoreSettings, client: str, failed: int, size: int, error: BaseException,
+          attempts: int | None) -> CassandraWriteError:
+    tries = f" after {attempts} attempts" if attempts else ""
+    return CassandraWriteError(
+        f"Cassandra write failed: {failed} of {size} DFE rows of {client} not written{tries} "
+        f"({_describe(error)}); {_where(settings)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# native driver (acsylla)
+
+# acsylla's errors that a node coming back (or a less busy one) can cure; filled on first use.
+_NATIVE_TRANSIENT: tuple[type[BaseException], ...] = ()
+
+
+def _native_transient() -> tuple[type[BaseException], ...]:
+    global _NATIVE_TRANSIENT
+    if not _NATIVE_TRANSIENT:
+        from acsylla import errors as e
+
+        _NATIVE_TRANSIENT = (
+            e.CassExceptionConnectionError, e.CassErrorLibNoHostsAvailable, e.CassErrorLibUnableToConnect,
+            e.CassErrorLibRequestTimedOut, e.CassErrorLibWriteError, e.CassErrorLibRequestQueueFull,
+            e.CassErrorLibNoStreams, e.CassErrorLibUnableToDetermineProtocol, e.CassErrorServerOverloaded,
+            e.CassErrorServerUnavailable, e.CassErrorServerWriteTimeout, e.CassErrorServerIsBootstrapping,
+            e.CassErrorServerTruncateError, e.CassErrorSslClosed, OSError,
+        )
+    return _NATIVE_TRANSIENT
+
+
+class _ApacheCassandraNoise(logging.Filter):
+    """Drops the driver's note that Apache Cassandra (unlike ScyllaDB) has no shards to route to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SHARD-AWARENESS" not in record.getMessage()
+
+
+logging.getLogger("acsylla").addFilter(_ApacheCassandraNoise())
+
+# cpp-driver verification flags: the chain against the CA, and the node's address against the
+# certificate. acsylla's enum has no combined member and its factory reads `.value`.
+_VERIFY_PEER_CERT_AND_IDENTITY = SimpleNamespace(value=0x01 | 0x02)
+
+
+def native_cluster(settings: TableStoreSettings, *, request_timeout: float | None = None) -> Any:
+    """An acsylla Cluster for the settings: token-aware over the local DC, consistency, TLS, auth.
+
+    Protocol v4 like the Python driver; one I/O thread and one connection per host, which the
+    C++ driver multiplexes over thousands of streams.
+    """
+    import acsylla
+
+    from storage import cassandra_store
+
+    tls: dict[str, Any] = {}
+    if settings.cassandra_tls_ca_file:
+        tls = {"ssl_enabled": True, "ssl_trusted_cert": Path(settings.cassandra_tls_ca_file).read_text(),
+               "ssl_verify_flags": _VERIFY_PEER_CERT_AND_IDENTITY}
+        if settings.cassandra_tls_cert_file:
+            tls["ssl_cert"] = Path(settings.cassandra_tls_cert_file).read_text()
+            tls["ssl_private_key"] = Path(settings.cassandra_tls_key_file).read_text()
+    return acsylla.create_cluster(
+        list(settings.cassandra_hosts), port=int(settings.cassandra_port),
+        username=settings.cassandra_username or None, password=settings.cassandra_password or None,
+        protocol_version=4, consistency=settings.cassandra_consistency.upper(),
+        load_balance_dc_aware=settings.cassandra_local_dc, token_aware_routing=True,
+        connect_timeout=5.0,
+        request_timeout=cassandra_store.REQUEST_TIMEOUT_S if request_timeout is None else request_timeout,
+        exponential_reconnect_base_delay_ms=500, exponential_reconnect_max_delay_ms=4000,
+        num_threads_io=1, log_level="warn", **tls,
+    )
+
+
+def _native_timestamp(ms: int) -> int | Decimal:
+    """A TIMESTAMP for acsylla, which takes epoch *seconds*: whole seconds as an int, else exact."""
+    ms = int(ms)
+    return ms // 1000 if ms % 1000 == 0 else Decimal(ms).scaleb(-3)
+
+
+async def _native_pass(session: Any, insert: Any, client: str, rows: Sequence[DfeTuple], indexes: Sequence[int],
+                       concurrency: int, on_rows: OnRows) -> tuple[list[tuple[int, BaseException]], list[int]]:
+    """One pass over the rows with `concurrency` requests in flight: the rows that failed (with why)
+    and the rows not sent because the pass stopped early."""
+    transient = _native_transient()
+    failed: list[tuple[int, BaseException]] = []
+    it = iter(indexes)
+    stop = False
+
+    unreported = 0
+
+    async def lane() -> None:
+        # Each lane keeps one request in flight; the lanes share the iterator, so `concurrency`
+        # lanes are the bound without a task or a semaphore per row.
+        nonlocal stop, unreported
+        for i in it:
+            user_id, ts, vector = rows[i]
+            statement = insert.bind()
+            try:
+                statement.bind_list([client, user_id, _native_timestamp(ts), vector])
+                await session.execute(statement)
+            except Exception as exc:  # noqa: BLE001 - sorted by the caller: retried or reported
+                failed.append((i, exc))
+                # A bad row or a refused statement will not heal by waiting; a whole window of
+                # failures means the node is away: either way the rest of the pass would fail too.
+                if not isinstance(exc, transient) or len(failed) >= concurrency:
+                    stop = True
+            else:
+                unreported += 1
+                if unreported >= PROGRESS_EVERY:
+                    on_rows(unreported)
+                    unreported = 0
+            if stop:
+                break
+
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(indexes))))))
+    on_rows(unreported)
+    return failed, list(it)
+
+
+async def _native_write(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
+                        indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
+    transient = _native_transient()
+    cluster = native_cluster(settings)
+    session = None
+    for attempt in range(len(delays) + 1):
+        try:
+            session = await cluster.create_session()
+            break
+        except transient as exc:
+            if attempt == len(delays):
+                raise CassandraWriteError(f"Cassandra write failed: connect: {_describe(exc)} (after {attempt + 1} "
+                                          f"attempts); {_where(settings)}") from exc
+            log.warning("Cassandra write failed: connect: %s; retrying in %.1f s", _describe(exc), delays[attempt])
+            await asyncio.sleep(delays[attempt])
+        except Exception as exc:  # noqa: BLE001 - bad credentials, TLS refused: say so at once
+            raise CassandraWriteError(f"Cassandra write failed: connect: {_describe(exc)}; "
+                                      f"{_where(settings)}") from exc
+    assert session is not None
+    try:
+        try:
+            insert = await session.create_prepared(INSERT_DFE.format(ks=settings.cassandra_keyspace))
+        except Exception as exc:  # noqa: BLE001 - a missing keyspace or table will not heal by waiting
+            raise CassandraWriteError(f"Cassandra write failed: prepare: {_describe(exc)}; "
+                                      f"{_where(settings)}") from exc
+        pending: Sequence[int] = indexes
+        for attempt in range(len(delays) + 1):
+            failed, unsent = await _native_pass(session, insert, client, rows, pending, concurrency, on_rows)
+            if not failed:
+                return
+            error = next((exc for _, exc in failed if not isinstance(exc, transient)), failed[0][1])
+            if not isinstance(error, transient):
+                raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, None)
+            if attempt == len(delays):
+                raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, attempt + 1)
+            log.warning("Cassandra write: %d of %d DFE rows not written (%s); retrying in %.1f s",
+                        len(failed) + len(unsent), len(pending), _describe(error), delays[attempt])
+            await asyncio.sleep(delays[attempt])
+            # In input order, so a repeated key still ends on its last row.
+            pending = sorted([i for i, _ in failed] + unsent)
+    finally:
+        await session.close()
+
+
+def _run_native(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: Sequence[int],
+                concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
+    """The native write on an event loop of its own (a thread of its own if this one runs a loop)."""
+    coro = _native_write(settings, client, rows, indexes, concurrency, delays, on_rows)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dfe-writer") as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Python driver (DataStax cassandra-driver)
+
+def _python_write(session: Any, insert: Any, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
+                  indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
     """Write the given rows chunk by chunk; failed rows of a chunk are retried with backoff."""
-    idx = indexes if isinstance(indexes, (range, array, list)) else list(indexes)
-    written = 0
-    for start in range(0, len(idx), CHUNK_ROWS):
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    for start in range(0, len(indexes), CHUNK_ROWS):
         # The driver binds an int to a TIMESTAMP as epoch milliseconds.
-        pending = [(client, u, int(ts), fv) for u, ts, fv in (rows[i] for i in idx[start:start + CHUNK_ROWS])]
+        pending = [(client, u, int(ts), fv) for u, ts, fv in (rows[i] for i in indexes[start:start + CHUNK_ROWS])]
         size = len(pending)
         for attempt in range(len(delays) + 1):
             results = execute_concurrent_with_args(session, insert, pending, concurrency=concurrency,
@@ -83,40 +283,77 @@ def _write_indexes(session: Any, insert: PreparedStatement, settings: TableStore
             if not failed:
                 break
             error = failed[0][1]
-            if not isinstance(error, TRANSIENT_ERRORS) or attempt == len(delays):
-                tries = "" if not isinstance(error, TRANSIENT_ERRORS) else f" after {attempt + 1} attempts"
-                raise CassandraWriteError(
-                    f"Cassandra write failed: {len(failed)} of {size} DFE rows of {client} not written{tries} "
-                    f"({_describe(error)}); {_where(settings)}")
+            if not isinstance(error, TRANSIENT_ERRORS):
+                raise _fail(settings, client, len(failed), size, error, None)
+            if attempt == len(delays):
+                raise _fail(settings, client, len(failed), size, error, attempt + 1)
             log.warning("Cassandra write: %d of %d DFE rows failed (%s); retrying in %.1f s",
                         len(failed), size, _describe(error), delays[attempt])
             time.sleep(delays[attempt])
             pending = [params for params, _ in failed]
-        written += size
-        on_chunk(size)
-    return written
+        on_rows(size)
 
 
-def _worker(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: array, concurrency: int,
-            delays: Sequence[float], done: Any, errors: Any) -> None:
-    """One writer process: its own cluster and session (created after the fork), its own token range."""
-    cluster = None
+def _python_session_write(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
+                          indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
+                          store: CassandraTableStore | None = None) -> None:
+    own = store is None
+    if store is None:
+        store = CassandraTableStore(settings, retry_delays=delays)
     try:
-        cluster, session = retrying(settings, "write failed", lambda: _open(settings), delays, what="connect: ")
-        insert = session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace))
+        session = retrying(settings, "write failed", lambda: store.session, delays, what="connect: ")
+        insert = retrying(settings, "write failed",
+                          lambda: session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace)), delays,
+                          what="prepare: ")
+        _python_write(session, insert, settings, client, rows, indexes, concurrency, delays, on_rows)
+    finally:
+        if own:
+            store.close()
 
-        def on_chunk(n: int) -> None:
-            with done.get_lock():
-                done.value += n
 
-        _write_indexes(session, insert, settings, client, rows, indexes, concurrency, delays, on_chunk)
+# ---------------------------------------------------------------------------------------------
+# the writer
+
+def _last_per_key(rows: Sequence[DfeTuple], indexes: Sequence[int]) -> Sequence[int]:
+    """The indexes with each (user_id, timestamp) once, at its last occurrence, in input order.
+
+    In-flight requests and retries do not keep the input order, so a key is sent once."""
+    last = {}
+    for i in indexes:
+        row = rows[i]
+        last[(row[0], row[1])] = i
+    return indexes if len(last) == len(indexes) else sorted(last.values())
+
+
+def _write_part(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
+                indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
+                store: CassandraTableStore | None = None) -> None:
+    """Write rows[i] for i in indexes (a partition's rows are all in one part) with the chosen driver."""
+    unique = _last_per_key(rows, indexes)
+    if len(unique) < len(indexes):
+        on_rows(len(indexes) - len(unique))  # the repeats count as written: their key is
+        log.info("DFE writer: %d repeated (user, timestamp) keys; the last row of each is written",
+                 len(indexes) - len(unique))
+    indexes = unique
+    if driver == "native":
+        _run_native(settings, client, rows, indexes, concurrency, delays, on_rows)
+    else:
+        _python_session_write(settings, client, rows, indexes, concurrency, delays, on_rows, store)
+
+
+def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: array,
+            concurrency: int, delays: Sequence[float], done: Any, errors: Any) -> None:
+    """One writer process: its own connection (opened after the fork), its own token range."""
+    def on_rows(n: int) -> None:
+        with done.get_lock():
+            done.value += n
+
+    try:
+        _write_part(driver, settings, client, rows, indexes, concurrency, delays, on_rows)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
         errors.put(str(exc) if isinstance(exc, CassandraWriteError)
                    else f"Cassandra write failed: {_describe(exc)}; {_where(settings)}")
         raise SystemExit(1) from None
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
 
 
 def write_dfe_rows(
@@ -129,16 +366,21 @@ def write_dfe_rows(
     *,
     store: CassandraTableStore | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS_S,
+    driver: str | None = None,
 ) -> int:
     """Upsert (user_id, timestamp_ms, feature_vector) rows of a client into dfe_data; the number written.
 
-    One prepared INSERT per row (an upsert: a rerun leaves one row per key), never a multi-partition
-    batch. Large inputs are split by token range over `processes` forked workers, each with its own
-    session and `concurrency` requests in flight; small inputs are written in this process (through
-    `store`'s session when given). Failures are retried with backoff, then CassandraWriteError.
+    Large inputs are split by token range over `processes` forked workers, each with its own
+    connection and `concurrency` requests in flight; small inputs are written in this process
+    (through `store`'s session with the Python driver). When a key repeats, its last row is kept.
+    Failures are retried with backoff, then CassandraWriteError.
     """
     _check_client(client)
     settings.validate()
+    use = driver or settings.cassandra_writer_driver
+    if use not in WRITER_DRIVERS:
+        raise CassandraWriteError(f"unknown DFE writer driver {use!r}; choose one of {', '.join(WRITER_DRIVERS)} "
+                                  "(FRAUDBATCH_CASSANDRA_WRITER_DRIVER)")
     seq: Sequence[DfeTuple] = rows if isinstance(rows, Sequence) else list(rows)
     total = len(seq)
     if total == 0:
@@ -148,43 +390,27 @@ def write_dfe_rows(
     delays = tuple(retry_delays)
     report = progress or (lambda done, total: None)
     if procs == 1:
-        return _write_here(settings, client, seq, conc, delays, report, store)
-    return _write_forked(settings, client, seq, procs, conc, delays, report)
-
-
-def _write_here(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], concurrency: int,
-                delays: Sequence[float], report: Progress, store: CassandraTableStore | None) -> int:
-    own = store is None
-    if store is None:
-        store = CassandraTableStore(settings, retry_delays=delays)
-    try:
-        session = retrying(settings, "write failed", lambda: store.session, delays, what="connect: ")
-        insert = retrying(settings, "write failed",
-                          lambda: session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace)), delays,
-                          what="prepare: ")
         done = [0]
 
-        def on_chunk(n: int) -> None:
+        def on_rows(n: int) -> None:
             done[0] += n
-            report(done[0], len(rows))
+            report(done[0], total)
 
-        return _write_indexes(session, insert, settings, client, rows, range(len(rows)), concurrency, delays,
-                              on_chunk)
-    finally:
-        if own:
-            store.close()
+        _write_part(use, settings, client, seq, range(total), conc, delays, on_rows, store)
+        return total
+    return _write_forked(use, settings, client, seq, procs, conc, delays, report)
 
 
-def _write_forked(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], processes: int,
+def _write_forked(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], processes: int,
                   concurrency: int, delays: Sequence[float], report: Progress) -> int:
     # fork: the workers inherit the rows instead of receiving a pickled copy; each opens its
-    # own connection after the fork (the driver's sockets and event loop never cross it).
+    # own connection after the fork (drivers' sockets and threads never cross it).
     ctx = multiprocessing.get_context("fork")
     parts = _split(client, rows, processes)
     done = ctx.Value("q", 0)
     errors = ctx.Queue()
     workers = [ctx.Process(target=_worker, name=f"dfe-writer-{n}", daemon=True,
-                           args=(settings, client, rows, part, concurrency, delays, done, errors))
+                           args=(driver, settings, client, rows, part, concurrency, delays, done, errors))
                for n, part in enumerate(parts) if len(part)]
     for w in workers:
         w.start()
@@ -219,5 +445,5 @@ def _write_forked(settings: TableStoreSettings, client: str, rows: Sequence[DfeT
 
 
 def default_processes() -> int:
-    """One writer process per core (the driver is CPU-bound in Python)."""
+    """One writer process per core."""
     return max(1, os.cpu_count() or 1)

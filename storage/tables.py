@@ -341,6 +341,9 @@ class TableStoreSettings:
     cassandra_write_processes: int = 2
     """Writer processes for large DFE writes (one per core is the sweet spot)."""
 
+    cassandra_writer_driver: str = "native"
+    """Driver of the DFE writer: "native" (the C++ driver via acsylla) or "python" (DataStax Python driver)."""
+
     @classmethod
     def from_env(
         cls,
@@ -396,6 +399,9 @@ class TableStoreSettings:
         if int(self.cassandra_write_concurrency) < 1 or int(self.cassandra_write_processes) < 1:
             raise StorageConfigError("FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY and FRAUDBATCH_CASSANDRA_WRITE_PROCESSES "
                                      "must be at least 1")
+        if self.cassandra_writer_driver not in ("native", "python"):
+            raise StorageConfigError(f"unknown DFE writer driver {self.cassandra_writer_driver!r} "
+                                     "(FRAUDBATCH_CASSANDRA_WRITER_DRIVER); choose native or python")
         if bool(self.cassandra_tls_cert_file) != bool(self.cassandra_tls_key_file):
             raise StorageConfigError("a TLS client certificate needs its key and the other way round; set both "
                                      "FRAUDBATCH_CASSANDRA_TLS_CERT_FILE and FRAUDBATCH_CASSANDRA_TLS_KEY_FILE")
@@ -419,6 +425,7 @@ _TABLES_ENV = {
     "FRAUDBATCH_CASSANDRA_CONSISTENCY": "cassandra_consistency",
     "FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY": "cassandra_write_concurrency",
     "FRAUDBATCH_CASSANDRA_WRITE_PROCESSES": "cassandra_write_processes",
+    "FRAUDBATCH_CASSANDRA_WRITER_DRIVER": "cassandra_writer_driver",
 }
 
 _INT_FIELDS = {"cassandra_port", "cassandra_write_concurrency", "cassandra_write_processes"}

@@ -18,7 +18,7 @@ from storage.tables import DfeRow
 
 pytestmark = pytest.mark.cassandra
 
-ROWS = 60_000
+ROWS = 100_000
 
 # Writes ROWS rows with two worker processes, printing progress; the settings come as JSON.
 WRITER = """

@@ -105,7 +105,9 @@ def test_run_records_round_trip_oldest_first(store, cass_client):
         store.record_run(RunRecord(cass_client, "21/11/2025", "T", "r", "DONE", 1))
 
 
-def test_writer_processes_split_by_token_and_rerun_is_idempotent(cassandra_settings, cass_client, monkeypatch):
+@pytest.mark.parametrize("driver", dfe_writer.WRITER_DRIVERS)
+def test_writer_processes_split_by_token_and_rerun_is_idempotent(cassandra_settings, cass_client, monkeypatch,
+                                                                 driver):
     # Small enough for a test, large enough that both worker processes get rows.
     monkeypatch.setattr(dfe_writer, "MIN_ROWS_PER_PROCESS", 500)
     monkeypatch.setattr(dfe_writer, "CHUNK_ROWS", 700)
@@ -114,9 +116,10 @@ def test_writer_processes_split_by_token_and_rerun_is_idempotent(cassandra_setti
     assert set(owners) == {0, 1} and min(owners.values()) > 1000
     seen: list[tuple[int, int]] = []
     n = dfe_writer.write_dfe_rows(cassandra_settings, cass_client, rows, processes=2, concurrency=32,
-                                  progress=lambda done, total: seen.append((done, total)))
+                                  progress=lambda done, total: seen.append((done, total)), driver=driver)
     assert n == 3000 and seen[-1] == (3000, 3000)
-    assert dfe_writer.write_dfe_rows(cassandra_settings, cass_client, iter(rows), processes=2, concurrency=32) == 3000
+    assert dfe_writer.write_dfe_rows(cassandra_settings, cass_client, iter(rows), processes=2, concurrency=32,
+                                     driver=driver) == 3000
     with CassandraTableStore(cassandra_settings) as store:
         keys = Counter(store.iter_dfe_keys(cass_client))
         assert store.count_dfe(cass_client) == 3000
@@ -180,3 +183,37 @@ def test_dfe_and_results_tables_are_exactly_as_the_spec(cassandra_settings):
         ("results", "result_data"): ("regular", "text", "none"),
         ("results", "created_at"): ("regular", "timestamp", "none"),
     }
+
+
+@pytest.mark.parametrize("driver", dfe_writer.WRITER_DRIVERS)
+def test_a_repeated_key_keeps_its_last_row(cassandra_settings, cass_client, driver):
+    rows = [("u1", 1000, {"v": 1.0}), ("u2", 1000, {"v": 2.0}), ("u1", 1000, {"v": 3.0}), ("u1", 2000, {"v": 4.0}),
+            ("u1", 1000, {"v": 5.0})]
+    assert dfe_writer.write_dfe_rows(cassandra_settings, cass_client, rows, concurrency=8, driver=driver) == 5
+    with CassandraTableStore(cassandra_settings) as store:
+        assert store.read_dfe(cass_client, "u1") == [DfeRow("u1", 2000, {"v": 4.0}), DfeRow("u1", 1000, {"v": 5.0})]
+        assert store.count_dfe(cass_client) == 3
+
+
+@pytest.mark.parametrize("driver", dfe_writer.WRITER_DRIVERS)
+def test_a_row_the_table_cannot_take_fails_at_once_with_a_clear_message(cassandra_settings, cass_client, driver):
+    rows = [(f"u{i}", 1000, {"v": float(i)}) for i in range(50)] + [("bad", 1000, {"v": "not a number"})]
+    t0 = dt.datetime.now()
+    with pytest.raises(dfe_writer.CassandraWriteError, match=rf"^Cassandra write failed: .*DFE rows of {cass_client}"):
+        dfe_writer.write_dfe_rows(cassandra_settings, cass_client, rows, concurrency=4, driver=driver,
+                                  retry_delays=(5.0, 5.0))
+    assert (dt.datetime.now() - t0).total_seconds() < 5  # not retried: waiting cannot fix a value
+
+
+def test_native_and_python_writers_store_the_same_rows(cassandra_settings, cass_client):
+    ts = 1_763_683_200_123
+    rows = [(f"user-{i}", ts + i, {"a": i / 7, "b": -1e-300, "c": float(i % 2)}) for i in range(200)]
+    other = cass_client + "_py"
+    dfe_writer.write_dfe_rows(cassandra_settings, cass_client, rows, driver="native")
+    dfe_writer.write_dfe_rows(cassandra_settings, other, rows, driver="python")
+    with CassandraTableStore(cassandra_settings) as store:
+        for user, _, _ in rows[::17]:
+            native, python = store.read_dfe(cass_client, user), store.read_dfe(other, user)
+            assert native == python and len(native) == 1
+        assert store.read_dfe(cass_client, "user-3") == [DfeRow("user-3", ts + 3, {"a": 3 / 7, "b": -1e-300,
+                                                                                      "c": 1.0})]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from cassandra_fixtures import ROOT, fresh_keyspace, node_script
 
-from storage.cassandra_store import CassandraTableStore, connect
+from storage.cassandra_store import CassandraTableStore, CassandraWriteError, connect
+from storage.dfe_writer import WRITER_DRIVERS, write_dfe_rows
 from storage.errors import StorageError
 from storage.tables import DfeRow, TableStoreSettings
 
@@ -55,3 +56,16 @@ def test_certificate_from_an_unknown_ca_is_refused(tls_node, tmp_path: Path):
     other = replace(tls_node, cassandra_tls_ca_file=certifi.where())
     with pytest.raises(StorageError, match="Cassandra connect failed"):
         connect(other, delays=())
+
+
+@pytest.mark.parametrize("driver", WRITER_DRIVERS)
+def test_dfe_writers_speak_tls_and_refuse_an_unknown_ca(tls_node, driver):
+    import certifi
+
+    settings = fresh_keyspace(tls_node, "fraud_tls", "fp_tls")
+    assert write_dfe_rows(settings, "tls" + driver, [("u1", 5, {"a": 1.0}), ("u2", 6, {"b": 2.0})], driver=driver) == 2
+    with CassandraTableStore(settings) as store:
+        assert store.read_dfe("tls" + driver, "u2") == [DfeRow("u2", 6, {"b": 2.0})]
+    other = replace(settings, cassandra_tls_ca_file=certifi.where())
+    with pytest.raises(CassandraWriteError, match=f"Cassandra write failed: .*check the node at 127.0.0.1:{TLS_PORT}"):
+        write_dfe_rows(other, "tls" + driver, [("u1", 5, {"a": 1.0})], driver=driver, retry_delays=())
