@@ -187,6 +187,24 @@ def test_the_shipped_example_aws_section_is_accepted():
     assert cluster.on_demand.resident_min == 0
 
 
+def test_spark_submit_tells_the_executors_on_the_instances_which_python_and_code(settings: DClusterSettings):
+    from dataclasses import replace
+
+    from dcluster.models import new_job, validate_spec
+
+    spark = replace(settings, spark_submit="/opt/spark/bin/spark-submit", spark_master="spark://master.internal:7077",
+                    python="/opt/venv/bin/python")
+    spec = validate_spec({"client": "syncbank", "app": "ok", "args": ["--day", "2025-11-21"]},
+                         project_root=settings.project_root, default_env="test")
+    argv = make_provider(spark).command(new_job(spec))
+
+    root = settings.project_root.resolve()
+    assert argv == ["/opt/spark/bin/spark-submit", "--conf", "spark.pyspark.python=/opt/venv/bin/python",
+                    "--conf", f"spark.executorEnv.PYTHONPATH={root}", "--master", "spark://master.internal:7077",
+                    "--conf", "spark.ui.enabled=false", str(settings.project_root / "jobs" / "run.py"), "ok",
+                    "--day", "2025-11-21"]
+
+
 # --------------------------------------------------------------------------- the market
 
 

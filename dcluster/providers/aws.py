@@ -256,6 +256,17 @@ class AwsProvider(LocalProvider):
                  job.namespace)
         return tuple(ids)
 
+    def command(self, job: Job) -> list[str]:
+        """The local provider's argv; with spark-submit, the executors on the instances are told which Python and code."""
+        argv = super().command(job)
+        if not self.spark_mode:
+            return argv
+        # Executors are started by the workers on the instances and do not inherit the job's
+        # environment: the AMI must hold this interpreter and the checkout at the same paths.
+        conf = ["--conf", f"spark.pyspark.python={self.settings.python}",
+                "--conf", f"spark.executorEnv.PYTHONPATH={self.settings.project_root.resolve()}"]
+        return [argv[0], *conf, *argv[1:]]
+
     def environment(self, job: Job) -> dict[str, str]:
         """The local provider's job environment plus the run's EC2 instances and region."""
         env = super().environment(job)
