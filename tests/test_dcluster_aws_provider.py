@@ -390,3 +390,17 @@ def test_an_instance_action_notice_moves_the_job_to_on_demand_where_it_resumes(
     # IMDSv2: a session token first, then reads that carry it.
     assert imds.log[0][:2] == ("PUT", "/latest/api/token")
     assert {(m, p, t) for m, p, t in imds.log[1:]} == {("GET", InterruptionWatcher.ACTION_PATH, "token-1")}
+
+
+def test_after_a_restart_a_run_whose_process_is_gone_has_its_instances_released(
+        settings: DClusterSettings, moto_endpoint):
+    provider = make_provider(settings)
+    assert isinstance(provider, AwsProvider)
+    namespace = "s-test-syncbank-restarted01"
+    (instance_id,) = provider.on_demand_capacity.run_on_demand(1, client="syncbank", job_id="restarted01", env="test")
+    info = {"pid": 2 ** 22 + 1, "pid_start": 123, "capacity_type": "on_demand",  # no such process
+            "ec2_instance_ids": [instance_id], "namespace": namespace}
+
+    assert provider.adopt("restarted01", info) is None
+    assert _instances(moto_endpoint, namespace, alive_only=True) == []
+    assert provider.health()["unreleased"] == {}
