@@ -6,6 +6,7 @@ first use; nothing is read at import time.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import time
@@ -98,6 +99,7 @@ class AwsCapacitySettings:
     product_description: str = "Linux/UNIX"  # the price series the AMI's platform pays
     tags: dict[str, str] = field(default_factory=dict)  # extra tags on everything launched (cost centre, …)
     metadata_url: str = "http://169.254.169.254"  # the instance metadata service (IMDSv2)
+    user_data: str = ""  # boot script of every instance (e.g. start a Spark worker); "" = none
 
     def __post_init__(self) -> None:
         problems = []
@@ -215,6 +217,8 @@ class AwsCapacity:
                                   "MaxCount": count,
                                   "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]}
         kwargs.update(self._placement())
+        if s.user_data:
+            kwargs["UserData"] = s.user_data  # boto3 base64-encodes it for run_instances
         return kwargs
 
     def _placement(self) -> dict[str, Any]:
@@ -239,13 +243,17 @@ class AwsCapacity:
             raise AwsCapacityError(f"no ami_id set for spot requests on {self.where}; set the image every "
                                    "instance boots", operation="request_spot_instances", code="NoAmi")
         tags = self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT)
+        spec: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": s.instance_type, **self._placement()}
+        if s.user_data:
+            # Unlike run_instances, a launch specification takes the script already base64-encoded.
+            spec["UserData"] = base64.b64encode(s.user_data.encode()).decode()
         resp = self._call(
             "request_spot_instances", SpotPrice=_price_text(s.max_spot_price), InstanceCount=count,
             Type="one-time", InstanceInterruptionBehavior="terminate",
             # AWS closes the request itself at ValidUntil, so a caller that dies while waiting
             # cannot leave a request that launches instances nobody uses.
             ValidUntil=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=s.spot_request_timeout_s),
-            LaunchSpecification={"ImageId": s.ami_id, "InstanceType": s.instance_type, **self._placement()},
+            LaunchSpecification=spec,
             TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}],
         )
         return [r["SpotInstanceRequestId"] for r in resp["SpotInstanceRequests"]]
@@ -390,9 +398,29 @@ class AwsCapacity:
                         "capacity_type": SPOT if i.get("InstanceLifecycle") == "spot" else ON_DEMAND,
                         "instance_type": i.get("InstanceType", ""),
                         "launch_time": _iso(i["LaunchTime"]) if i.get("LaunchTime") else None,
+                        "private_ip": i.get("PrivateIpAddress"),
+                        "spot_request_id": i.get("SpotInstanceRequestId"),
                         "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])},
                     })
         return sorted(out, key=lambda i: i["instance_id"])
+
+    def spot_requests(self, namespace: str) -> list[dict[str, Any]]:
+        """Spot requests tagged with the namespace that may still launch (open or active)."""
+        resp = self._call("describe_spot_instance_requests", Filters=[
+            {"Name": "tag:namespace", "Values": [namespace]}, {"Name": "state", "Values": ["open", "active"]}])
+        return [{"request_id": r["SpotInstanceRequestId"], "state": r.get("State", ""),
+                 "instance_id": r.get("InstanceId")} for r in resp.get("SpotInstanceRequests", [])]
+
+    def release(self, namespace: str, instance_ids: Iterable[str] = ()) -> list[str]:
+        """Cancel the namespace's live spot requests, terminate its instances (and `instance_ids`); ids terminated."""
+        requests = self.spot_requests(namespace)
+        self.cancel_spot_requests([r["request_id"] for r in requests])
+        # Cancelling leaves a request's instance running; the namespace lookup also finds instances
+        # launched by an attempt whose ids were lost (e.g. the service died between launch and record).
+        ids = {*instance_ids, *(r["instance_id"] for r in requests if r["instance_id"]),
+               *(i["instance_id"] for i in self.instances(namespace))}
+        self.terminate(sorted(ids))
+        return sorted(ids)
 
     # --- plumbing ---------------------------------------------------------------------------
 

@@ -109,6 +109,9 @@ class ClusterConfig:
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     monitor: Monitor = field(default_factory=Monitor)
     simulation: Simulation = field(default_factory=Simulation)
+    # Where the aws provider launches EC2 instances; checked by that provider when it starts
+    # (dcluster.providers.aws.capacity_settings), unused by the others.
+    aws: dict[str, Any] = field(default_factory=dict)
 
     @property
     def notice_s(self) -> float:
@@ -148,6 +151,9 @@ class ClusterConfig:
         """A config from the YAML document's resource keys (unknown keys are errors)."""
         data = dict(data)
         classes = data.pop("task_classes", None)
+        aws = data.pop("aws", None) or {}
+        if not isinstance(aws, Mapping):
+            raise ConfigError("aws must be a mapping of EC2 settings")
         base = cls()
         config = _build(cls, data, "", base)
         if classes is not None:
@@ -158,6 +164,8 @@ class ClusterConfig:
                 merged[str(name)] = _build(TaskClass, values or {}, f"task_classes.{name}.",
                                            merged.get(str(name), TaskClass()))
             config = replace(config, task_classes=merged)
+        if aws:
+            config = replace(config, aws={str(k): v for k, v in aws.items()})
         return config.checked()
 
 

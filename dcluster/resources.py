@@ -129,6 +129,7 @@ class ResourceManager:
         self.path = Path(path)
         self.clock = clock
         self._s = _State()
+        self._before_fulfil: tuple[str, int] = ("", 0)  # last fulfilled request, failures counted before it
         self._lock = threading.RLock()
 
     # --- persistence ------------------------------------------------------------------------
@@ -258,6 +259,8 @@ class ResourceManager:
                 inst = self._launch(SPOT, price, now, job_id=req.job_id, request_id=req.request_id)
                 req.state, req.price, req.instance_id, req.closed_ts = FULFILLED, price, inst.instance_id, now
                 req.reason = f"fulfilled at {price:g} $/h"
+                # Kept in case the provider then fails to get the instance (launch_failed counts on from it).
+                self._before_fulfil = (req.request_id, self._s.consecutive_failures)
                 self._s.consecutive_failures = 0
         elif now >= timeout_ts:
             self._failed(req, TIMED_OUT,
@@ -361,6 +364,18 @@ class ResourceManager:
                 del self._s.instances[inst.instance_id]
             else:
                 inst.state, inst.job_id, inst.idle_since_ts = IDLE, None, now
+            self._save()
+
+    def launch_failed(self, instance_id: str, reason: str, now: float | None = None) -> None:
+        """The provider could not get the capacity behind an instance: drop it; a spot one counts as a failed request."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            inst = self._s.instances.pop(instance_id, None)
+            req = self._s.requests.get(inst.request_id or "") if inst is not None else None
+            if req is not None:
+                if self._before_fulfil[0] == req.request_id:
+                    self._s.consecutive_failures = self._before_fulfil[1]
+                self._failed(req, FAILED, reason, now)  # toward the spot breaker, like a refused request
             self._save()
 
     def _launch(self, capacity: str, price: float, now: float, *, job_id: str | None = None,

@@ -27,8 +27,9 @@ from dcluster.models import (
     validate_spec,
 )
 from dcluster.policy import ON_DEMAND, SPOT
-from dcluster.providers.base import ProcessLost, Provider
+from dcluster.providers.base import CapacityUnavailable, ProcessLost, Provider
 from dcluster.resources import CANCELLED, FULFILLED, OPEN, TIMED_OUT, Instance, ResourceManager, iso
+from dcluster.resources import FAILED as REQUEST_FAILED
 from dcluster.settings import DClusterSettings
 
 log = logging.getLogger("dcluster.scheduler")
@@ -401,9 +402,19 @@ class Scheduler:
             "started_ts": now, "ended_at": None,
         }
         # The capacity must be on the job before start: the provider passes it to the process.
+        planned = job.capacity_type
         job = self.store.update(job.job_id, capacity_type=inst.capacity_type, runs=[*job.runs, run])
         try:
             handle = self.provider.start(job)
+        except CapacityUnavailable as exc:
+            # Nothing ran: drop the run, and treat it like a refused spot request or a failed on-demand launch.
+            self.resources.launch_failed(inst.instance_id, str(exc), now)
+            job = self.store.update(job.job_id, capacity_type=planned, runs=job.runs[:-1])
+            if inst.capacity_type == SPOT:
+                self._spot_failed(job, REQUEST_FAILED, str(exc))
+            else:
+                self._no_capacity(job, str(exc), "not tried for this launch", now)
+            return False
         except OSError as exc:
             self.resources.release(inst.instance_id)
             run.update(ended_at=now_iso(), ended_ts=now, seconds=0.0, cost=0.0, outcome=FAILED,
@@ -449,9 +460,15 @@ class Scheduler:
             self._stop_run(job, INTERRUPTED_RUN, "spot instance reclaimed after its interruption notice",
                            policy.INTERRUPTED, reclaimed=True)
             return
-        if job.capacity_type == SPOT and not notice and self.resources.market.interrupted(since):
-            self._deliver_notice(job, "the spot market reclaims the instance")
-            self.audit.record("spot_interruption", SERVICE_ACTOR, job_id, {"source": "market"})
+        if job.capacity_type == SPOT and not notice:
+            given = self.provider.interruption_notice(handle)
+            if given is not None:
+                self._deliver_notice(job, f"instance-action {given['action']} at {given['time']}", given)
+                self.audit.record("spot_interruption", SERVICE_ACTOR, job_id,
+                                  {"source": "instance-action", "notice": given})
+            elif self.resources.market.interrupted(since):
+                self._deliver_notice(job, "the spot market reclaims the instance")
+                self.audit.record("spot_interruption", SERVICE_ACTOR, job_id, {"source": "market"})
         monitor = self.config.monitor
         if now - self._last_health.get(job_id, 0.0) >= monitor.health_check_interval_s:
             self._last_health[job_id] = now
@@ -485,10 +502,18 @@ class Scheduler:
             self._end_run(job, FAILED, f"exit code {code}", exit_code=code, tail=tail,
                           message=error_line(context, code))
 
-    def _deliver_notice(self, job: Job, reason: str) -> Job:
+    def _deliver_notice(self, job: Job, reason: str, given: Mapping[str, str] | None = None) -> Job:
+        """Hand the job a reclaim notice: the one AWS gave (its time is the reclaim) or one due in notice_s."""
         now = self.clock()
         reclaim = now + self.config.notice_s
         notice = {"action": "terminate", "time": iso(reclaim)}
+        if given is not None:
+            try:
+                reclaim = parse_iso(given["time"]).timestamp()
+                notice = {"action": given.get("action", "terminate"), "time": given["time"]}
+            except (KeyError, ValueError):
+                log.warning("job %s: notice %r has no readable time; reclaim assumed in %gs",
+                            job.job_id, given, self.config.notice_s)
         self.provider.notify(job.job_id, notice)
         run = dict(job.runs[-1])
         run["notice"] = {**notice, "received_at": iso(now), "reclaim_ts": reclaim, "reason": reason}

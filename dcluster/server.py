@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
+from dcluster.config import ConfigError
 from dcluster.settings import DClusterSettings
 
 
@@ -26,13 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     from dcluster.api import create_app
 
     args = parse_args(argv)
-    settings = DClusterSettings.from_env(host=args.host, port=args.port, state_dir=args.state_dir)
+    try:
+        settings = DClusterSettings.from_env(host=args.host, port=args.port, state_dir=args.state_dir)
+        app = create_app(settings)
+    except ConfigError as exc:
+        # One line that names the key to fix, not a traceback.
+        print(f"dcluster-server: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dcluster").info(
         "DCluster on http://%s:%d (provider %s, state %s, launcher %s)",
         settings.host, settings.port, settings.provider, settings.state_dir.resolve(), settings.spark_submit,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
     return 0
 
 

@@ -35,7 +35,9 @@ class DClusterSettings:
     host: str = "127.0.0.1"  # interface the HTTP API binds to
     port: int = 8091  # HTTP port of the API
     state_dir: Path = Path("var/dcluster")  # job JSON files (jobs/) and job logs (logs/)
-    provider: str = "local"  # where jobs run; only "local" (subprocesses on this host) exists so far
+    # Where jobs run: "local" (subprocesses on this host), "standalone" (a Spark standalone cluster) or
+    # "aws" (EC2 instances bought per run; needs the config's aws: section, docs/dcluster.md).
+    provider: str = "local"
     # Launcher of the local provider. A file named spark-submit* is called as
     # `spark-submit --master M --conf spark.ui.enabled=false run.py app args`; any other
     # launcher (e.g. a python executable) is called as `{launcher} run.py app args`

@@ -581,3 +581,50 @@ def test_watcher_without_a_metadata_service_says_what_to_check():
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with pytest.raises(MetadataError, match=r"cannot reach instance metadata at http://127\.0\.0\.1:\d+: .*hop limit"):
         InterruptionWatcher(url, timeout_s=1.0).poll()
+
+
+# --------------------------------------------------------------------------- release
+
+
+def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instances(moto_endpoint, settings, job):
+    ec2 = _ec2(moto_endpoint)
+    cap = AwsCapacity(settings, ec2_client=ec2)
+    other = {**job, "job_id": uuid.uuid4().hex[:12]}
+    request_ids = cap.request_spot_instances(1, **job)
+    on_demand = cap.run_on_demand(1, **job)
+    kept = cap.run_on_demand(1, **other)
+    (requested,) = cap.describe_spot_requests(request_ids)
+    assert cap.spot_requests(_ns(job)) == [
+        {"request_id": request_ids[0], "state": "active", "instance_id": requested["instance_id"]}]
+    cancelled: list[list[str]] = []
+    ec2.meta.events.register("provide-client-params.ec2.CancelSpotInstanceRequests",
+                             lambda params, **_: cancelled.append(params["SpotInstanceRequestIds"]))
+
+    released = cap.release(_ns(job))
+
+    assert released == sorted([requested["instance_id"], *on_demand])
+    assert cancelled == [request_ids]
+    assert cap.spot_requests(_ns(job)) == []
+    assert cap.instances(_ns(job)) == []
+    assert [i["instance_id"] for i in cap.instances(_ns(other))] == kept  # another job's namespace is left alone
+    assert cap.release(_ns(job)) == []
+
+
+def test_user_data_goes_with_both_launch_paths(moto_endpoint, settings, job):
+    from dataclasses import replace
+
+    ec2 = _ec2(moto_endpoint)
+    sent = _run_instances_params(ec2)
+    requested: list[dict[str, Any]] = []
+    ec2.meta.events.register("provide-client-params.ec2.RequestSpotInstances",
+                             lambda params, **_: requested.append(params["LaunchSpecification"]))
+    cap = AwsCapacity(replace(settings, user_data="#!/bin/sh\necho worker\n"), ec2_client=ec2)
+    (instance_id,) = cap.run_on_demand(1, **job)
+    (request_id,) = cap.request_spot_instances(1, **job)
+
+    assert sent[0]["UserData"] == "#!/bin/sh\necho worker\n"
+    attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    assert attr["UserData"]["Value"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="  # base64 of the script, as EC2 keeps it
+    # The request API takes the script base64-encoded already (boto3 encodes it only for run_instances).
+    assert requested[0]["UserData"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="
+    assert request_id.startswith("sir-")

@@ -1,18 +1,19 @@
 """Job providers, picked by the settings' provider name."""
 from __future__ import annotations
 
-from dcluster.providers.base import Market, ProcessLost, Provider, UnsupportedJob
+from dcluster.providers.base import CapacityUnavailable, Market, ProcessLost, Provider, UnsupportedJob
 from dcluster.settings import DClusterSettings
 
-__all__ = ["Market", "ProcessLost", "Provider", "UnsupportedJob", "make_provider", "provider_types"]
+__all__ = ["CapacityUnavailable", "Market", "ProcessLost", "Provider", "UnsupportedJob", "make_provider", "provider_types"]
 
 
 def provider_types() -> dict[str, type[Provider]]:
     """Provider classes by the name settings.provider uses."""
+    from dcluster.providers.aws import AwsProvider
     from dcluster.providers.local import LocalProvider
     from dcluster.providers.standalone import StandaloneProvider
 
-    return {"local": LocalProvider, "standalone": StandaloneProvider}
+    return {"local": LocalProvider, "standalone": StandaloneProvider, "aws": AwsProvider}
 
 
 def make_provider(settings: DClusterSettings) -> Provider:

@@ -16,6 +16,10 @@ class ProcessLost(RuntimeError):
     """The job's process is gone and left no exit status (e.g. its host vanished)."""
 
 
+class CapacityUnavailable(RuntimeError):
+    """The provider could not get the capacity the job was placed on (e.g. EC2 had none); nothing was started."""
+
+
 class Market(Protocol):
     """Where capacity comes from: spot quotes and fulfilment, on-demand launches, interruptions."""
 
@@ -46,7 +50,10 @@ class Provider(ABC):
 
     @abstractmethod
     def start(self, job: Job) -> Any:
-        """Launch the job; returns an opaque handle for poll and terminate."""
+        """Launch the job on job.capacity_type; returns an opaque handle for poll and terminate.
+
+        Raises CapacityUnavailable when that capacity cannot be had, OSError when the process cannot start.
+        """
 
     @abstractmethod
     def poll(self, handle: Any) -> int | None:
@@ -75,6 +82,10 @@ class Provider(ABC):
     def heartbeat_age(self, job_id: str, now: float) -> float | None:
         """Seconds since the job last touched its heartbeat file; None if it never did."""
         return None
+
+    def interruption_notice(self, handle: Any) -> dict[str, str] | None:
+        """The reclaim notice of the spot capacity under a running job ({"action", "time"}), if one came."""
+        return None  # capacity without real notices: the market's interrupted() stands in for them
 
     def notify(self, job_id: str, notice: dict[str, Any]) -> None:
         """Hand a spot interruption notice to the running job (AWS instance-action shape)."""
