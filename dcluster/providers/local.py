@@ -1,4 +1,4 @@
-"""The local provider: each job is a spark-submit (or python) subprocess on this host; Flink jobs a PyFlink one."""
+"""The local provider: each job is a spark-submit, python or PyFlink subprocess on this host."""
 from __future__ import annotations
 
 import json
@@ -47,7 +47,7 @@ class AdoptedHandle:
 
 
 class LocalProvider(Provider):
-    """Runs jobs/run.py through spark-submit in local mode (or a plain launcher), jobs/flink/run.py in PyFlink."""
+    """Runs jobs/run.py through spark-submit in local mode or a plain launcher; jobs/flink/run.py in PyFlink."""
 
     name = "local"
 
