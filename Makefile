@@ -21,18 +21,21 @@ $(BIN)/fraudbatch: pyproject.toml
 
 install: $(BIN)/fraudbatch ## create .venv and install the project with its dev tools
 
+flink-env: ## create .venv-flink, the Flink jobs' own venv with PyFlink (docs/adr/0009)
+	PYTHON=$(PYTHON) scripts/flink-env.sh
+
 demo: install ## run a whole client-day end to end (CLIENT=demo DATE=2025-11-21 EVENTS=20000)
 	$(BIN)/fraudbatch demo --client $(CLIENT) --date $(DATE) --events $(EVENTS)
 
-test: install ## lint and run the whole test suite (what CI runs), with a local Cassandra node
+test: install flink-env ## lint and run the whole test suite (what CI runs), with a local Cassandra node
 	$(BIN)/ruff check .
 	scripts/ensure-chromium.sh
 	scripts/cassandra.sh start
 # The node is stopped whatever pytest returns, and pytest's exit code is the target's.
 	rc=0; $(BIN)/pytest -q -ra || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
-test-fast: install ## the tests that need neither Spark, Cassandra nor the whole pipeline
-	$(BIN)/pytest -q -m "not spark and not e2e and not cassandra"
+test-fast: install ## the tests that need neither Spark, Flink, Cassandra nor the whole pipeline
+	$(BIN)/pytest -q -m "not spark and not e2e and not cassandra and not flink"
 
 lint: install ## ruff
 	$(BIN)/ruff check .
@@ -60,5 +63,5 @@ bench-cassandra: install ## DFE writer vs raw-driver ceiling, 1,000,000 rows int
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
-.PHONY: help install demo test test-fast lint bench services-up services-down cassandra-up cassandra-down \
+.PHONY: help install flink-env demo test test-fast lint bench services-up services-down cassandra-up cassandra-down \
 	bench-cassandra clean

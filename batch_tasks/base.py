@@ -65,7 +65,8 @@ class ClientDayTask(luigi.Task):
 class SparkJobTask(ClientDayTask):
     """A task whose run() is one Spark job submitted through DCluster and awaited."""
 
-    app: str = ""  # module of jobs/ that spark-submit runs
+    app: str = ""  # module of jobs/ that spark-submit runs (of jobs/flink/ when engine is "flink")
+    engine = "spark"  # spark | flink: the engine DCluster runs the app with
     capacity_class = "normal"  # critical | normal | batch (SPEC §3 task classes)
     strategy = "cost_optimized"
     resources = {"spark_jobs": 1}
@@ -87,7 +88,7 @@ class SparkJobTask(ClientDayTask):
         from dcluster_client.runner import run_job
 
         spec = JobSpec(
-            client=self.client, env=batch_tasks().env, engine="spark", app=self.app,
+            client=self.client, env=batch_tasks().env, engine=self.engine, app=self.app,
             args=self.job_args(), priority=self.priority_class(), strategy=self.strategy,
             idempotency_key=self.task_id,
         )

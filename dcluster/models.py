@@ -46,6 +46,7 @@ APP_RE = re.compile(r"^[a-z_]+$")
 ENV_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 # Modules of jobs/ that are plumbing, not job entry points.
 NOT_APPS = frozenset({"run", "common"})
+JOB_DIRS = {"flink": "flink"}  # engine -> folder of its job modules under jobs/ (Spark: jobs/ itself)
 MAX_ARGS = 200
 DURATION_WINDOW = 50  # completed runs per app kept for the hanging average
 MAX_KEY_LEN = 512
@@ -127,6 +128,7 @@ def validate_spec(payload: Mapping[str, object], *, project_root: Path, default_
     engine = text("engine", "spark") or "spark"
     if engine not in ENGINES:
         problems.append(f"engine {engine!r} must be one of {', '.join(ENGINES)}")
+    job_dir = Path(project_root) / "jobs" / JOB_DIRS.get(engine, "")
 
     app = text("app")
     if app is None:
@@ -134,8 +136,8 @@ def validate_spec(payload: Mapping[str, object], *, project_root: Path, default_
             problems.append("app is required")
     elif not APP_RE.fullmatch(app) or app in NOT_APPS:
         problems.append(f"app {app!r} must match {APP_RE.pattern} and name a job module of jobs/")
-    elif not (Path(project_root) / "jobs" / f"{app}.py").is_file():
-        problems.append(f"app {app!r} is not a module in {Path(project_root) / 'jobs'}")
+    elif not (job_dir / f"{app}.py").is_file():
+        problems.append(f"app {app!r} is not a module in {job_dir}")
 
     raw_args = payload.get("args") or []
     args: tuple[str, ...] = ()

@@ -46,6 +46,10 @@ class DClusterSettings:
     spark_master: str = "local[2]"  # --master passed to spark-submit
     spark_master_url: str = "spark://127.0.0.1:7077"  # master of the "standalone" provider (scripts/spark-cluster.sh)
     python: str = field(default_factory=lambda: sys.executable)  # PYSPARK_PYTHON for driver and workers
+    # Interpreter of the Flink virtual environment (scripts/flink-env.sh) that runs engine "flink"
+    # jobs as `{flink_python} jobs/flink/run.py app args`; empty means
+    # {project_root}/.venv-flink/bin/python. Read by the local provider (flink_launcher).
+    flink_python: str = ""
     project_root: Path = field(default_factory=_default_project_root)  # folder containing jobs/run.py
     max_concurrent_jobs: int = 2  # jobs RUNNING at once; the rest wait PENDING
     log_tail_lines: int = 50  # lines of the job log kept in the job's log_tail
@@ -92,6 +96,13 @@ class DClusterSettings:
             raise ValueError("DCluster log_tail_lines must not be negative")
         return replace(self, state_dir=Path(self.state_dir), project_root=Path(self.project_root),
                        cluster=self.cluster.checked())
+
+    @property
+    def flink_launcher(self) -> Path:
+        """The python that runs Flink jobs: flink_python, else the checkout's .venv-flink."""
+        if self.flink_python:
+            return Path(self.flink_python)
+        return Path(self.project_root) / ".venv-flink" / "bin" / "python"
 
     @property
     def jobs_dir(self) -> Path:

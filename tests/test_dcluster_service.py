@@ -387,9 +387,8 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
 
     flink = requests.post(f"{url}/cluster/job/submit", json={"client": "syncbank", "app": "ok", "engine": "flink"},
                           timeout=10)
-    assert flink.status_code == 422
-    assert flink.json() == {"error": "Flink is not supported by the local provider yet",
-                            "detail": {"engine": "flink", "provider": "local"}}
+    assert flink.status_code == 422  # Flink apps are modules of jobs/flink/ (tests/test_dcluster_flink.py)
+    assert flink.json()["detail"] == [f"app 'ok' is not a module in {settings.project_root / 'jobs' / 'flink'}"]
 
     missing = requests.post(f"{url}/cluster/job/submit", json={"app": "ok", "args": "x"}, timeout=10)
     assert missing.status_code == 422
@@ -400,7 +399,7 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     assert bad_state.json()["error"] == (
         "state 'DONE' must be one of PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING")
 
-    with pytest.raises(DClusterError, match=r"answered 422: Flink is not supported by the local provider yet"):
+    with pytest.raises(DClusterError, match=r"answered 422: invalid job spec: app 'ok' is not a module in"):
         service.client.submit(JobSpec(client="syncbank", app="ok", engine="flink"))
 
     openapi = requests.get(f"{url}/openapi.json", timeout=10).json()

@@ -1,4 +1,4 @@
-"""The local provider: each job is a spark-submit (or python) subprocess on this host."""
+"""The local provider: each job is a spark-submit, python or PyFlink subprocess on this host."""
 from __future__ import annotations
 
 import json
@@ -47,7 +47,7 @@ class AdoptedHandle:
 
 
 class LocalProvider(Provider):
-    """Runs jobs/run.py through spark-submit in local mode, or through a plain launcher."""
+    """Runs jobs/run.py through spark-submit in local mode or a plain launcher; jobs/flink/run.py in PyFlink."""
 
     name = "local"
 
@@ -61,12 +61,23 @@ class LocalProvider(Provider):
         return Path(self.settings.spark_submit).name.startswith("spark-submit")
 
     def check(self, spec: JobSpec) -> None:
-        """Only Spark jobs run locally so far."""
-        if spec.engine != "spark":
+        """Spark jobs always; Flink jobs once the Flink virtual environment exists."""
+        if spec.engine == "flink":
+            launcher = self.settings.flink_launcher
+            if not os.access(launcher, os.X_OK):
+                raise UnsupportedJob(
+                    f"Flink jobs need the Flink virtual environment, but {launcher} is missing; "
+                    "run make flink-env (or set DCLUSTER_FLINK_PYTHON)"
+                )
+        elif spec.engine != "spark":
             raise UnsupportedJob(f"{spec.engine.capitalize()} is not supported by the local provider yet")
 
     def command(self, job: Job) -> list[str]:
         """The argv that runs the job."""
+        if job.engine == "flink":
+            # PyFlink runs its own local cluster (JVM and Python workers) under this process.
+            flink_run = str(Path(self.settings.project_root) / "jobs" / "flink" / "run.py")
+            return [str(self.settings.flink_launcher), flink_run, job.app, *job.args]
         run_py = str(Path(self.settings.project_root) / "jobs" / "run.py")
         if self.spark_mode:
             return [

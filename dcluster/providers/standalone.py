@@ -45,6 +45,9 @@ class StandaloneProvider(LocalProvider):
 
     def check(self, spec: JobSpec) -> None:
         """Spark jobs only, and only while the master has an alive worker (a job would wait forever)."""
+        if spec.engine == "flink":
+            raise UnsupportedJob("Flink jobs run on the local provider only; the standalone provider runs "
+                                 "Spark jobs (start DCluster with DCLUSTER_PROVIDER=local for Flink)")
         super().check(spec)
         if not self.spark_mode:
             return  # the python launcher runs Spark-free jobs; no cluster is involved
