@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import time
@@ -42,20 +43,40 @@ def job_context(parser: argparse.ArgumentParser, argv: list[str]) -> JobContext:
     args = parser.parse_args(argv)
     client = get_client(args.client, args.registry)
     day = parse_date(args.date)
-    return JobContext(client=client, paths=WorkPaths(Path(args.warehouse), client.name, day), args=args)
+    # Absolute, because a Spark Connect server resolves relative paths against its own folder.
+    warehouse = Path(args.warehouse).absolute()
+    return JobContext(client=client, paths=WorkPaths(warehouse, client.name, day), args=args)
+
+
+# sc://host:port of a resident Spark Connect server (scripts/spark-connect.sh); unset: a JVM of its own.
+SPARK_REMOTE_ENV = "FRAUDBATCH_SPARK_REMOTE"
 
 
 def spark_session(app: str) -> SparkSession:
-    """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI."""
+    """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI.
+
+    With FRAUDBATCH_SPARK_REMOTE set it is a session of its own on that Spark Connect server.
+    """
     from pyspark.sql import SparkSession
 
+    remote = os.environ.get(SPARK_REMOTE_ENV, "").strip()
+    builder = SparkSession.builder.appName(app)
+    if remote:
+        builder = builder.remote(remote)
     builder = (
-        SparkSession.builder.appName(app)
+        builder
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", os.environ.get("FRAUDBATCH_SHUFFLE_PARTITIONS", "8"))
-        .config("spark.ui.enabled", "false")
         .config("spark.sql.parquet.compression.codec", "snappy")
     )
+    if remote:
+        # The SQL settings above are this session's own on the server, so they never reach another
+        # job. Releasing the session at exit drops its views and settings on the server; stop() on
+        # a Connect client ends only the client's session, never the server.
+        session = builder.getOrCreate()
+        atexit.register(session.stop)
+        return session
+    builder = builder.config("spark.ui.enabled", "false")  # static: a Connect server sets it at start
     if not os.environ.get("SPARK_MASTER_SET"):
         # spark-submit sets spark.master; a direct `python -m jobs.run` falls back to local mode.
         builder = builder.config("spark.master", os.environ.get("FRAUDBATCH_SPARK_MASTER", "local[2]"))
