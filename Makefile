@@ -63,8 +63,11 @@ connect-up: install ## start the resident Spark session (Spark Connect) on 127.0
 connect-down: ## stop the resident Spark session
 	scripts/spark-connect.sh stop
 
+bench-overhead: install ## per-job DCluster overhead of a trivial Spark job, with and without the resident session
+	$(BIN)/python -m dcluster.bench_overhead --jobs 5
+
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
 .PHONY: help install demo test test-fast lint bench services-up services-down cassandra-up cassandra-down \
-	bench-cassandra connect-up connect-down clean
+	bench-cassandra connect-up connect-down bench-overhead clean
