@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -75,12 +77,30 @@ def spark_session(app: str) -> SparkSession:
         # a Connect client ends only the client's session, never the server.
         session = builder.getOrCreate()
         atexit.register(session.stop)
+        _interrupt_on_sigterm(session)
         return session
     builder = builder.config("spark.ui.enabled", "false")  # static: a Connect server sets it at start
     if not os.environ.get("SPARK_MASTER_SET"):
         # spark-submit sets spark.master; a direct `python -m jobs.run` falls back to local mode.
         builder = builder.config("spark.master", os.environ.get("FRAUDBATCH_SPARK_MASTER", "local[2]"))
     return builder.getOrCreate()
+
+
+def _interrupt_on_sigterm(session: SparkSession) -> None:
+    """On SIGTERM (DCluster's terminate), cancel the session's queries on the server, then exit 143.
+
+    A Connect server keeps running the queries of a client that died, holding the cores the next
+    job needs; the exit also unwinds the job, so atomic_dir removes its half-written folder.
+    """
+    def stop(signum: int, frame: object) -> None:
+        try:
+            session.interruptAll()
+        finally:
+            session.stop()
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, stop)
 
 
 def events_schema() -> StructType:

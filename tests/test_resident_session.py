@@ -11,10 +11,12 @@ import datetime as dt
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,6 +250,33 @@ b.stop()
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "8 [] 5"  # the server's default, no view, and it still runs
+
+
+@pytest.mark.spark
+def test_terminated_job_cancels_its_queries_on_the_server(spark_connect: str):
+    # DCluster terminates with SIGTERM. The job's query (endless at this size) must stop with it,
+    # or it keeps the server's two cores and the next job waits behind it for minutes.
+    endless = """
+from jobs.common import spark_session
+spark = spark_session("endless")
+print("query started", flush=True)
+spark.range(10**13, numPartitions=2).selectExpr("sum(id * 7 % 13)").collect()
+"""
+    env = {**os.environ, SPARK_REMOTE_ENV: spark_connect, "PYTHONPATH": str(REPO)}
+    job = subprocess.Popen([sys.executable, "-c", endless], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout is not None and job.stdout.readline().strip() == "query started"
+        time.sleep(3)  # let the query reach the executors
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        job.kill()
+    began = time.monotonic()
+    nxt = subprocess.run([sys.executable, "-c", "from jobs.common import spark_session\n"
+                          "print(spark_session('next').range(10).count())"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert nxt.returncode == 0 and nxt.stdout.strip().endswith("10"), nxt.stderr[-2000:]
+    assert time.monotonic() - began < 60
 
 
 @pytest.mark.spark
