@@ -90,13 +90,11 @@ def _interrupt_on_sigterm(session: SparkSession) -> None:
     """On SIGTERM (DCluster's terminate), cancel the session's queries on the server, then exit 143.
 
     A Connect server keeps running the queries of a client that died, holding the cores the next
-    job needs; the exit also unwinds the job, so atomic_dir removes its half-written folder.
+    job needs. The exit unwinds the job while its session still works, so atomic_dir removes its
+    half-written folder and a persisted frame is unpersisted; atexit then releases the session.
     """
     def stop(signum: int, frame: object) -> None:
-        try:
-            session.interruptAll()
-        finally:
-            session.stop()
+        session.interruptAll()
         raise SystemExit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
