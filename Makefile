@@ -60,8 +60,17 @@ bench-cassandra: install ## DFE writer vs raw-driver ceiling, 1,000,000 rows int
 	scripts/cassandra.sh start
 	$(BIN)/python -m storage.bench_dfe --rows 1000000
 
+connect-up: install ## start the resident Spark session (Spark Connect) on 127.0.0.1:15002
+	scripts/spark-connect.sh start
+
+connect-down: ## stop the resident Spark session
+	scripts/spark-connect.sh stop
+
+bench-overhead: install ## per-job DCluster overhead of a trivial Spark job, with and without the resident session
+	$(BIN)/python -m dcluster.bench_overhead --jobs 5
+
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
-.PHONY: help install flink-env demo test test-fast lint bench services-up services-down cassandra-up cassandra-down \
-	bench-cassandra clean
+.PHONY: help install flink-env demo test test-fast lint bench services-up services-down cassandra-up \
+	cassandra-down bench-cassandra connect-up connect-down bench-overhead clean

@@ -91,6 +91,23 @@ class Simulation:
     notice_s: float | None = None  # None: spot.interruption_notice_s
 
 
+# Jobs of jobs/ that run unchanged on a Spark Connect session: DataFrame API only, or no Spark at
+# all (result_agg). connector, rawlogconverter, user_stats and result_agg_lite use RDDs, which
+# Spark Connect lacks, so they always go through spark-submit (docs/dcluster.md).
+CONNECT_APPS = ("smoke", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg")
+
+
+@dataclass(frozen=True)
+class ResidentSession:
+    """A resident Spark Connect server in the on-demand pool that eligible jobs run on (no JVM start-up)."""
+
+    enabled: bool = False
+    url: str = "sc://127.0.0.1:15002"  # scripts/spark-connect.sh's default
+    classes: tuple[str, ...] = ("critical", "normal")  # task classes allowed on it (on-demand runs only)
+    apps: tuple[str, ...] = CONNECT_APPS  # jobs that run unchanged on Spark Connect
+    probe_timeout_s: float = 0.5  # a server that does not accept a connection in time is down
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """Everything the resource manager and the monitor decide by."""
@@ -109,6 +126,7 @@ class ClusterConfig:
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     monitor: Monitor = field(default_factory=Monitor)
     simulation: Simulation = field(default_factory=Simulation)
+    resident_session: ResidentSession = field(default_factory=ResidentSession)
     # Where the aws provider launches EC2 instances; checked by that provider when it starts
     # (dcluster.providers.aws.capacity_settings), unused by the others.
     aws: dict[str, Any] = field(default_factory=dict)
@@ -140,6 +158,12 @@ class ClusterConfig:
                 problems.append(f"task_classes.{name}.spot_share must be between 0 and 1 or null")
             if tc.max_attempts < 1:
                 problems.append(f"task_classes.{name}.max_attempts must be at least 1")
+        rs = self.resident_session
+        if not rs.url.startswith("sc://"):
+            problems.append("resident_session.url must be an sc://host:port address")
+        for name in rs.classes:
+            if name not in self.task_classes:
+                problems.append(f"resident_session.classes: unknown task class {name}")
         if self.monitor.hanging_factor <= 1:
             problems.append("monitor.hanging_factor must be above 1")
         if problems:

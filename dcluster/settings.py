@@ -57,7 +57,8 @@ class DClusterSettings:
     job_timeout_s: float = 3600.0  # a job running longer is marked HANGING and terminated
     poll_interval_s: float = 1.0  # how often the scheduler starts and polls jobs
     terminate_grace_s: float = 10.0  # SIGTERM to SIGKILL delay when terminating a job
-    # Resource policy (pools, strategies, task classes, monitor, prices, simulation); from the
+    # Resource policy (pools, strategies, task classes, monitor, prices, simulation, resident
+    # session: read by providers/local.py LocalProvider.launch); from the
     # YAML file at config_path (DCLUSTER_CONFIG), else the SPEC's example values.
     config_path: Path | None = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

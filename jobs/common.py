@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -42,24 +45,60 @@ def job_context(parser: argparse.ArgumentParser, argv: list[str]) -> JobContext:
     args = parser.parse_args(argv)
     client = get_client(args.client, args.registry)
     day = parse_date(args.date)
-    return JobContext(client=client, paths=WorkPaths(Path(args.warehouse), client.name, day), args=args)
+    # Absolute, because a Spark Connect server resolves relative paths against its own folder.
+    warehouse = Path(args.warehouse).absolute()
+    return JobContext(client=client, paths=WorkPaths(warehouse, client.name, day), args=args)
+
+
+# sc://host:port of a resident Spark Connect server (scripts/spark-connect.sh); unset: a JVM of its own.
+SPARK_REMOTE_ENV = "FRAUDBATCH_SPARK_REMOTE"
 
 
 def spark_session(app: str) -> SparkSession:
-    """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI."""
+    """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI.
+
+    With FRAUDBATCH_SPARK_REMOTE set it is a session of its own on that Spark Connect server.
+    """
     from pyspark.sql import SparkSession
 
+    remote = os.environ.get(SPARK_REMOTE_ENV, "").strip()
+    builder = SparkSession.builder.appName(app)
+    if remote:
+        builder = builder.remote(remote)
     builder = (
-        SparkSession.builder.appName(app)
+        builder
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", os.environ.get("FRAUDBATCH_SHUFFLE_PARTITIONS", "8"))
-        .config("spark.ui.enabled", "false")
         .config("spark.sql.parquet.compression.codec", "snappy")
     )
+    if remote:
+        # The SQL settings above are this session's own on the server, so they never reach another
+        # job. Releasing the session at exit drops its views and settings on the server; stop() on
+        # a Connect client ends only the client's session, never the server.
+        session = builder.getOrCreate()
+        atexit.register(session.stop)
+        _interrupt_on_sigterm(session)
+        return session
+    builder = builder.config("spark.ui.enabled", "false")  # static: a Connect server sets it at start
     if not os.environ.get("SPARK_MASTER_SET"):
         # spark-submit sets spark.master; a direct `python -m jobs.run` falls back to local mode.
         builder = builder.config("spark.master", os.environ.get("FRAUDBATCH_SPARK_MASTER", "local[2]"))
     return builder.getOrCreate()
+
+
+def _interrupt_on_sigterm(session: SparkSession) -> None:
+    """On SIGTERM (DCluster's terminate), cancel the session's queries on the server, then exit 143.
+
+    A Connect server keeps running the queries of a client that died, holding the cores the next
+    job needs. The exit unwinds the job while its session still works, so atomic_dir removes its
+    half-written folder and a persisted frame is unpersisted; atexit then releases the session.
+    """
+    def stop(signum: int, frame: object) -> None:
+        session.interruptAll()
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, stop)
 
 
 def events_schema() -> StructType:

@@ -23,6 +23,29 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory) -> Iterator[str]:
+    """sc:// URL of a Spark Connect server started by scripts/spark-connect.sh on a free port, stopped at the end."""
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SPARK_CONNECT_PORT": str(port), "SPARK_CONNECT_WAIT": "180",
+           "SPARK_CONNECT_DIR": str(tmp_path_factory.mktemp("spark-connect")),
+           "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent)}
+    script = str(root / "scripts" / "spark-connect.sh")
+    try:
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=240)
+        assert started.returncode == 0, started.stderr
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
+
+
 # Cassandra fixtures (the local node and a migrated test keyspace), for the tests marked cassandra.
 from cassandra_fixtures import cass_client, cassandra_node, cassandra_settings  # noqa: E402, F401
 

@@ -5,16 +5,20 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dcluster.models import Job, JobSpec
+from dcluster.policy import ON_DEMAND
 from dcluster.providers.base import ProcessLost, Provider, UnsupportedJob
 from dcluster.providers.simulation import SimulatedMarket
 from dcluster.settings import DClusterSettings
+from jobs.common import SPARK_REMOTE_ENV
 
 # Runs the job and leaves its exit code in a file, so a restarted service can still learn how
 # a job it did not start (and so cannot wait for) has ended.
@@ -24,12 +28,26 @@ EXIT_WRAPPER = (
 )
 
 
+SPARK_SUBMIT, RESIDENT_SESSION = "spark-submit", "resident_session"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one run starts: its argv and environment, which launcher, and a note for the job's log."""
+
+    argv: list[str]
+    env: dict[str, str]
+    launcher: str  # spark-submit (or the python launcher) | resident_session
+    note: str = ""
+
+
 @dataclass
 class LocalHandle:
     """A running job process; it leads its own process group (pgid == pid)."""
 
     job_id: str
     process: subprocess.Popen[bytes]
+    launcher: str = SPARK_SUBMIT
 
     @property
     def pid(self) -> int:
@@ -50,6 +68,7 @@ class LocalProvider(Provider):
     """Runs jobs/run.py through spark-submit in local mode or a plain launcher; jobs/flink/run.py in PyFlink."""
 
     name = "local"
+    resident_session_capable = True  # may send jobs to the resident Spark session (Spark Connect)
 
     def __init__(self, settings: DClusterSettings) -> None:
         self.settings = settings
@@ -86,6 +105,36 @@ class LocalProvider(Provider):
             ]
         return [self.settings.spark_submit, run_py, job.app, *job.args]
 
+    def launch(self, job: Job) -> Launch:
+        """The run's argv and environment: the resident Spark session if the job may use it and it answers."""
+        env = self.environment(job)
+        rs = self.settings.cluster.resident_session
+        eligible = (rs.enabled and self.resident_session_capable and self.spark_mode
+                    and job.task_class in rs.classes and job.capacity_type == ON_DEMAND and job.app in rs.apps)
+        if not eligible:
+            return Launch(self.command(job), env, SPARK_SUBMIT)
+        down = resident_session_down(rs.url, rs.probe_timeout_s)
+        if down:
+            return Launch(self.command(job), env, SPARK_SUBMIT,
+                          f"resident Spark session {rs.url} does not answer ({down}); running through "
+                          "spark-submit instead (start it with scripts/spark-connect.sh start)")
+        # The job is a plain client process: the Spark work runs in the resident server's JVM.
+        env[SPARK_REMOTE_ENV] = rs.url
+        run_py = str(Path(self.settings.project_root) / "jobs" / "run.py")
+        return Launch([self.settings.python, run_py, job.app, *job.args], env, RESIDENT_SESSION,
+                      f"running on the resident Spark session {rs.url}")
+
+    def health(self) -> dict[str, Any] | None:
+        """The resident Spark session's state when it is enabled (None otherwise: nothing to report)."""
+        rs = self.settings.cluster.resident_session
+        if not (rs.enabled and self.resident_session_capable):
+            return None
+        down = resident_session_down(rs.url, rs.probe_timeout_s)
+        return {"resident_session": {
+            "url": rs.url, "reachable": not down, "error": down or None,
+            "classes": list(rs.classes), "apps": list(rs.apps),
+        }}
+
     def environment(self, job: Job) -> dict[str, str]:
         """The job's environment: the service's, plus what PySpark, jobs/ and the monitor need."""
         env = dict(os.environ)
@@ -96,6 +145,8 @@ class LocalProvider(Provider):
         # jobs.common.spark_session leaves spark.master to spark-submit when this is set.
         env["SPARK_MASTER_SET"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # Only launch() points a run at the resident session, never the service's own environment.
+        env.pop(SPARK_REMOTE_ENV, None)
         env["DCLUSTER_JOB_ID"] = job.job_id
         env["DCLUSTER_NAMESPACE"] = job.namespace
         env["DCLUSTER_ATTEMPT"] = str(job.attempts)
@@ -115,19 +166,23 @@ class LocalProvider(Provider):
         self.forget(job.job_id, finished=False)
         self._run_file(job.job_id, "x").parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir(job.job_id).mkdir(parents=True, exist_ok=True)
+        launch = self.launch(job)
         with open(log_path, "ab") as log_file:
+            if launch.note:
+                log_file.write(f"dcluster: {launch.note}\n".encode())
+                log_file.flush()
             # A new session makes the launcher a group leader, so terminate reaches the JVM and
             # Python workers it spawns, not only the launcher.
             process = subprocess.Popen(
-                ["/bin/sh", "-c", EXIT_WRAPPER, "dcluster-job", *self.command(job)],
+                ["/bin/sh", "-c", EXIT_WRAPPER, "dcluster-job", *launch.argv],
                 cwd=str(self.settings.project_root),
-                env=self.environment(job),
+                env=launch.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return LocalHandle(job_id=job.job_id, process=process)
+        return LocalHandle(job_id=job.job_id, process=process, launcher=launch.launcher)
 
     def poll(self, handle: LocalHandle | AdoptedHandle) -> int | None:
         """The launcher's exit code once it has ended; ProcessLost if an adopted one left none."""
@@ -168,10 +223,11 @@ class LocalProvider(Provider):
         return self.settings.logs_dir / f"{job_id}.log"
 
     def process_info(self, handle: LocalHandle | AdoptedHandle) -> dict[str, Any]:
-        """Pid and kernel start time: together they name the process even after pid reuse."""
+        """Pid and kernel start time (together they name the process even after pid reuse), and the launcher."""
         pid = handle.pid
-        ticks = handle.start_ticks if isinstance(handle, AdoptedHandle) else _start_ticks(pid)
-        return {"pid": pid, "pid_start": ticks}
+        if isinstance(handle, AdoptedHandle):
+            return {"pid": pid, "pid_start": handle.start_ticks}
+        return {"pid": pid, "pid_start": _start_ticks(pid), "launcher": handle.launcher}
 
     def adopt(self, job_id: str, info: dict[str, Any]) -> AdoptedHandle | None:
         """The recorded process if it still runs (same pid and start time), else None."""
@@ -215,6 +271,16 @@ class LocalProvider(Provider):
 
     def _run_file(self, job_id: str, name: str) -> Path:
         return Path(self.settings.state_dir) / "run" / f"{job_id}.{name}"
+
+
+def resident_session_down(url: str, timeout_s: float) -> str:
+    """Why the Spark Connect server at sc://host:port does not accept a connection ("" when it does)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 15002), timeout=timeout_s):
+            return ""
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -31,6 +31,7 @@ class StandaloneProvider(LocalProvider):
     """Runs jobs/run.py through spark-submit in client mode against a spark:// master."""
 
     name = "standalone"
+    resident_session_capable = False  # executors run on the standalone cluster, not a resident session
     # Sized for the workers of scripts/spark-cluster.sh (1 core, 1g each): one executor per worker,
     # leaving the worker's remaining memory for the JVM's own overhead.
     executor_memory = "900m"
