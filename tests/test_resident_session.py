@@ -60,9 +60,10 @@ def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvid
                                 python="/opt/venv/bin/python", cluster=cluster))
 
 
-def _job(tmp_path: Path, *, app: str = "organizer", task_class: str = "critical", capacity: str = "on_demand"):
+def _job(tmp_path: Path, *, app: str = "organizer", task_class: str = "critical", capacity: str = "on_demand",
+         engine: str = "spark"):
     store = JobStore(tmp_path / "jobs")
-    job, _ = store.submit(ServiceJobSpec(client="demo", env="prod", engine="spark", app=app, args=("--x", "1")),
+    job, _ = store.submit(ServiceJobSpec(client="demo", env="prod", engine=engine, app=app, args=("--x", "1")),
                           task_class=task_class, capacity_type=capacity)
     return job
 
@@ -94,6 +95,12 @@ def test_ineligible_job_goes_through_spark_submit(tmp_path: Path, listening: str
     assert launch.argv[:3] == ["/opt/venv/bin/spark-submit", "--master", "local[2]"]
     assert SPARK_REMOTE_ENV not in launch.env
     assert launch.note == ""
+
+
+def test_flink_job_of_an_eligible_name_stays_on_flink(tmp_path: Path, listening: str):
+    launch = _provider(tmp_path, listening).launch(_job(tmp_path, app="smoke", engine="flink"))
+    assert launch.launcher == SPARK_SUBMIT
+    assert launch.argv[1] == str(REPO / "jobs" / "flink" / "run.py") and SPARK_REMOTE_ENV not in launch.env
 
 
 def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str):

@@ -109,7 +109,7 @@ class LocalProvider(Provider):
         """The run's argv and environment: the resident Spark session if the job may use it and it answers."""
         env = self.environment(job)
         rs = self.settings.cluster.resident_session
-        eligible = (rs.enabled and self.resident_session_capable and self.spark_mode
+        eligible = (rs.enabled and self.resident_session_capable and self.spark_mode and job.engine == "spark"
                     and job.task_class in rs.classes and job.capacity_type == ON_DEMAND and job.app in rs.apps)
         if not eligible:
             return Launch(self.command(job), env, SPARK_SUBMIT)
