@@ -193,9 +193,9 @@ def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str]) -> 
     try:
         return run(argv)
     except ConfigError as exc:
-        print(f"{app} failed: {exc}", file=sys.stderr)
+        print(f"{app}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # the service shows the last stderr line, so end with the cause
         traceback.print_exc()
-        print(f"{app} failed: {one_line(exc)}", file=sys.stderr)
+        print(f"{app}: error: {one_line(exc)}", file=sys.stderr)
         return 1

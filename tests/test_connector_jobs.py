@@ -122,7 +122,7 @@ def test_connector_then_organizer(warehouse, spark_workers, capsys):
     capsys.readouterr()
     assert connector.main(args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("connector failed: IngestError: logs/z.jsonl.gz: cannot read file")
+    assert last.startswith("connector: error: IngestError: logs/z.jsonl.gz: cannot read file")
     assert read_json(day / "connector" / DONE) == stats
 
 
