@@ -69,7 +69,11 @@ class SparkJobTask(ClientDayTask):
     engine = "spark"  # spark | flink: the engine DCluster runs the app with
     capacity_class = "normal"  # critical | normal | batch (SPEC §3 task classes)
     strategy = "cost_optimized"
-    resources = {"spark_jobs": 1}
+
+    @property
+    def resources(self) -> dict[str, int]:  # type: ignore[override]
+        """One slot of the engine's pool: [resources] spark_jobs / flink_jobs in luigi.cfg."""
+        return {f"{self.engine}_jobs": 1}
 
     def job_args(self) -> list[str]:
         args = ["--client", self.client, "--date", self.date.isoformat(),

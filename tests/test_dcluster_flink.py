@@ -138,6 +138,10 @@ def test_luigi_task_submits_its_engine(monkeypatch: pytest.MonkeyPatch):
         task.set_status_message = lambda message: None  # a Luigi worker sets this callback
         task.run()
     assert [(s.engine, s.app) for s in submitted] == [("flink", "user_stats"), ("spark", "user_stats")]
+    # Each engine's jobs count against their own Luigi resource ([resources] in luigi.cfg).
+    day = {"client": CLIENT, "date": dt.date.fromisoformat(DAY)}
+    assert FlinkUserStats(**day).process_resources() == {"flink_jobs": 1}
+    assert UserStats(**day).process_resources() == {"spark_jobs": 1}
 
 
 # --- real PyFlink jobs --------------------------------------------------------------------------
