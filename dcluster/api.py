@@ -123,7 +123,7 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     store = JobStore(settings.jobs_dir)
     provider = make_provider(settings)
     resources = ResourceManager(settings.cluster, provider.market, settings.state_dir / "resources.json")
-    audit = AuditLog(settings.state_dir / "audit.jsonl")
+    audit = AuditLog(settings.state_dir / "audit.jsonl", retention_days=settings.audit_retention_days)
     scheduler = Scheduler(settings, store, provider, resources, audit)
 
     @asynccontextmanager

@@ -1,28 +1,45 @@
 """The audit log: who did what to which job or resource, as JSON lines under the state folder."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-from dcluster.models import now_iso
 
 ANONYMOUS = "anonymous"
 SERVICE_ACTOR = "dcluster"  # actions the service takes by itself (fallbacks, reschedules)
 
 
-class AuditLog:
-    """Appends one JSON object per action to {state_dir}/audit.jsonl; reads them back filtered."""
+# Retention is enforced when the log opens and then at most this often, on a write.
+PRUNE_EVERY_S = 24 * 3600.0
 
-    def __init__(self, path: Path) -> None:
+
+class AuditLog:
+    """Appends one JSON object per action to {state_dir}/audit.jsonl; reads them back filtered.
+
+    Entries older than `retention_days` (SPEC §8: 365) are dropped when the log opens and once
+    a day after that; 0 keeps everything.
+    """
+
+    def __init__(self, path: Path, retention_days: float = 365, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.retention_days = float(retention_days)
+        self._clock = clock
         self._lock = threading.Lock()
+        self._next_prune = 0.0
+        self.prune()
 
     def record(self, action: str, actor: str | None, target: str, detail: Mapping[str, Any] | None = None) -> dict:
         """Append an entry (flushed before returning, so a crash right after keeps it)."""
-        entry = {"at": now_iso(), "action": action, "actor": actor or ANONYMOUS, "target": target,
+        now = self._clock()
+        if now >= self._next_prune:
+            self.prune()
+        at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        entry = {"at": at, "action": action, "actor": actor or ANONYMOUS, "target": target,
                  "detail": dict(detail or {})}
         line = json.dumps(entry, sort_keys=True)
         with self._lock:
@@ -30,6 +47,29 @@ class AuditLog:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         return entry
+
+    def prune(self) -> int:
+        """Drop entries older than the retention (the file is rewritten atomically); how many went."""
+        now = self._clock()
+        self._next_prune = now + PRUNE_EVERY_S
+        if self.retention_days <= 0:
+            return 0
+        cutoff = dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(days=self.retention_days)
+        with self._lock:
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            except FileNotFoundError:
+                return 0
+            kept = [line for line in lines if not _older(line, cutoff)]
+            if len(kept) == len(lines):
+                return 0
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(kept)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        return len(lines) - len(kept)
 
     def read(self, *, action: str | None = None, actor: str | None = None, target: str | None = None,
              limit: int = 1000) -> list[dict]:
@@ -51,3 +91,12 @@ class AuditLog:
                 if len(out) >= limit:
                     break
         return out
+
+
+def _older(line: str, cutoff: dt.datetime) -> bool:
+    """Whether an entry's time is before the cutoff; a line that does not parse is kept for a person to see."""
+    try:
+        at = dt.datetime.fromisoformat(json.loads(line)["at"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return at < cutoff

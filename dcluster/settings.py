@@ -15,6 +15,7 @@ CONFIG_ENV = "DCLUSTER_CONFIG"
 # Service fields the YAML file's `service:` section may set (paths and ports stay deployment-only).
 YAML_SERVICE_KEYS = frozenset({
     "max_concurrent_jobs", "log_tail_lines", "env", "job_timeout_s", "poll_interval_s", "terminate_grace_s",
+    "audit_retention_days",
 })
 
 
@@ -57,6 +58,7 @@ class DClusterSettings:
     job_timeout_s: float = 3600.0  # a job running longer is marked HANGING and terminated
     poll_interval_s: float = 1.0  # how often the scheduler starts and polls jobs
     terminate_grace_s: float = 10.0  # SIGTERM to SIGKILL delay when terminating a job
+    audit_retention_days: float = 365.0  # audit.jsonl entries older than this are dropped (SPEC §8); 0 keeps all
     # Resource policy (pools, strategies, task classes, monitor, prices, simulation, resident
     # session: read by providers/local.py LocalProvider.launch); from the
     # YAML file at config_path (DCLUSTER_CONFIG), else the SPEC's example values.
