@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +18,7 @@ from fraudcore.clients import ClientConfig, ConfigError, get_client, parse_date
 from fraudcore.paths import WorkPaths
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
@@ -166,6 +167,30 @@ def read_organized_events(spark: SparkSession, ctx: JobContext) -> DataFrame:
     # schema inference, and pins the partition column's type.
     schema = StructType(events_schema().fields + [StructField("hour", IntegerType(), True)])
     return spark.read.schema(schema).parquet(str(path))
+
+
+def map_rows(frame: DataFrame, fn: Callable[[dict], tuple], schema: StructType) -> DataFrame:
+    """A frame of fn(row) for every row of `frame`: one output tuple (in `schema` order) per input row.
+
+    fn gets each row as a plain dict (arrays as lists, structs and maps as dicts, null as None) and
+    runs on the Python workers through mapInArrow, which Spark Connect has and DataFrame.rdd lacks.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    arrow_schema = to_arrow_schema(schema)
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        for batch in batches:
+            rows = [fn(row) for row in batch.to_pylist(maps_as_pydicts="strict")]
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(arrow_schema)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(col, type=field.type) for col, field in zip(columns, arrow_schema, strict=True)],
+                schema=arrow_schema,
+            )
+
+    return frame.mapInArrow(apply, schema)
 
 
 def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],

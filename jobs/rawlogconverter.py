@@ -1,7 +1,7 @@
 """Rawlogconverter: one DFE feature vector per user of a client-day (fraudcore.features.user_features).
 
 Graph values come from the virtual-node graph with Spark joins; the per-user vector is a plain
-function applied to each user's grouped events.
+function applied to each user's grouped events (DataFrame API only, so it also runs on Spark Connect).
 """
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudcore.features import FEATURE_NAMES, GRAPH_KEYS, user_features
+from fraudcore.features import FEATURE_NAMES, GRAPH_KEYS, time_ordered, user_features
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import JobContext, read_organized_events, run_main
+from jobs.common import JobContext, map_rows, read_organized_events, run_main
 
 if TYPE_CHECKING:
-    from pyspark.rdd import RDD
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 APP = "rawlogconverter"
 
@@ -27,15 +27,16 @@ USER_EVENT_COLUMNS = (
 )
 
 
-def events_by_user(events: DataFrame) -> RDD:
-    """(user_id, [event dict, ...]) per user."""
-    cols = list(USER_EVENT_COLUMNS)
-    return (
-        events.select(*cols).rdd
-        .map(lambda row: (row["user_id"], dict(zip(cols, row, strict=True))))
-        .groupByKey()
-        .mapValues(list)
-    )
+def events_by_user(events: DataFrame) -> DataFrame:
+    """user_id, events: one row per user, holding the user's events (USER_EVENT_COLUMNS structs)."""
+    from pyspark.sql import functions as F
+
+    return events.groupBy("user_id").agg(F.collect_list(F.struct(*USER_EVENT_COLUMNS)).alias("events"))
+
+
+def user_events(row: dict) -> list[dict]:
+    """The events of an events_by_user row in time order, so per-user results never depend on the shuffle."""
+    return time_ordered(row["events"])
 
 
 def graph_values(edges: DataFrame, nodes: DataFrame) -> DataFrame:
@@ -72,7 +73,7 @@ def graph_values(edges: DataFrame, nodes: DataFrame) -> DataFrame:
     return out.select("user_id", *[F.coalesce(F.col(k), F.lit(0)).alias(k) for k in GRAPH_KEYS])
 
 
-def vectors_schema():
+def vectors_schema() -> StructType:
     """Schema of dfe/vectors: user_id, window_start_ms, features map<string,double>."""
     from pyspark.sql.types import DoubleType, LongType, MapType, StringType, StructField, StructType
 
@@ -85,6 +86,8 @@ def vectors_schema():
 
 def run(spark: SparkSession, ctx: JobContext) -> str:
     """Write dfe/{vectors,stats.json}; return the summary line."""
+    from pyspark.sql import functions as F
+
     day_start_ms, _ = ctx.client.day_window_ms(ctx.paths.date)
     vn = ctx.paths.stage("virtual_nodes")
     for part in ("nodes", "edges"):
@@ -92,18 +95,20 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
             raise FileNotFoundError(f"virtual nodes not found: {vn / part} (run virtual_nodes first)")
     events = read_organized_events(spark, ctx)
     graph = graph_values(spark.read.parquet(str(vn / "edges")), spark.read.parquet(str(vn / "nodes")))
-    graph_rdd = graph.rdd.map(lambda r: (r["user_id"], {k: int(r[k]) for k in GRAPH_KEYS}))
+    # A user without graph edges gets a null `graph`, which user_features reads as all zeros.
+    per_user = events_by_user(events).join(
+        graph.select("user_id", F.struct(*GRAPH_KEYS).alias("graph")), "user_id", "left"
+    )
 
-    def vector(item: tuple[str, tuple[list[dict], dict | None]]) -> tuple[str, int, dict[str, float]]:
-        user_id, (evs, g) = item
-        return user_id, day_start_ms, user_features(evs, g or {}, day_start_ms)
+    def vector(row: dict) -> tuple[str, int, dict[str, float]]:
+        return row["user_id"], day_start_ms, user_features(user_events(row), row["graph"] or {}, day_start_ms)
 
-    rows = events_by_user(events).leftOuterJoin(graph_rdd).map(vector)
+    vectors = map_rows(per_user, vector, vectors_schema())
     meta: dict = {"window_start_ms": day_start_ms}
     started = time.monotonic()
     with atomic_dir(ctx.paths.stage("dfe"), meta) as tmp:
         out = str(Path(tmp) / "vectors")
-        spark.createDataFrame(rows, vectors_schema()).orderBy("user_id").write.parquet(out)
+        vectors.orderBy("user_id").write.parquet(out)
         users = spark.read.parquet(out).count()
         stats = {"users": users, "features_per_vector": len(FEATURE_NAMES),
                  "feature_names": list(FEATURE_NAMES), "window_start_ms": day_start_ms}

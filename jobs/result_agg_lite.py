@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.paths import atomic_dir, read_json, write_json
 from fraudcore.scoring import merge_windows, risk_row
 from jobs.campaign import feature_windows, require_done
-from jobs.common import JobContext, run_main
+from jobs.common import JobContext, map_rows, run_main
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, Row, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 APP = "result_agg_lite"
@@ -49,15 +49,14 @@ def shared_devices(spark: SparkSession, ctx: JobContext) -> DataFrame:
     return edges.join(devices, "node_id").groupBy("user_id").agg(F.countDistinct("node_id").alias("shared_devices"))
 
 
-def score_rows(rows: Iterable[Row], campaigns: dict[str, dict], flag_threshold: int) -> Iterator[tuple]:
-    """Risk rows (RISK_FIELDS order) of joined user rows: user_stats + windows + shared_devices + campaign_id."""
-    for row in rows:
-        d = row.asDict(recursive=True)
-        windows = d.pop("windows", None) or []
-        cid = d.pop("campaign_id", None)
-        d["shared_devices"] = d.get("shared_devices") or 0
-        r = risk_row(d, merge_windows(windows), campaigns.get(cid) if cid else None, flag_threshold)
-        yield tuple(r[f] for f in RISK_FIELDS)
+def score_row(row: Mapping, campaigns: dict[str, dict], flag_threshold: int) -> tuple:
+    """The risk row (RISK_FIELDS order) of a joined user row: user_stats + windows + shared_devices + campaign_id."""
+    d = dict(row)
+    windows = d.pop("windows", None) or []
+    cid = d.pop("campaign_id", None)
+    d["shared_devices"] = d.get("shared_devices") or 0
+    r = risk_row(d, merge_windows(windows), campaigns.get(cid) if cid else None, flag_threshold)
+    return tuple(r[f] for f in RISK_FIELDS)
 
 
 def campaign_index(stage: Path) -> dict[str, dict]:
@@ -90,14 +89,13 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
               .join(shared_devices(spark, ctx), "user_id", "left")
               .join(members, "user_id", "left"))
     threshold = ctx.client.flag_threshold
-    scored = joined.rdd.mapPartitions(lambda rows: score_rows(rows, campaigns, threshold))
+    scored = map_rows(joined, lambda row: score_row(row, campaigns, threshold), risk_schema())
     meta: dict = {}
     with atomic_dir(ctx.paths.stage("risk"), meta) as tmp:
         out = str(tmp / "scores")
         # One sorted file: the table is one narrow row per user, and a single file keeps the
         # output order (and so the results CSV built from it) deterministic.
-        (spark.createDataFrame(scored, risk_schema())
-         .repartition(1).sortWithinPartitions("user_id").write.parquet(out))
+        scored.repartition(1).sortWithinPartitions("user_id").write.parquet(out)
         agg = spark.read.parquet(out).agg(
             F.count(F.lit(1)).alias("users"), F.sum(F.col("is_flagged").cast("long")).alias("flagged")
         ).first()

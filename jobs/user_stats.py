@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from fraudcore.features import USER_STATS_FIELDS, user_stats
 from fraudcore.paths import atomic_dir, write_json
-from jobs.common import JobContext, read_organized_events, run_main
-from jobs.rawlogconverter import events_by_user
+from jobs.common import JobContext, map_rows, read_organized_events, run_main
+from jobs.rawlogconverter import events_by_user, user_events
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -36,14 +36,16 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
 
     day_start_ms, _ = ctx.client.day_window_ms(ctx.paths.date)
     fields = USER_STATS_FIELDS
-    rows = events_by_user(read_organized_events(spark, ctx)).map(
-        lambda item: tuple(user_stats(item[1], day_start_ms)[f] for f in fields)
+    rows = map_rows(
+        events_by_user(read_organized_events(spark, ctx)),
+        lambda row: tuple(user_stats(user_events(row), day_start_ms)[f] for f in fields),
+        user_stats_schema(),
     )
     meta: dict = {}
     started = time.monotonic()
     with atomic_dir(ctx.paths.stage("user_stats"), meta) as tmp:
         out = str(Path(tmp) / "stats")
-        spark.createDataFrame(rows, user_stats_schema()).orderBy("user_id").write.parquet(out)
+        rows.orderBy("user_id").write.parquet(out)
         agg = spark.read.parquet(out).agg(
             F.count(F.lit(1)).alias("users"), *[F.sum(f).alias(f) for f in TOTAL_FIELDS]
         ).first()
