@@ -19,8 +19,8 @@ from fraudcore.paths import WorkPaths
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,46 @@ def map_rows(frame: DataFrame, fn: Callable[[dict], tuple], schema: StructType) 
                 schema=arrow_schema,
             )
 
-    return frame.mapInArrow(apply, schema)
+    mapped = frame.mapInArrow(apply, schema)
+    return mapped.select(*[_default_collation(mapped[f.name], f.dataType).alias(f.name) for f in schema.fields])
+
+
+def _default_collation(col: Column, data_type: DataType) -> Column:
+    """col with its strings re-typed on the server as the plain `string` type.
+
+    A schema sent by a Spark Connect client marks each string as collated UTF8_BINARY
+    explicitly, and Spark writes that into the Parquet footer ("string collate UTF8_BINARY"),
+    where every later reader would carry it on. A cast to string alone is dropped as a no-op;
+    through binary it is not. Values and nullability stay as they are.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, MapType, StringType, StructType
+
+    if isinstance(data_type, StringType):
+        return col.cast("binary").cast("string")
+    if isinstance(data_type, MapType):
+        if _has_strings(data_type.keyType):
+            col = F.transform_keys(col, lambda k, _: _default_collation(k, data_type.keyType))
+        if _has_strings(data_type.valueType):
+            col = F.transform_values(col, lambda _, v: _default_collation(v, data_type.valueType))
+        return col
+    if isinstance(data_type, (ArrayType, StructType)) and _has_strings(data_type):
+        raise ValueError(f"map_rows: strings inside {data_type.simpleString()} are not supported")
+    return col
+
+
+def _has_strings(data_type: DataType) -> bool:
+    from pyspark.sql.types import ArrayType, MapType, StringType, StructType
+
+    if isinstance(data_type, StringType):
+        return True
+    if isinstance(data_type, ArrayType):
+        return _has_strings(data_type.elementType)
+    if isinstance(data_type, MapType):
+        return _has_strings(data_type.keyType) or _has_strings(data_type.valueType)
+    if isinstance(data_type, StructType):
+        return any(_has_strings(f.dataType) for f in data_type.fields)
+    return False
 
 
 def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
