@@ -92,9 +92,10 @@ class Simulation:
 
 
 # Jobs of jobs/ that run unchanged on a Spark Connect session: DataFrame API only, or no Spark at
-# all (result_agg). connector, rawlogconverter, user_stats and result_agg_lite use RDDs, which
-# Spark Connect lacks, so they always go through spark-submit (docs/dcluster.md).
-CONNECT_APPS = ("smoke", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg")
+# all (result_agg). connector uses RDDs, which Spark Connect lacks, so it always goes through
+# spark-submit (docs/dcluster.md).
+CONNECT_APPS = ("smoke", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg", "rawlogconverter",
+                "user_stats", "result_agg_lite")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 The unit tests pick launches with a real listening (or closed) loopback port standing in for the
 server. The spark tests start a real Spark Connect server with scripts/spark-connect.sh (the
-session-scoped `spark_connect` fixture), run pipeline jobs on it and on spark-submit local mode,
-and compare what they wrote.
+session-scoped `spark_connect` fixture), run the pipeline jobs from organizer to result_agg_lite
+on it and on spark-submit local mode, and compare what they wrote.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_eligible_job_runs_as_a_connect_client(tmp_path: Path, listening: str, m
     ("batch", "spot", "organizer"),          # class not in resident_session.classes
     ("normal", "spot", "organizer"),         # a normal job placed on spot
     ("critical", "on_demand", "connector"),  # uses RDDs, which Spark Connect lacks
-    ("normal", "on_demand", "user_stats"),
+    ("normal", "on_demand", "connector"),
 ])
 def test_ineligible_job_goes_through_spark_submit(tmp_path: Path, listening: str, monkeypatch,
                                                   task_class: str, capacity: str, app: str):
@@ -103,8 +103,9 @@ def test_flink_job_of_an_eligible_name_stays_on_flink(tmp_path: Path, listening:
     assert launch.argv[1] == str(REPO / "jobs" / "flink" / "run.py") and SPARK_REMOTE_ENV not in launch.env
 
 
-def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str):
-    launch = _provider(tmp_path, listening).launch(_job(tmp_path, task_class="normal", app="virtual_nodes"))
+@pytest.mark.parametrize("app", ["virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
+def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str, app: str):
+    launch = _provider(tmp_path, listening).launch(_job(tmp_path, task_class="normal", app=app))
     assert launch.launcher == RESIDENT_SESSION
 
 
@@ -223,13 +224,13 @@ def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, connect
     shutil.copytree(connector_day, remote)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    for app in ("organizer", "virtual_nodes"):
+    for app in ("organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign", "result_agg_lite"):
         a = _spark_submit(app, local)
         assert a.returncode == 0, a.stderr[-3000:]
         b = _on_connect(spark_connect, app, remote, elsewhere)
         assert b.returncode == 0, b.stderr[-3000:]
         assert "SparkContext" not in b.stderr  # no JVM of its own: the work ran on the server
-    for stage in ("organized", "virtual_nodes"):
+    for stage in ("organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
         want = _stage_form(local / "demo" / DAY / stage)
         got = _stage_form(remote / "demo" / DAY / stage)
         assert any(name.endswith(".parquet") for name in want), want.keys()
