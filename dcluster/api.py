@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -113,6 +113,17 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
+@contextmanager
+def job_errors(job_id: str | None) -> Iterator[None]:
+    """An unknown job becomes 404, a job whose state forbids the action 409 (with that state)."""
+    try:
+        yield
+    except JobNotFound as exc:
+        raise ApiError(404, str(exc), {"job_id": job_id}) from None
+    except JobConflict as exc:
+        raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
+
+
 def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
@@ -186,12 +197,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     @app.post("/cluster/job/terminate/{job_id}", summary="Terminate a job", responses=errors(404, 409))
     def terminate(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The TERMINATED job; 404 if unknown, 409 if it already finished."""
-        try:
+        with job_errors(job_id):
             return scheduler.terminate(job_id, actor=actor).to_dict()
-        except JobNotFound as exc:
-            raise ApiError(404, str(exc), {"job_id": job_id}) from None
-        except JobConflict as exc:
-            raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
 
     @app.get("/cluster/job/{job_id}", summary="Job status", responses=errors(404))
     def status(job_id: str) -> dict[str, Any]:
@@ -275,12 +282,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     @app.post("/cluster/resources/fallback", summary="Fall back to On-Demand", responses=errors(400, 404, 409))
     def fallback(body: FallbackRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """One job to on-demand (pending) or migrated off spot (running); or all new work for a while."""
-        try:
+        with job_errors(body.job_id):
             return scheduler.fallback(body.job_id, duration_s=body.duration_s, reason=body.reason, actor=actor)
-        except JobNotFound as exc:
-            raise ApiError(404, str(exc), {"job_id": body.job_id}) from None
-        except JobConflict as exc:
-            raise ApiError(409, str(exc), {"job_id": body.job_id, "state": exc.job.state}) from None
 
     @app.get("/cluster/resources/spot/status", summary="Spot request status")
     def spot_status() -> dict[str, Any]:
@@ -370,12 +373,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     def sim_interrupt(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The job with its notice ({"action": "terminate", "time": ...}); reclaimed after notice_s."""
         _sim()
-        try:
+        with job_errors(job_id):
             return scheduler.interrupt(job_id, actor=actor).to_dict()
-        except JobNotFound as exc:
-            raise ApiError(404, str(exc), {"job_id": job_id}) from None
-        except JobConflict as exc:
-            raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
 
     # --- operations page ----------------------------------------------------------------------
 

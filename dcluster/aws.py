@@ -207,11 +207,7 @@ class AwsCapacity:
 
     def _run_kwargs(self, count: int, tags: list[dict[str, str]]) -> dict[str, Any]:
         s = self.settings
-        if count < 1:
-            raise ValueError(f"instance count must be at least 1, got {count}")
-        if not s.ami_id:
-            raise AwsCapacityError(f"no ami_id set for launches on {self.where}; set the image every "
-                                   "instance boots", operation="run_instances", code="NoAmi")
+        self._check_launch(count, "run_instances", "launches")
         # MinCount == MaxCount: a job gets every instance it asked for or none (nothing half-launched).
         kwargs: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": s.instance_type, "MinCount": count,
                                   "MaxCount": count,
@@ -220,6 +216,13 @@ class AwsCapacity:
         if s.user_data:
             kwargs["UserData"] = s.user_data  # boto3 base64-encodes it for run_instances
         return kwargs
+
+    def _check_launch(self, count: int, operation: str, what: str) -> None:
+        if count < 1:
+            raise ValueError(f"instance count must be at least 1, got {count}")
+        if not self.settings.ami_id:
+            raise AwsCapacityError(f"no ami_id set for {what} on {self.where}; set the image every "
+                                   "instance boots", operation=operation, code="NoAmi")
 
     def _placement(self) -> dict[str, Any]:
         s = self.settings
@@ -237,11 +240,7 @@ class AwsCapacity:
     def request_spot_instances(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Open `count` one-time spot requests (the request API); returns their request ids."""
         s = self.settings
-        if count < 1:
-            raise ValueError(f"instance count must be at least 1, got {count}")
-        if not s.ami_id:
-            raise AwsCapacityError(f"no ami_id set for spot requests on {self.where}; set the image every "
-                                   "instance boots", operation="request_spot_instances", code="NoAmi")
+        self._check_launch(count, "request_spot_instances", "spot requests")
         tags = self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT)
         spec: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": s.instance_type, **self._placement()}
         if s.user_data:

@@ -150,7 +150,7 @@ class ResourceManager:
                     last_scale_down_ts=float(raw.get("last_scale_down_ts", 0.0)),
                 )
             except FileNotFoundError:
-                pass
+                log.info("no resource state at %s yet; starting with empty pools", self.path)
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("resource state %s unreadable (%s); starting with empty pools", self.path, exc)
             self._ensure_resident(self.clock())

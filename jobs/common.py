@@ -232,27 +232,8 @@ def _has_strings(data_type: DataType) -> bool:
     return False
 
 
-def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
-             argv: list[str] | None) -> int:
-    """Parse arguments, run `body` and print its one-line summary; errors end as the last stderr line."""
-    parser = job_parser(description)
-    try:
-        ctx = job_context(parser, list(sys.argv[1:] if argv is None else argv))
-        started = time.monotonic()
-        summary = body(spark_session(app), ctx)
-    except ConfigError as exc:
-        print(f"{app}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the service shows the last stderr line, so end with the cause
-        traceback.print_exc()
-        print(f"{app}: error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
-          f"({time.monotonic() - started:.1f}s)")
-    return 0
-
-
-def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str]) -> int:
+def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str],
+                 describe: Callable[[BaseException], str] = one_line) -> int:
     """run(argv)'s exit code; a config error exits 2, any other failure 1, its cause the last stderr line."""
     try:
         return run(argv)
@@ -261,5 +242,25 @@ def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str]) -> 
         return 2
     except Exception as exc:  # the service shows the last stderr line, so end with the cause
         traceback.print_exc()
-        print(f"{app}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{app}: error: {describe(exc)}", file=sys.stderr)
         return 1
+
+
+def client_day_main(app: str, description: str, body: Callable[[JobContext], str], argv: list[str] | None,
+                    describe: Callable[[BaseException], str] = one_line) -> int:
+    """Parse the client-day arguments, run body(ctx) and print its one-line summary; failures as guarded_main."""
+    def run(args: list[str]) -> int:
+        ctx = job_context(job_parser(description), args)
+        started = time.monotonic()
+        summary = body(ctx)
+        print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
+              f"({time.monotonic() - started:.1f}s)", flush=True)
+        return 0
+
+    return guarded_main(app, run, list(sys.argv[1:] if argv is None else argv), describe)
+
+
+def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
+             argv: list[str] | None) -> int:
+    """client_day_main for a Spark job: body gets the job's session."""
+    return client_day_main(app, description, lambda ctx: body(spark_session(app), ctx), argv)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 
-from fraudcore.clients import ConfigError
 from fraudcore.paths import atomic_dir, read_json, write_json
 from fraudcore.summary import build_summary
 from jobs.campaign import require_done
-from jobs.common import JobContext, job_context, job_parser, read_parquet_rows
+from jobs.common import JobContext, client_day_main, read_parquet_rows
 from jobs.result_agg_lite import read_json_list
 
 APP = "result_agg"
@@ -46,21 +44,7 @@ def run(ctx: JobContext) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: `run.py result_agg --client C --date D --warehouse W [--registry R]`."""
-    parser = job_parser("Summarise a client-day.")
-    try:
-        ctx = job_context(parser, list(sys.argv[1:] if argv is None else argv))
-        started = time.monotonic()
-        summary = run(ctx)
-    except ConfigError as exc:
-        print(f"{APP}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the last stderr line is what operators see: end with the cause
-        traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"{APP}: error: {type(exc).__name__}: {first}", file=sys.stderr)
-        return 1
-    print(f"{APP} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} ({time.monotonic() - started:.1f}s)")
-    return 0
+    return client_day_main(APP, "Summarise a client-day.", run, argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ MASTER_CLASS=org.apache.spark.deploy.master.Master
 WORKER_CLASS=org.apache.spark.deploy.worker.Worker
 
 log() { printf '%s spark-cluster: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
+# shellcheck source=scripts/spark-lib.sh
+. "$PROJECT_ROOT/scripts/spark-lib.sh"
 
 # The wheel ships spark-class but not sbin/start-master.sh, so the daemons are started by hand.
 spark_class() {
@@ -37,19 +39,13 @@ spark_class() {
     return
   fi
   local pkg
-  pkg="$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null)" \
-    && [ -x "$pkg/bin/spark-class" ] && { echo "$pkg/bin/spark-class"; return; }
+  pkg="$(pyspark_home)" && [ -x "$pkg/bin/spark-class" ] && { echo "$pkg/bin/spark-class"; return; }
   log "spark-class not found in $VENV/bin or the pyspark package (make install)"
   return 1
 }
 
-# running NAME CLASS: true when NAME's pid file names a live JVM of CLASS (a reused pid is not ours).
-running() {
-  local pidfile="$DIR/$1.pid" pid
-  [ -f "$pidfile" ] || return 1
-  pid="$(cat "$pidfile")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
-}
+# running NAME CLASS: true when NAME's pid file names a live JVM of CLASS.
+running() { jvm_alive "$DIR/$1.pid" "$2"; }
 
 # master_json FIELD: one field of the master's JSON status page, empty when it does not answer.
 master_json() {

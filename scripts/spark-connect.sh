@@ -25,22 +25,18 @@ LOGFILE="$DIR/server.log"
 SERVER_CLASS=org.apache.spark.sql.connect.service.SparkConnectServer
 
 log() { printf '%s spark-connect: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
+# shellcheck source=scripts/spark-lib.sh
+. "$PROJECT_ROOT/scripts/spark-lib.sh"
 
 # The wheel's sbin/start-connect-server.sh ends in `spark-submit --class SparkConnectServer`
 # through spark-daemon.sh, whose pid files live in /tmp; calling spark-submit directly keeps the
 # pid and log here, and spark-submit execs java, so the pid is the server's.
 spark_home() {
-  "$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null \
-    || { log "pyspark not found in $VENV (make install)"; return 1; }
+  pyspark_home || { log "pyspark not found in $VENV (make install)"; return 1; }
 }
 
-# running: true when the pid file names a live JVM of the Connect server (a reused pid is not ours).
-running() {
-  local pid
-  [ -f "$PIDFILE" ] || return 1
-  pid="$(cat "$PIDFILE")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$SERVER_CLASS"
-}
+# running: true when the pid file names a live JVM of the Connect server.
+running() { jvm_alive "$PIDFILE" "$SERVER_CLASS"; }
 
 # answers: true when something accepts TCP connections on HOST:PORT.
 answers() {

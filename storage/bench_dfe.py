@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from storage.tables import TableStoreSettings
 
@@ -54,29 +54,11 @@ def _feature_vector(rnd: random.Random) -> dict[str, float]:
     return {name: float(values[name]) for name in FEATURE_NAMES}
 
 
-class SyntheticDfeRows(Sequence[tuple[str, int, dict[str, float]]]):
-    """n DFE rows built on access (one distinct user each) over a pool of realistic vectors."""
-
-    def __init__(self, n: int, seed: int = 7, pool: int = 4096) -> None:
-        rnd = random.Random(seed)
-        self.n = n
-        self._pool = [_feature_vector(rnd) for _ in range(pool)]
-
-    def __len__(self) -> int:
-        return self.n
-
-    @overload
-    def __getitem__(self, i: int) -> tuple[str, int, dict[str, float]]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[tuple[str, int, dict[str, float]]]: ...
-
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.n))]
-        if not -self.n <= i < self.n:
-            raise IndexError(i)
-        i %= self.n
-        return f"user-{i:08d}", DAY_MS, self._pool[(i * 2654435761) % len(self._pool)]
+def synthetic_rows(n: int, seed: int = 7, pool: int = 4096) -> list[tuple[str, int, dict[str, float]]]:
+    """n DFE rows, one distinct user each, over a pool of realistic vectors (shared, not copied)."""
+    rnd = random.Random(seed)
+    vectors = [_feature_vector(rnd) for _ in range(pool)]
+    return [(f"user-{i:08d}", DAY_MS, vectors[(i * 2654435761) % pool]) for i in range(n)]
 
 
 def _python_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int) -> None:
@@ -218,15 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         apply_migrations(session, args.keyspace, f"{args.keyspace}_fp", settings.cassandra_replication,
                          log=lambda _: None)
-        # A list, as callers hand the writer (the store materialises its input): indexing is then
-        # free for the writer's token split and for both sides' sends alike.
-        rows = list(SyntheticDfeRows(args.rows))
+        # A list, as callers hand the writer (the store materialises its input).
+        rows = synthetic_rows(args.rows)
         print(f"DFE write benchmark: {args.rows:,} rows (21-feature maps) into {args.keyspace}.dfe_data at "
               f"{settings.cassandra_hosts[0]}:{settings.cassandra_port}; {args.driver} driver, {args.processes} "
               f"processes, concurrency {args.concurrency}, {os.cpu_count()} cores", flush=True)
         _truncate(session, args.keyspace)
         if args.warmup:
-            run_ceiling(settings, SyntheticDfeRows(min(args.warmup, args.rows), seed=1), args.processes,
+            run_ceiling(settings, synthetic_rows(min(args.warmup, args.rows), seed=1), args.processes,
                         args.concurrency, args.driver)
         for r in range(max(1, args.repeat)):
             for kind in ("ceiling", "writer") if r % 2 == 0 else ("writer", "ceiling"):

@@ -19,7 +19,6 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
-import os
 import queue
 import struct
 import time
@@ -443,7 +442,3 @@ def _write_forked(driver: str, settings: TableStoreSettings, client: str, rows: 
     report(done.value, len(rows))
     return len(rows)
 
-
-def default_processes() -> int:
-    """One writer process per core."""
-    return max(1, os.cpu_count() or 1)

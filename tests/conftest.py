@@ -65,3 +65,21 @@ def moto_endpoint() -> Iterator[str]:
             yield f"http://{host}:{port}"
         finally:
             server.stop()
+
+
+@pytest.fixture()
+def start_service():
+    """Starts in-process DCluster services (test_dcluster_service.Service); every one still running is
+    stopped after the test."""
+    from test_dcluster_service import Service
+
+    started: list[Service] = []
+
+    def start(settings) -> Service:
+        started.append(Service(settings).start())
+        return started[-1]
+
+    yield start
+    for service in started:
+        if service.thread.is_alive():
+            service.stop()

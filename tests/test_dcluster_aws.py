@@ -493,7 +493,7 @@ class _FakeImds:
                 self.wfile.write(data)
 
             def log_message(self, *args: Any) -> None:
-                pass
+                return None  # keep the test output free of per-request lines
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

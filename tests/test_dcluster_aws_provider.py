@@ -6,11 +6,8 @@ are scaled down as in the fault tests.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import pytest
 import yaml
 from test_dcluster_aws import _FakeImds, _NoSpotCapacity
 from test_dcluster_faults import FAST_CONFIG, FAULT_JOBS
-from test_dcluster_service import JOB_MODULES, REPO, Service, states, terminal, wait_for
+from test_dcluster_service import JOB_MODULES, REPO, Service, make_project, states, terminal, wait_for
 
 from dcluster.aws import AwsCapacity, AwsCapacitySettings, InterruptionWatcher
 from dcluster.config import ClusterConfig, ConfigError
@@ -48,13 +45,7 @@ EC2_JOB = '''
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     """A project root with the real jobs/run.py and the small job modules of the service tests."""
-    root = tmp_path / "project"
-    (root / "jobs").mkdir(parents=True)
-    shutil.copy(REPO / "jobs" / "run.py", root / "jobs" / "run.py")
-    (root / "jobs" / "__init__.py").write_text("")
-    for name, source in {**JOB_MODULES, **FAULT_JOBS, "instance_ids.py": EC2_JOB}.items():
-        (root / "jobs" / name).write_text(textwrap.dedent(source).lstrip())
-    return root
+    return make_project(tmp_path / "project", {**JOB_MODULES, **FAULT_JOBS, "instance_ids.py": EC2_JOB})
 
 
 def _ec2(endpoint: str) -> Any:
@@ -91,21 +82,6 @@ def _settings(tmp_path: Path, project: Path, aws: dict[str, Any], **cluster: dic
         state_dir=tmp_path / "state", project_root=project, spark_submit=sys.executable, provider="aws",
         poll_interval_s=0.05, terminate_grace_s=3.0, env="test",
         cluster=ClusterConfig.from_mapping({**doc, "aws": aws}))
-
-
-@pytest.fixture()
-def start_service() -> Iterator[Callable[[DClusterSettings], Service]]:
-    """Starts in-process services; every one still running is stopped after the test."""
-    started: list[Service] = []
-
-    def start(s: DClusterSettings) -> Service:
-        started.append(Service(s).start())
-        return started[-1]
-
-    yield start
-    for service in started:
-        if service.thread.is_alive():
-            service.stop()
 
 
 def _provider(service: Service) -> AwsProvider:

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -23,9 +21,8 @@ import requests
 import yaml
 from test_dcluster_service import (
     JOB_MODULES,
-    REPO,
-    Service,
     gone,
+    make_project,
     read_pids,
     states,
     terminal,
@@ -128,28 +125,7 @@ FAULT_JOBS = {
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     """A project root with the real jobs/run.py and the test job modules."""
-    root = tmp_path / "project"
-    (root / "jobs").mkdir(parents=True)
-    shutil.copy(REPO / "jobs" / "run.py", root / "jobs" / "run.py")
-    (root / "jobs" / "__init__.py").write_text("")
-    for name, source in {**JOB_MODULES, **FAULT_JOBS}.items():
-        (root / "jobs" / name).write_text(textwrap.dedent(source).lstrip())
-    return root
-
-
-@pytest.fixture()
-def start_service() -> Iterator[Callable[[DClusterSettings], Service]]:
-    """Starts in-process services; every one still running is stopped after the test."""
-    started: list[Service] = []
-
-    def start(s: DClusterSettings) -> Service:
-        started.append(Service(s).start())
-        return started[-1]
-
-    yield start
-    for service in started:
-        if service.thread.is_alive():
-            service.stop()
+    return make_project(tmp_path / "project", {**JOB_MODULES, **FAULT_JOBS})
 
 
 FAST_CONFIG = {

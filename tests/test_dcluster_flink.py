@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from flink_day import CLIENT, DAY, job_args, reference_rows, write_day
-from test_dcluster_service import Service, gone, start_service, states, wait_for  # noqa: F401 (fixture)
+from test_dcluster_service import Service, gone, states, wait_for
 
 from dcluster.models import JobSpec as ServiceJobSpec
 from dcluster.models import JobStore

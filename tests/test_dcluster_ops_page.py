@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_dcluster_service import JOB_MODULES, REPO, Service, terminal, wait_for
+from test_dcluster_service import JOB_MODULES, REPO, Service, make_project, terminal, wait_for
 
 from dcluster import web
 from dcluster.models import Job
@@ -64,12 +63,7 @@ def rows(html_text: str) -> JobRows:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One service for the module, with jobs that completed, failed (two exit codes) and one still running."""
     tmp = tmp_path_factory.mktemp("ops")
-    root = tmp / "project"
-    (root / "jobs").mkdir(parents=True)
-    shutil.copy(REPO / "jobs" / "run.py", root / "jobs" / "run.py")
-    (root / "jobs" / "__init__.py").write_text("")
-    for name, source in {**JOB_MODULES, **OPS_JOBS}.items():
-        (root / "jobs" / name).write_text(textwrap.dedent(source).lstrip())
+    root = make_project(tmp / "project", {**JOB_MODULES, **OPS_JOBS})
     settings = DClusterSettings(state_dir=tmp / "state", project_root=root, spark_submit=sys.executable,
                                 poll_interval_s=0.05, terminate_grace_s=3.0, env="test", max_concurrent_jobs=4)
     svc = Service(settings).start()

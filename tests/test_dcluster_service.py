@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,16 +72,20 @@ JOB_MODULES = {
 }
 
 
-@pytest.fixture()
-def project(tmp_path: Path) -> Path:
-    """A project root with the real jobs/run.py and the test job modules."""
-    root = tmp_path / "project"
+def make_project(root: Path, modules: Mapping[str, str]) -> Path:
+    """A project root with the real jobs/run.py and the given job modules (name -> source)."""
     (root / "jobs").mkdir(parents=True)
     shutil.copy(REPO / "jobs" / "run.py", root / "jobs" / "run.py")
     (root / "jobs" / "__init__.py").write_text("")
-    for name, source in JOB_MODULES.items():
+    for name, source in modules.items():
         (root / "jobs" / name).write_text(textwrap.dedent(source).lstrip())
     return root
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A project root with the real jobs/run.py and the test job modules."""
+    return make_project(tmp_path / "project", JOB_MODULES)
 
 
 @pytest.fixture()
@@ -120,22 +124,6 @@ class Service:
         self.thread.join(timeout=30)
         self.sock.close()
         assert not self.thread.is_alive(), "DCluster did not shut down"
-
-
-@pytest.fixture()
-def start_service() -> Iterator[Callable[[DClusterSettings], Service]]:
-    """Starts services; every one still running is stopped after the test."""
-    started: list[Service] = []
-
-    def start(s: DClusterSettings) -> Service:
-        service = Service(s).start()
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if service.thread.is_alive():
-            service.stop()
 
 
 def wait_for(client: DClusterClient, job_id: str, done: Callable[[JobStatus], bool],

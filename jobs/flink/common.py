@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fraudcore.clients import ConfigError
-from jobs.common import JobContext, job_context, job_parser, one_line
+from jobs.common import JobContext, client_day_main, one_line
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
@@ -49,19 +46,5 @@ def worker_error(exc: BaseException) -> str:
 
 
 def flink_main(app: str, description: str, body: Callable[[JobContext], str], argv: list[str] | None) -> int:
-    """Parse the client-day arguments, run `body` and print its summary; errors end as the last stderr line."""
-    parser = job_parser(description)
-    try:
-        ctx = job_context(parser, list(sys.argv[1:] if argv is None else argv))
-        started = time.monotonic()
-        summary = body(ctx)
-    except ConfigError as exc:
-        print(f"{app}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the service shows the last stderr line, so end with the cause
-        traceback.print_exc()
-        print(f"{app}: error: {worker_error(exc)}", file=sys.stderr)
-        return 1
-    print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
-          f"({time.monotonic() - started:.1f}s)", flush=True)
-    return 0
+    """client_day_main for a Flink job: a worker's Python error is the cause shown."""
+    return client_day_main(app, description, body, argv, describe=worker_error)
