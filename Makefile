@@ -60,6 +60,12 @@ bench-cassandra: install ## DFE writer vs raw-driver ceiling, 1,000,000 rows int
 	scripts/cassandra.sh start
 	$(BIN)/python -m storage.bench_dfe --rows 1000000
 
+flink-cluster-up: flink-env ## start a Flink session cluster (JobManager + TaskManager, UI :8094) for the standalone provider
+	scripts/flink-cluster.sh start
+
+flink-cluster-down: ## stop the Flink session cluster
+	scripts/flink-cluster.sh stop
+
 connect-up: install ## start the resident Spark session (Spark Connect) on 127.0.0.1:15002
 	scripts/spark-connect.sh start
 
@@ -73,4 +79,4 @@ clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
 .PHONY: help install flink-env demo test test-fast lint bench services-up services-down cassandra-up \
-	cassandra-down bench-cassandra connect-up connect-down bench-overhead clean
+	cassandra-down bench-cassandra flink-cluster-up flink-cluster-down connect-up connect-down bench-overhead clean

@@ -51,6 +51,9 @@ class DClusterSettings:
     # jobs as `{flink_python} jobs/flink/run.py app args`; empty means
     # {project_root}/.venv-flink/bin/python. Read by the local provider (flink_launcher).
     flink_python: str = ""
+    # REST address of the Flink session cluster (scripts/flink-cluster.sh) that the "standalone"
+    # provider submits engine "flink" jobs to with `flink run -m`; the local provider ignores it.
+    flink_cluster_url: str = "http://127.0.0.1:8094"
     project_root: Path = field(default_factory=_default_project_root)  # folder containing jobs/run.py
     max_concurrent_jobs: int = 2  # jobs RUNNING at once; the rest wait PENDING
     log_tail_lines: int = 50  # lines of the job log kept in the job's log_tail
@@ -106,6 +109,13 @@ class DClusterSettings:
         if self.flink_python:
             return Path(self.flink_python)
         return Path(self.project_root) / ".venv-flink" / "bin" / "python"
+
+    @property
+    def flink_cli(self) -> Path:
+        """PyFlink's `flink` command line (bin/flink of the pyflink package in the Flink venv)."""
+        venv = self.flink_launcher.parent.parent
+        found = sorted(venv.glob("lib/python3*/site-packages/pyflink/bin/flink"))
+        return found[-1] if found else venv / "lib" / "pyflink" / "bin" / "flink"
 
     @property
     def jobs_dir(self) -> Path:

@@ -23,9 +23,7 @@ from test_dcluster_service import Service, gone, states, wait_for
 
 from dcluster.models import JobSpec as ServiceJobSpec
 from dcluster.models import JobStore
-from dcluster.providers.base import UnsupportedJob
 from dcluster.providers.local import LocalProvider
-from dcluster.providers.standalone import StandaloneProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterError, JobFailed, JobSpec, run_job
 
@@ -94,12 +92,6 @@ def test_flink_launcher_default_and_override(tmp_path: Path):
     s = DClusterSettings.from_env({"DCLUSTER_FLINK_PYTHON": "/srv/flink/bin/python",
                                    "DCLUSTER_PROJECT_ROOT": str(tmp_path)})
     assert s.flink_launcher == Path("/srv/flink/bin/python")
-
-
-def test_standalone_provider_refuses_flink(settings: DClusterSettings):
-    spec = ServiceJobSpec(client="demo", env="dev", engine="flink", app="smoke")
-    with pytest.raises(UnsupportedJob, match=r"^Flink jobs run on the local provider only"):
-        StandaloneProvider(replace(settings, spark_master_url="spark://127.0.0.1:1")).check(spec)
 
 
 def test_missing_flink_venv_is_422(settings: DClusterSettings, start_service, tmp_path: Path):  # noqa: F811

@@ -25,7 +25,8 @@ from datagen.generator import generate_client_day
 from dcluster.models import JobSpec
 from dcluster.providers import UnsupportedJob, make_provider
 from dcluster.settings import DClusterSettings
-from fraudbatch import services, spark_cluster
+from fraudbatch import clusters, services
+from fraudbatch.clusters import SPARK_CLUSTER
 from fraudcore.clients import get_client
 
 # Two whole client-days on 2 shared cores take minutes; the slow part is JVM start-up per job.
@@ -62,10 +63,10 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         "SPARK_CLUSTER_UI_PORT": str(ui_port),
     }
     try:
-        spark_cluster.start(env)
+        SPARK_CLUSTER.start(env)
         yield Cluster(f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}", env)
     finally:
-        spark_cluster.stop(env)
+        SPARK_CLUSTER.stop(env)
 
 
 def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
@@ -128,11 +129,11 @@ def _master(cluster: Cluster) -> dict:
 @pytest.mark.e2e
 @pytest.mark.timeout(LONG_TIMEOUT_S)
 def test_script_starts_two_alive_workers_and_is_idempotent(cluster: Cluster) -> None:
-    ok, summary = spark_cluster.status(cluster.env)
+    ok, summary = SPARK_CLUSTER.status(cluster.env)
     assert ok, summary
     workers = [w for w in _master(cluster)["workers"] if w["state"] == "ALIVE"]
     assert [(w["cores"], w["memory"]) for w in workers] == [(1, 1024), (1, 1024)]
-    log = spark_cluster.start(cluster.env)  # a second start finds everything running
+    log = SPARK_CLUSTER.start(cluster.env)  # a second start finds everything running
     assert "already running" in log and "started" not in log
     assert len([w for w in _master(cluster)["workers"] if w["state"] == "ALIVE"]) == 2
 
@@ -156,10 +157,10 @@ def test_standalone_run_uses_both_workers(cluster: Cluster, standalone_run: DayR
 def test_results_are_identical_to_local_mode(local_run: DayRun, standalone_run: DayRun) -> None:
     assert local_run.returncode == 0, local_run.stderr[-4000:]
     assert standalone_run.returncode == 0, standalone_run.stderr[-4000:]
-    compared = spark_cluster.comparable_results(local_run.results)
+    compared = clusters.comparable_results(local_run.results)
     assert "risk_scores/risk_scores.csv.gz" in compared and len(compared) >= 4
     assert len(_risk_rows(local_run.results)) > 0
-    assert spark_cluster.diff_results(local_run.results, standalone_run.results) == []
+    assert clusters.diff_results(local_run.results, standalone_run.results) == []
     print(f"local {local_run.seconds:.0f}s, standalone {standalone_run.seconds:.0f}s")
 
 
@@ -168,7 +169,7 @@ def test_standalone_command_targets_the_master() -> None:
                                           "DCLUSTER_SPARK_MASTER_URL": "spark://127.0.0.1:7999"})
     provider = make_provider(settings)
     assert provider.name == "standalone"
-    argv = provider.command(SimpleNamespace(app="smoke", args=["--client", "demo"]))  # type: ignore[arg-type]
+    argv = provider.command(SimpleNamespace(engine="spark", app="smoke", args=["--client", "demo"]))  # type: ignore[arg-type]
     assert argv[1:5] == ["--master", "spark://127.0.0.1:7999", "--deploy-mode", "client"]
     assert argv[argv.index("--executor-memory") + 1] == "900m"
     assert argv[argv.index("--total-executor-cores") + 1] == "2"
@@ -201,6 +202,6 @@ def test_comparison_ignores_run_fields_but_not_data(tmp_path: Path) -> None:
     a = _fake_results(tmp_path / "a", run_id="r1", graph='{"nodes": 1}')
     same = _fake_results(tmp_path / "b", run_id="run-2", graph='{"nodes": 1}')
     other = _fake_results(tmp_path / "c", run_id="r1", graph='{"nodes": 2}')
-    assert spark_cluster.diff_results(a, same) == []
-    assert spark_cluster.diff_results(a, other) == [
+    assert clusters.diff_results(a, same) == []
+    assert clusters.diff_results(a, other) == [
         "frontend_data/campaign_graphs/cmp-1.json: differs (12 vs 12 bytes)"]

@@ -1,4 +1,8 @@
-"""The standalone provider: each job's driver runs on this host, its executors on a Spark standalone cluster.
+"""The standalone provider: each job's driver runs on this host, its work on a standalone cluster.
+
+Spark jobs go to a Spark standalone master (scripts/spark-cluster.sh) through spark-submit in
+client mode; Flink jobs to a Flink session cluster (scripts/flink-cluster.sh) through PyFlink's
+`flink run`, whose client process is the job's process here, as the Spark driver is.
 
 The jobs read and write the warehouse by local path, in the driver and in the executors alike.
 That works here because the master, the workers and DCluster share one host and so one
@@ -16,7 +20,7 @@ from urllib.parse import urlsplit
 
 from dcluster.models import Job, JobSpec
 from dcluster.providers.base import UnsupportedJob
-from dcluster.providers.local import LocalProvider
+from dcluster.providers.local import AdoptedHandle, Launch, LocalHandle, LocalProvider
 from dcluster.settings import DClusterSettings
 
 DEFAULT_UI_PORT = 8090  # scripts/spark-cluster.sh's default; 8080 is often taken on a workstation
@@ -27,8 +31,13 @@ class ClusterUnavailable(UnsupportedJob):
     """The standalone master does not answer or has no alive worker (answered with 422 at submit)."""
 
 
+FLINK_CLUSTER = "flink-cluster"  # launcher name of a run submitted to the Flink session cluster
+FLINK_JOB_TAG = "[dcluster:{job_id}]"  # jobs/flink/common.job_name ends the cluster job's name with it
+FLINK_ACTIVE = frozenset({"INITIALIZING", "CREATED", "RUNNING", "FAILING", "RESTARTING", "RECONCILING"})
+
+
 class StandaloneProvider(LocalProvider):
-    """Runs jobs/run.py through spark-submit in client mode against a spark:// master."""
+    """Runs jobs/run.py through spark-submit against a spark:// master, jobs/flink/run.py on a Flink cluster."""
 
     name = "standalone"
     resident_session_capable = False  # executors run on the standalone cluster, not a resident session
@@ -45,14 +54,24 @@ class StandaloneProvider(LocalProvider):
         self.ui_url = ui_url or _default_ui_url(self.master_url)
 
     def check(self, spec: JobSpec) -> None:
-        """Spark jobs only, and only while the master has an alive worker (a job would wait forever)."""
-        if spec.engine == "flink":
-            raise UnsupportedJob("Flink jobs run on the local provider only; the standalone provider runs "
-                                 "Spark jobs (start DCluster with DCLUSTER_PROVIDER=local for Flink)")
+        """Only while the job's cluster can run it: an alive Spark worker, a registered Flink TaskManager."""
         super().check(spec)
+        if spec.engine == "flink":
+            flink = self.flink_health()
+            if not flink["reachable"]:
+                raise ClusterUnavailable(
+                    f"the Flink session cluster {self.flink_url} does not answer ({flink['error']}); "
+                    "start it with scripts/flink-cluster.sh start"
+                )
+            if flink["taskmanagers"] < 1:
+                raise ClusterUnavailable(
+                    f"the Flink session cluster {self.flink_url} has no TaskManager; "
+                    "start it with scripts/flink-cluster.sh start"
+                )
+            return
         if not self.spark_mode:
             return  # the python launcher runs Spark-free jobs; no cluster is involved
-        health = self.health()
+        health = self.spark_health()
         if not health["reachable"]:
             raise ClusterUnavailable(
                 f"the Spark standalone master {self.master_url} does not answer {self.ui_url}/json/ "
@@ -65,7 +84,12 @@ class StandaloneProvider(LocalProvider):
             )
 
     def command(self, job: Job) -> list[str]:
-        """spark-submit in client mode against the standalone master (the python launcher as is)."""
+        """spark-submit in client mode against the standalone master; `flink run` for a Flink job."""
+        if job.engine == "flink":
+            python = str(self.settings.flink_launcher)
+            return [str(self.settings.flink_cli), "run", "-m", self.flink_address,
+                    "-pyclientexec", python, "-pyexec", python,
+                    "-py", str(self.settings.project_root / "jobs" / "flink" / "run.py"), job.app, *job.args]
         if not self.spark_mode:
             return super().command(job)
         root = str(self.settings.project_root.resolve())
@@ -89,13 +113,83 @@ class StandaloneProvider(LocalProvider):
             argv += ["--conf", f"{key}={value}"]
         return [*argv, str(self.settings.project_root / "jobs" / "run.py"), job.app, *job.args]
 
+    def launch(self, job: Job) -> Launch:
+        """The local provider's launch for Spark jobs; Flink jobs go to the session cluster."""
+        if job.engine != "flink":
+            return super().launch(job)
+        return Launch(self.command(job), self.environment(job), FLINK_CLUSTER,
+                      f"submitting to the Flink session cluster {self.flink_url}")
+
     def environment(self, job: Job) -> dict[str, str]:
         """The local provider's job environment, bound to loopback when the cluster is."""
         env = super().environment(job)
         if self.loopback:
             # Without it Spark warns that the host name resolves to loopback and guesses an address.
             env["SPARK_LOCAL_IP"] = "127.0.0.1"
+        if job.engine == "flink":
+            # The flink command line logs to FLINK_LOG_DIR, by default inside the installed package.
+            env["FLINK_LOG_DIR"] = str(self.settings.logs_dir / "flink-cli")
         return env
+
+    def terminate(self, handle: LocalHandle | AdoptedHandle, grace_s: float) -> int | None:
+        """Stop the job's process, then cancel what it left running on the Flink session cluster.
+
+        The cluster keeps running a Flink job whose client went away, so the job is found by the
+        tag its name carries and cancelled through the REST API. Spark jobs need nothing more:
+        their driver is the process, and its executors end with it.
+        """
+        code = super().terminate(handle, grace_s)
+        self.cancel_flink_jobs(handle.job_id)
+        return code
+
+    def cancel_flink_jobs(self, job_id: str) -> list[str]:
+        """Cancel the active Flink cluster jobs of DCluster job `job_id`; their Flink ids (none if unreachable)."""
+        tag = FLINK_JOB_TAG.format(job_id=job_id)
+        try:
+            jobs = _get_json(f"{self.flink_url}/jobs/overview", self.status_timeout_s).get("jobs", [])
+        except (OSError, ValueError):
+            return []  # no Flink cluster here, or it is down: nothing of this job can run on it
+        cancelled = []
+        for entry in jobs:
+            if str(entry.get("name", "")).endswith(tag) and entry.get("state") in FLINK_ACTIVE:
+                request = urllib.request.Request(f"{self.flink_url}/jobs/{entry['jid']}?mode=cancel", method="PATCH")
+                try:
+                    with urllib.request.urlopen(request, timeout=self.status_timeout_s):
+                        cancelled.append(str(entry["jid"]))
+                except OSError:
+                    continue  # finished meanwhile, or the cluster went away: nothing left to stop
+        if cancelled:
+            with open(self.log_path(job_id), "a", encoding="utf-8") as log:
+                log.write(f"dcluster: cancelled Flink job(s) {', '.join(cancelled)} on {self.flink_url}\n")
+        return cancelled
+
+    @property
+    def flink_url(self) -> str:
+        """REST address of the Flink session cluster, without a trailing slash."""
+        return self.settings.flink_cluster_url.rstrip("/")
+
+    @property
+    def flink_address(self) -> str:
+        """host:port of the Flink session cluster's REST endpoint, as `flink run -m` takes it."""
+        parts = urlsplit(self.flink_url)
+        return f"{parts.hostname}:{parts.port or 8081}"
+
+    def flink_health(self) -> dict[str, Any]:
+        """The Flink session cluster's view: reachable, TaskManagers, slots and running jobs."""
+        try:
+            doc = _get_json(f"{self.flink_url}/overview", self.status_timeout_s)
+        except (OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return {"url": self.flink_url, "reachable": False, "taskmanagers": 0, "error": str(reason)}
+        return {
+            "url": self.flink_url,
+            "reachable": True,
+            "version": doc.get("flink-version"),
+            "taskmanagers": int(doc.get("taskmanagers", 0)),
+            "slots_total": int(doc.get("slots-total", 0)),
+            "slots_available": int(doc.get("slots-available", 0)),
+            "jobs_running": int(doc.get("jobs-running", 0)),
+        }
 
     @property
     def loopback(self) -> bool:
@@ -103,10 +197,15 @@ class StandaloneProvider(LocalProvider):
         return urlsplit(self.master_url).hostname in ("127.0.0.1", "localhost")
 
     def health(self) -> dict[str, Any]:
+        """The master's view (reachable, status, alive workers, cores, running apps) and the Flink cluster's."""
+        spark = self.spark_health()
+        spark["flink_cluster"] = self.flink_health()
+        return spark
+
+    def spark_health(self) -> dict[str, Any]:
         """The master's view: reachable, status, alive workers, cores and running apps."""
         try:
-            with urllib.request.urlopen(f"{self.ui_url}/json/", timeout=self.status_timeout_s) as resp:
-                doc = json.load(resp)
+            doc = _get_json(f"{self.ui_url}/json/", self.status_timeout_s)
         except (OSError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             return {"master": self.master_url, "reachable": False, "alive_workers": 0, "error": str(reason)}
@@ -120,6 +219,12 @@ class StandaloneProvider(LocalProvider):
             "cores_used": sum(int(w.get("coresused", 0)) for w in workers),
             "running_apps": len(doc.get("activeapps", [])),
         }
+
+
+def _get_json(url: str, timeout_s: float) -> dict[str, Any]:
+    """GET a JSON document; OSError when it does not answer, ValueError when it is not JSON."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.load(resp)
 
 
 def _default_ui_url(master_url: str) -> str:

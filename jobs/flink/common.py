@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs.common import JobContext, client_day_main, one_line
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
 
 PARALLELISM_ENV = "FRAUDBATCH_FLINK_PARALLELISM"
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: jobs/ and fraudcore/ for the Python workers
 
 
 def batch_env(app: str) -> StreamExecutionEnvironment:
@@ -22,11 +24,24 @@ def batch_env(app: str) -> StreamExecutionEnvironment:
     conf = Configuration()
     # Workers are started by the JVM; without this they would run whatever `python` is on PATH.
     conf.set_string("python.executable", sys.executable)
+    # On a session cluster the workers are the TaskManager's children, not this process's: name
+    # the checkout so they import the job's modules (the same path on every host, docs/adr/0007).
+    conf.set_string("python.pythonpath", str(ROOT))
     conf.set_string("pipeline.name", app)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
     env.set_parallelism(int(os.environ.get(PARALLELISM_ENV, "2")))
     return env
+
+
+def job_name(*parts: str) -> str:
+    """The Flink job's name: its parts, tagged with the DCluster job id when DCluster runs it.
+
+    The standalone provider finds a terminated job's work on the Flink session cluster by this
+    tag (dcluster/providers/standalone.py, FLINK_JOB_TAG) and cancels it there.
+    """
+    job_id = os.environ.get("DCLUSTER_JOB_ID")
+    return " ".join(parts) + (f" [dcluster:{job_id}]" if job_id else "")
 
 
 def worker_error(exc: BaseException) -> str:

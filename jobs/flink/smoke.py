@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from jobs.flink.common import batch_env
+from jobs.flink.common import batch_env, job_name
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
               .map(one, output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
               .key_by(lambda kv: kv[0], key_type=Types.INT())
               .reduce(lambda a, b: (a[0], a[1] + b[1])))
-    with counts.execute_and_collect("smoke") as results:
+    with counts.execute_and_collect(job_name("smoke")) as results:
         count = sum(c for _, c in results)  # one row (a single key), none for an empty range
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")

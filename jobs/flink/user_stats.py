@@ -21,7 +21,7 @@ from pathlib import Path
 from fraudcore.features import USER_STATS_FIELDS, user_stats
 from fraudcore.paths import atomic_dir, write_json
 from jobs.common import JobContext
-from jobs.flink.common import batch_env, flink_main
+from jobs.flink.common import batch_env, flink_main, job_name
 from jobs.rawlogconverter import USER_EVENT_COLUMNS  # Spark jobs import PySpark lazily: safe to share
 from jobs.user_stats import TOTAL_FIELDS
 
@@ -108,7 +108,7 @@ def compute(ctx: JobContext) -> list[dict]:
             .key_by(lambda group: group[0], key_type=Types.STRING())
             .reduce(merge_events)
             .map(stats_row, output_type=row_types()))
-    with rows.execute_and_collect(f"{APP} {ctx.client.name} {ctx.paths.date.isoformat()}") as results:
+    with rows.execute_and_collect(job_name(APP, ctx.client.name, ctx.paths.date.isoformat())) as results:
         out = [dict(zip(fields, tuple(r), strict=True)) for r in results]
     return sorted(out, key=lambda r: r["user_id"])
 
