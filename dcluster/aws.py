@@ -91,6 +91,10 @@ class AwsCapacitySettings:
     instance_type: str = "r5.2xlarge"
     ami_id: str = ""  # image every instance boots; required before the first launch
     subnet_id: str | None = None  # None: the default VPC's subnet AWS picks
+    # Tried in order when EC2 has no capacity for instance_type in subnet_id: every subnet (zone)
+    # for a type, then the next type. "No capacity at all" (SPEC §3) means every option refused.
+    alternative_instance_types: tuple[str, ...] = ()
+    alternative_subnet_ids: tuple[str, ...] = ()  # other zones' subnets; needs subnet_id
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
     max_spot_price: float = 0.5  # $ per instance-hour; a market price above it goes on-demand
@@ -109,8 +113,17 @@ class AwsCapacitySettings:
             problems.append("spot_request_timeout_s and spot_poll_interval_s must be above 0")
         if not self.metadata_url.startswith(("http://", "https://")):
             problems.append("metadata_url must be an http(s) url")
+        if self.alternative_subnet_ids and not self.subnet_id:
+            problems.append("alternative_subnet_ids need subnet_id (the subnet tried first)")
         if problems:
             raise ValueError("AWS capacity settings: " + "; ".join(problems))
+
+
+    def launch_options(self) -> list[tuple[str, str | None]]:
+        """(instance type, subnet) pairs in the order launches try them; the first is the configured one."""
+        types = dict.fromkeys((self.instance_type, *self.alternative_instance_types))
+        subnets = dict.fromkeys((self.subnet_id, *self.alternative_subnet_ids))
+        return [(t, s) for t in types for s in subnets]
 
 
 @dataclass(frozen=True)
@@ -192,27 +205,53 @@ class AwsCapacity:
 
     def request_spot(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Launch `count` one-time spot instances with run_instances; all or none (ClientError → error)."""
-        kwargs = self._run_kwargs(count, self.launch_tags(client=client, job_id=job_id, env=env,
-                                                          capacity_type=SPOT))
-        kwargs["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+        market = {"MarketType": "spot", "SpotOptions": {
             "MaxPrice": _price_text(self.settings.max_spot_price), "SpotInstanceType": "one-time",
             "InstanceInterruptionBehavior": "terminate"}}
-        return [i["InstanceId"] for i in self._call("run_instances", **kwargs)["Instances"]]
+        return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT),
+                            market)
 
     def run_on_demand(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Launch `count` on-demand instances with the job's tags; all or none."""
-        kwargs = self._run_kwargs(count, self.launch_tags(client=client, job_id=job_id, env=env,
-                                                          capacity_type=ON_DEMAND))
-        return [i["InstanceId"] for i in self._call("run_instances", **kwargs)["Instances"]]
+        return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env,
+                                                    capacity_type=ON_DEMAND))
 
-    def _run_kwargs(self, count: int, tags: list[dict[str, str]]) -> dict[str, Any]:
-        s = self.settings
+    def _launch(self, count: int, tags: list[dict[str, str]], market: dict[str, Any] | None = None) -> list[str]:
+        """Instances of the first launch option EC2 has capacity for; one error naming every refusal.
+
+        Only a capacity refusal moves on to the next option: a wrong AMI, subnet or credential
+        would fail the same way everywhere, so it is raised at once.
+        """
         self._check_launch(count, "run_instances", "launches")
+        options = self.settings.launch_options()
+        refusals: list[tuple[str, str | None, AwsCapacityError]] = []
+        for instance_type, subnet_id in options:
+            kwargs = self._run_kwargs(count, tags, instance_type, subnet_id)
+            if market is not None:
+                kwargs["InstanceMarketOptions"] = market
+            try:
+                return [i["InstanceId"] for i in self._call("run_instances", **kwargs)["Instances"]]
+            except AwsCapacityError as exc:
+                if not exc.capacity or len(options) == 1:
+                    raise
+                refusals.append((instance_type, subnet_id, exc))
+        tried = "; ".join(f"{t}{f' in {s}' if s else ''}: {e.code}" for t, s, e in refusals)
+        last = refusals[-1][2]
+        raise AwsCapacityError(
+            f"run_instances found no capacity on {self.where} for any of the {len(options)} launch options "
+            f"({tried}); add instance types or subnets (alternative_instance_types, alternative_subnet_ids) "
+            "or wait for capacity", operation="run_instances", code=last.code, capacity=True)
+
+    def _run_kwargs(self, count: int, tags: list[dict[str, str]], instance_type: str,
+                    subnet_id: str | None) -> dict[str, Any]:
+        s = self.settings
         # MinCount == MaxCount: a job gets every instance it asked for or none (nothing half-launched).
-        kwargs: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": s.instance_type, "MinCount": count,
+        kwargs: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": instance_type, "MinCount": count,
                                   "MaxCount": count,
                                   "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]}
         kwargs.update(self._placement())
+        if subnet_id:
+            kwargs["SubnetId"] = subnet_id
         if s.user_data:
             kwargs["UserData"] = s.user_data  # boto3 base64-encodes it for run_instances
         return kwargs
@@ -440,9 +479,9 @@ class AwsCapacity:
         try:
             return getattr(self.ec2, operation)(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise self._error(operation, exc) from exc
+            raise self._error(operation, exc, kwargs.get("InstanceType")) from exc
 
-    def _error(self, operation: str, exc: Exception) -> AwsCapacityError:
+    def _error(self, operation: str, exc: Exception, instance_type: str | None = None) -> AwsCapacityError:
         from botocore.exceptions import (
             ClientError,
             EndpointConnectionError,
@@ -462,7 +501,7 @@ class AwsCapacity:
             hint = "set region"
         else:
             hint = next((h for prefix, h in _HINTS if code.startswith(prefix)), "check the settings and the AWS limits")
-        hint = hint.format(region=self.settings.region, instance_type=self.settings.instance_type)
+        hint = hint.format(region=self.settings.region, instance_type=instance_type or self.settings.instance_type)
         return AwsCapacityError(f"{operation} failed on {self.where}: {code}: {detail}; {hint}",
                                 operation=operation, code=code, capacity=code in CAPACITY_CODES)
 

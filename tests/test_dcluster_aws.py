@@ -113,6 +113,22 @@ class _NoSpotCapacity(_Wrapper):
         return self.real.run_instances(**kwargs)
 
 
+class _Refusing(_Wrapper):
+    """EC2 that answers `code` for launches of the listed (instance type, subnet) pairs; records every try."""
+
+    def __init__(self, real: Any, refused: set[tuple[str, str]], code: str = "InsufficientInstanceCapacity") -> None:
+        super().__init__(real)
+        self.refused, self.code = refused, code
+        self.tries: list[tuple[str, str, bool]] = []
+
+    def run_instances(self, **kwargs: Any) -> Any:
+        option = (kwargs["InstanceType"], kwargs.get("SubnetId", ""))
+        self.tries.append((*option, "InstanceMarketOptions" in kwargs))
+        if option in self.refused:
+            raise _client_error(self.code, f"No {option[0]} capacity in {option[1]}.", "RunInstances")
+        return self.real.run_instances(**kwargs)
+
+
 class _NeverFulfilled(_Wrapper):
     """Spot requests that stay open; after the cancel, EC2 reports the instance moto had launched anyway."""
 
@@ -314,6 +330,65 @@ def test_no_capacity_in_either_market_is_one_error_naming_both(moto_endpoint, se
     assert err.value.capacity is True
     assert "(after falling back from spot: spot launch failed: run_instances failed on EC2" in str(err.value)
     assert cap.instances(_ns(job)) == []
+
+
+@pytest.fixture(scope="module")
+def second_subnet(moto_endpoint, network) -> str:
+    """Another subnet of the default VPC (a second zone) on the moto server."""
+    ec2 = _ec2(moto_endpoint)
+    subnets = ec2.describe_subnets()["Subnets"]
+    other = next(s for s in subnets if s["SubnetId"] != network["subnet_id"])
+    return other["SubnetId"]
+
+
+def test_launch_tries_every_subnet_then_the_next_type(moto_endpoint, settings, job, second_subnet):
+    from dataclasses import replace
+
+    first = settings.subnet_id
+    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
+    assert diverse.launch_options() == [("r5.2xlarge", first), ("r5.2xlarge", second_subnet),
+                                        ("r5a.2xlarge", first), ("r5a.2xlarge", second_subnet)]
+    ec2 = _Refusing(_ec2(moto_endpoint), {("r5.2xlarge", first), ("r5.2xlarge", second_subnet)})
+    cap = AwsCapacity(diverse, ec2_client=ec2)
+    alloc = cap.allocate(1, prefer_spot=True, **job)
+
+    # Spot stays spot: the third option, another type in the first zone, had capacity.
+    assert alloc.capacity_type == SPOT and alloc.fallback_reason is None
+    assert ec2.tries == [("r5.2xlarge", first, True), ("r5.2xlarge", second_subnet, True), ("r5a.2xlarge", first, True)]
+    described = _described(ec2.real, list(alloc.instance_ids))[alloc.instance_ids[0]]
+    assert (described["InstanceType"], described["SubnetId"]) == ("r5a.2xlarge", first)
+
+
+def test_no_capacity_for_any_option_names_every_refusal(moto_endpoint, settings, job, second_subnet):
+    from dataclasses import replace
+
+    first = settings.subnet_id
+    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
+    every = set(diverse.launch_options())
+    cap = AwsCapacity(diverse, ec2_client=_Refusing(_ec2(moto_endpoint), every))
+    with pytest.raises(AwsCapacityError) as err:
+        cap.run_on_demand(1, **job)
+
+    assert (err.value.code, err.value.capacity, err.value.operation) == (
+        "InsufficientInstanceCapacity", True, "run_instances")
+    assert str(err.value) == (
+        f"run_instances found no capacity on EC2 in {REGION} at {settings.endpoint_url} for any of the 4 launch "
+        f"options (r5.2xlarge in {first}: InsufficientInstanceCapacity; r5.2xlarge in {second_subnet}: "
+        f"InsufficientInstanceCapacity; r5a.2xlarge in {first}: InsufficientInstanceCapacity; r5a.2xlarge in "
+        f"{second_subnet}: InsufficientInstanceCapacity); add instance types or subnets (alternative_instance_types, "
+        "alternative_subnet_ids) or wait for capacity")
+    assert cap.instances(_ns(job)) == []
+
+
+def test_a_settings_error_is_not_retried_on_other_options(moto_endpoint, settings, job, second_subnet):
+    from dataclasses import replace
+
+    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
+    ec2 = _Refusing(_ec2(moto_endpoint), {(settings.instance_type, settings.subnet_id)}, code="InvalidAMIID.Malformed")
+    with pytest.raises(AwsCapacityError) as err:
+        AwsCapacity(diverse, ec2_client=ec2).run_on_demand(1, **job)
+    assert (err.value.code, err.value.capacity, len(ec2.tries)) == ("InvalidAMIID.Malformed", False, 1)
+    assert "check ami_id" in str(err.value)
 
 
 def test_unfulfilled_spot_requests_time_out_are_cancelled_and_late_instances_terminated(

@@ -125,11 +125,17 @@ def test_the_registry_builds_the_aws_provider_on_an_ec2_market(settings: DCluste
     ({"region": REGION}, "provider aws needs aws.ami_id (the image every instance boots) in the `aws:` section "
                          "of the DCluster config (DCLUSTER_CONFIG)"),
     ({"ami_id": "ami-1", "max_spot_price": 0.2}, "aws.max_spot_price is not set under aws: it comes from spot.max_price"),
-    ({"ami_id": "ami-1", "subnet": "x"}, "unknown config key aws.subnet; known: ami_id, capacity_retry_s, endpoint_url, "
+    ({"ami_id": "ami-1", "subnet": "x"}, "unknown config key aws.subnet; known: alternative_instance_types, "
+                                         "alternative_subnet_ids, ami_id, capacity_retry_s, endpoint_url, "
                                          "instances_per_job, key_name, metadata_url, notice_poll_interval_s, "
                                          "price_cache_s, product_description, region, security_group_ids, subnet_id, "
                                          "tags, user_data"),
     ({"ami_id": "ami-1", "security_group_ids": "sg-1"}, "aws.security_group_ids must be a list of ids"),
+    ({"ami_id": "ami-1", "alternative_instance_types": "r5a.2xlarge"},
+     "aws.alternative_instance_types must be a list of instance types"),
+    ({"ami_id": "ami-1", "alternative_subnet_ids": ["subnet-2"]},
+     "AWS capacity settings: alternative_subnet_ids need subnet_id (the subnet tried first) "
+     "(from aws: and spot: of the DCluster config)"),
     ({"ami_id": "ami-1", "metadata_url": "169.254.169.254"},
      "AWS capacity settings: metadata_url must be an http(s) url (from aws: and spot: of the DCluster config)"),
 ])

@@ -69,9 +69,9 @@ def provider_settings(section: Mapping[str, Any], cluster: ClusterConfig) -> Aws
         raise ConfigError(f"provider aws needs aws.ami_id (the image every instance boots) in {where}")
     values: dict[str, Any] = {}
     for key, raw in section.items():
-        if key in ("security_group_ids",):
+        if key in ("security_group_ids", "alternative_instance_types", "alternative_subnet_ids"):
             if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
-                raise ConfigError(f"aws.{key} must be a list of ids")
+                raise ConfigError(f"aws.{key} must be a list of {'instance types' if 'type' in key else 'ids'}")
             values[key] = tuple(raw)
         elif key == "tags":
             if not isinstance(raw, Mapping):
