@@ -5,6 +5,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -14,7 +15,6 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dcluster import __version__, policy, web
-from dcluster.audit import AuditLog
 from dcluster.ledger import cost_report
 from dcluster.models import PRIORITIES, STATES, STRATEGIES, JobNotFound, JobStore, SpecError
 from dcluster.policy import CAPACITY_TYPES
@@ -22,6 +22,7 @@ from dcluster.providers import UnsupportedJob, make_provider
 from dcluster.resources import RequestConflict, RequestNotFound, ResourceManager
 from dcluster.scheduler import JobConflict, Scheduler
 from dcluster.settings import DClusterSettings
+from fraudcore.audit import AuditLog, record_config_change
 
 MAX_FALLBACK_S = 7 * 24 * 3600.0
 ACTOR_HEADER = Header(None, alias="X-Actor", max_length=128, description="who asks (audit log); default anonymous")
@@ -141,6 +142,8 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         running = store.load()
         resources.load()
+        record_config_change(audit, settings.state_dir / "config.applied.json", asdict(settings),
+                             source=str(settings.config_path or "defaults"))
         scheduler.recover(running)
         scheduler.start()
         try:

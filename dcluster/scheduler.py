@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from dcluster import policy
-from dcluster.audit import SERVICE_ACTOR, AuditLog
 from dcluster.models import (
     COMPLETED,
     FAILED,
@@ -31,8 +30,11 @@ from dcluster.providers.base import CapacityUnavailable, ProcessLost, Provider
 from dcluster.resources import CANCELLED, FULFILLED, OPEN, TIMED_OUT, Instance, ResourceManager, iso
 from dcluster.resources import FAILED as REQUEST_FAILED
 from dcluster.settings import DClusterSettings
+from fraudcore.audit import AuditLog
 
 log = logging.getLogger("dcluster.scheduler")
+
+SERVICE_ACTOR = "dcluster"  # the audit actor of actions the service takes by itself (fallbacks, reschedules)
 
 # The last line of a Python traceback: "ValueError: bad", "pyspark.errors....AnalysisException: x".
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")

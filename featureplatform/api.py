@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from featureplatform.service import FeatureService, FPRequestError
 from featureplatform.settings import FPSettings
 from featureplatform.store import FeatureStore
+from fraudcore.audit import AuditLog, record_config_change
 
 API_VERSION = "1.0.0"
 
@@ -50,9 +52,12 @@ def create_app(settings: FPSettings | None = None) -> FastAPI:
     settings = settings or FPSettings.from_env()
     store = FeatureStore(settings.db_path)
     service = FeatureService(settings, store)
+    audit = AuditLog(settings.audit_file, retention_days=settings.audit_retention_days)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        record_config_change(audit, settings.audit_file.with_name("config.applied.json"), asdict(settings),
+                             source="FP settings (FP_* environment)")
         yield
         store.close()
 
@@ -102,9 +107,18 @@ def create_app(settings: FPSettings | None = None) -> FastAPI:
         return service.batch_status(client, batch_id)
 
     @app.get("/fp/v1/features/{client}/{entity_id:path}", tags=["features"])
-    def features(client: str, entity_id: str) -> dict:
-        """Features of a user (entity_id = user_id) or a node (entity_id = node_id)."""
-        return service.features(client, entity_id)
+    def features(client: str, entity_id: str,
+                 actor: str | None = Header(None, alias="X-Actor", max_length=128,
+                                            description="who reads (audit log); default anonymous")) -> dict:
+        """Features of a user (entity_id = user_id) or a node (entity_id = node_id); each read is audited."""
+        target = f"{client}/{entity_id}"
+        try:
+            row = service.features(client, entity_id)
+        except FPRequestError as exc:
+            audit.record("data_access", actor, target, {"found": False, "status": exc.status})
+            raise
+        audit.record("data_access", actor, target, {"found": True, "entity_type": row.get("entity_type")})
+        return row
 
     @app.get("/fp/v1/health", tags=["ops"])
     def health() -> dict:

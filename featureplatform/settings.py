@@ -32,6 +32,18 @@ class FPSettings:
     realtime_timeout_ms: float = 100.0
     """Latency budget of a real-time ingest; slower requests are logged as warnings (FP_REALTIME_TIMEOUT_MS)."""
 
+    audit_path: Path | None = None
+    """Audit log (SPEC §8): data_access per feature read, config_change when settings changed; empty
+    means audit.jsonl beside db_path (FP_AUDIT_PATH)."""
+
+    audit_retention_days: float = 365.0
+    """Audit entries older than this are dropped at start and once a day; 0 keeps all (FP_AUDIT_RETENTION_DAYS)."""
+
+    @property
+    def audit_file(self) -> Path:
+        """Where the audit log is written: audit_path, else audit.jsonl beside the feature store."""
+        return Path(self.audit_path) if self.audit_path else Path(self.db_path).with_name("audit.jsonl")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> FPSettings:
         """Defaults, then FP_* environment variables, then explicit keyword overrides."""
@@ -55,6 +67,8 @@ class FPSettings:
             raise ValueError("FP batch_size_max and realtime_max_records must be positive")
         if self.cache_ttl_seconds < 0 or self.realtime_timeout_ms <= 0:
             raise ValueError("FP cache_ttl_seconds must be >= 0 and realtime_timeout_ms > 0")
+        if self.audit_retention_days < 0:
+            raise ValueError("FP audit_retention_days must be >= 0")
 
 
 def _convert(name: str, raw: str, kind: type) -> object:

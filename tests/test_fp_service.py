@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -215,3 +216,23 @@ def test_ttl_cache_expires_and_ignores_stale_loads() -> None:
     cache.invalidate([("c", "other")])
     cache.put(("c", "e"), {"v": "stale"}, epoch)
     assert cache.get(("c", "e")) is None
+
+
+def test_feature_reads_are_audited_and_setting_changes_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "features.sqlite"
+    audit = tmp_path / "audit.jsonl"
+    with running_fp(db) as url:
+        FPClient(url, retries=0).push_batch("acme", "acme-b1", BATCH_A)
+        assert requests.get(f"{url}/fp/v1/features/acme/u1", headers={"X-Actor": "risk-api"}, timeout=5).ok
+        assert requests.get(f"{url}/fp/v1/features/acme/nobody", timeout=5).status_code == 404
+    with running_fp(db, cache_ttl_seconds=30.0):
+        pass
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(e["action"], e["actor"], e["target"], e["detail"]) for e in entries if e["action"] == "data_access"] == [
+        ("data_access", "risk-api", "acme/u1", {"found": True, "entity_type": "user"}),
+        ("data_access", "anonymous", "acme/nobody", {"found": False, "status": 404}),
+    ]
+    changes = [e for e in entries if e["action"] == "config_change"]
+    assert [c["detail"]["first_start"] for c in changes] == [True, False]
+    assert changes[0]["detail"]["added"]["batch_size_max"] == 10000
+    assert changes[1]["detail"]["changed"] == {"cache_ttl_seconds": {"from": 60.0, "to": 30.0}}

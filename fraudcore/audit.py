@@ -1,9 +1,16 @@
-"""The audit log: who did what to which job or resource, as JSON lines under the state folder."""
+"""The audit log of the services (SPEC §8): who did what to which job, resource or data, as JSON lines.
+
+DCluster records job_submit, job_terminate and the resource actions; the Feature Platform
+records data_access on feature reads; both record config_change when they start with settings
+that differ from the ones they last ran with (`record_config_change`).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -11,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 ANONYMOUS = "anonymous"
-SERVICE_ACTOR = "dcluster"  # actions the service takes by itself (fallbacks, reschedules)
 
 
 # Retention is enforced when the log opens and then at most this often, on a write.
@@ -100,3 +106,57 @@ def _older(line: str, cutoff: dt.datetime) -> bool:
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
     return at < cutoff
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys ({"spot": {"max_price": 0.5}} -> {"spot.max_price": 0.5})."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def operator() -> str:
+    """Who started this process: user@host (the actor of a config_change)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[str, Any], *,
+                         source: str, actor: str | None = None) -> dict | None:
+    """Record config_change when `config` differs from the one saved at `applied_path`; save it.
+
+    The detail names every changed key with its old and new value (and keys added or removed),
+    so the log answers "what changed, when, by whom" without keeping config files around. The
+    first start records the whole config as added. Nothing is recorded when it is unchanged.
+    """
+    current = json.loads(json.dumps(flatten(config), default=str, sort_keys=True))
+    try:
+        previous = json.loads(Path(applied_path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        previous = None
+    if previous == current:
+        return None
+    before = previous or {}
+    detail = {
+        "source": source,
+        "first_start": previous is None,
+        "changed": {k: {"from": before[k], "to": current[k]} for k in sorted(before.keys() & current.keys())
+                    if before[k] != current[k]},
+        "added": {k: current[k] for k in sorted(current.keys() - before.keys())},
+        "removed": sorted(before.keys() - current.keys()),
+    }
+    entry = audit.record("config_change", actor or operator(), source, detail)
+    path = Path(applied_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # saved after the entry: a crash in between records the change again, never loses it
+    return entry
