@@ -89,7 +89,7 @@ class SparkJobTask(ClientDayTask):
 
     def run(self) -> None:
         from dcluster_client.client import JobSpec
-        from dcluster_client.runner import run_job
+        from dcluster_client.runner import run_job, stop_remote_work_on_sigterm
 
         spec = JobSpec(
             client=self.client, env=batch_tasks().env, engine=self.engine, app=self.app,
@@ -97,8 +97,9 @@ class SparkJobTask(ClientDayTask):
             idempotency_key=self.task_id,
         )
         self.set_status_message(f"submitting {self.app} to DCluster")
-        status = run_job(dcluster().client(), spec, poll_interval=batch_tasks().poll_interval,
-                         timeout_s=batch_tasks().timeout, on_progress=self._on_progress)
+        with stop_remote_work_on_sigterm():  # a killed worker takes its remote job with it
+            status = run_job(dcluster().client(), spec, poll_interval=batch_tasks().poll_interval,
+                             timeout_s=batch_tasks().timeout, on_progress=self._on_progress)
         logger.info("%s: DCluster job %s %s", self.task_id, status.job_id, status.state)
 
     def _on_progress(self, status, elapsed: float) -> None:

@@ -1,9 +1,13 @@
 """Run one job to the end: submit, poll, report progress, and never leave it running on failure."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dcluster_client.client import DClusterClient, JobSpec, JobStatus
 
@@ -31,6 +35,41 @@ class JobTimeout(RuntimeError):
             "terminated it"
         )
         self.status = status
+
+
+class Stopped(BaseException):
+    """SIGTERM arrived while waiting; raised so the wait's cleanup terminates the remote job."""
+
+
+@contextlib.contextmanager
+def stop_remote_work_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises Stopped (so run_job terminates its job); then the process dies of it.
+
+    A process killed by SIGTERM runs no cleanup by default, so the DCluster job it waited on
+    would run on with nobody to read its result. Inside this block the signal becomes an
+    exception, run_job's cleanup asks DCluster to terminate the job, and on the way out the
+    original handler is restored and the signal delivered again, so the process still ends the
+    way its sender meant. Outside the main thread (where handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    if previous is None:  # a handler set outside Python: the default is the closest to restore
+        previous = signal.SIG_DFL
+    try:
+        yield
+    except Stopped:
+        signal.signal(signal.SIGTERM, previous)
+        log.warning("SIGTERM: the DCluster job was asked to terminate; exiting")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise  # only reached when the restored handler does not end the process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_job(

@@ -6,7 +6,9 @@ temporary project with tiny Spark-free job modules; one test runs a real spark-s
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -307,6 +309,35 @@ def test_terminate_running_job_kills_its_process_group(settings: DClusterSetting
     assert err.value.status_code == 409
     assert str(err.value) == (f"DCluster POST /cluster/job/terminate/{job.job_id} answered 409: "
                               f"job {job.job_id} is already TERMINATED; nothing to terminate")
+
+
+WAITER = """
+import sys
+from dcluster_client import DClusterClient, JobSpec, run_job
+from dcluster_client.runner import stop_remote_work_on_sigterm
+
+with stop_remote_work_on_sigterm():
+    run_job(DClusterClient(sys.argv[1]), JobSpec(client="syncbank", app="sleepy", args=["--seconds", "120"]),
+            poll_interval=0.05)
+"""
+
+
+def test_a_killed_waiter_terminates_its_job_then_dies_of_the_signal(settings: DClusterSettings, start_service):
+    service = start_service(settings)
+    waiter = subprocess.Popen([sys.executable, "-c", WAITER, service.url], cwd=REPO, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 30
+    while not [j for j in service.client.jobs() if j.state == "RUNNING"]:
+        assert time.monotonic() < deadline and waiter.poll() is None, "the waiter's job never ran"
+        time.sleep(0.05)
+    (job,) = service.client.jobs()
+
+    waiter.send_signal(signal.SIGTERM)
+    _, stderr = waiter.communicate(timeout=30)
+    assert waiter.returncode == -signal.SIGTERM  # it still dies of the signal, as its sender meant
+    assert "SIGTERM: the DCluster job was asked to terminate; exiting" in stderr
+    stopped = wait_for(service.client, job.job_id, lambda s: s.state == "TERMINATED")
+    assert stopped.message == "terminated on request"
 
 
 def test_idempotency_key_returns_active_job_then_starts_a_new_attempt(settings: DClusterSettings,
