@@ -32,7 +32,7 @@ TM_CLASS=org.apache.flink.runtime.taskexecutor.TaskManagerRunner
 
 log() { printf '%s flink-cluster: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 # shellcheck source=scripts/spark-lib.sh
-. "$PROJECT_ROOT/scripts/spark-lib.sh"  # jvm_alive
+. "$PROJECT_ROOT/scripts/spark-lib.sh"  # jvm_alive, halt_session
 
 # flink_home: the pyflink package folder (its bin/ holds jobmanager.sh, taskmanager.sh and flink).
 flink_home() {
@@ -85,7 +85,8 @@ YAML
 
 # running NAME CLASS: true when NAME's pid file names a live JVM of CLASS, or the start script
 # that is about to exec it (jobmanager.sh / taskmanager.sh → flink-console.sh → java, one pid).
-running() { jvm_alive "$DIR/$1.pid" "$2\\|$1.sh\\|flink-console.sh"; }
+running() { jvm_alive "$DIR/$1.pid" "$(daemon_pattern "$1" "$2")"; }
+daemon_pattern() { printf '%s' "$2\\|$1.sh\\|flink-console.sh"; }
 
 # overview FIELD: one field of the JobManager's /overview, empty when it does not answer.
 overview() {
@@ -154,26 +155,8 @@ wait_ready() {
   done
 }
 
-# halt NAME CLASS: SIGTERM the daemon's session (its Python workers too), SIGKILL after 20 s.
-halt() {
-  local name="$1" class="$2" pid n
-  if ! running "$name" "$class"; then
-    rm -f "$DIR/$name.pid"
-    return 0
-  fi
-  pid="$(cat "$DIR/$name.pid")"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  for n in $(seq 1 40); do
-    running "$name" "$class" || break
-    sleep 0.5
-  done
-  if running "$name" "$class"; then
-    log "$name: still running after 20 s, killing"
-  fi
-  kill -KILL -- "-$pid" 2>/dev/null
-  rm -f "$DIR/$name.pid"
-  log "$name: stopped"
-}
+# halt NAME CLASS: stop one daemon and its session (the TaskManager's Python workers too).
+halt() { halt_session "$DIR/$1.pid" "$(daemon_pattern "$1" "$2")" "$1"; }
 
 stop() {
   halt taskmanager "$TM_CLASS"

@@ -130,28 +130,8 @@ wait_alive() {
   done
 }
 
-# halt NAME CLASS: SIGTERM the daemon's session (its executors and Python workers too), SIGKILL after 20 s.
-halt() {
-  local name="$1" class="$2" pid n
-  if ! running "$name" "$class"; then
-    rm -f "$DIR/$name.pid"
-    return 0
-  fi
-  pid="$(cat "$DIR/$name.pid")"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  for n in $(seq 1 40); do
-    running "$name" "$class" || break
-    sleep 0.5
-  done
-  if running "$name" "$class"; then
-    log "$name: still running after 20 s, killing"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-  fi
-  # Executors that outlived their worker must not keep cores and memory.
-  kill -KILL -- "-$pid" 2>/dev/null
-  rm -f "$DIR/$name.pid"
-  log "$name: stopped"
-}
+# halt NAME CLASS: stop one daemon and its session (its executors and Python workers too).
+halt() { halt_session "$DIR/$1.pid" "$2" "$1"; }
 
 stop() {
   local f name

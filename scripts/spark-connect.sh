@@ -104,30 +104,18 @@ wait_ready() {
 }
 
 stop() {
-  local pid n
+  local n
   if ! running; then
     rm -f "$PIDFILE"
     log "not running"
     return 0
   fi
-  pid="$(cat "$PIDFILE")"
-  # The whole session: the JVM and the Python workers it forked.
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  for n in $(seq 1 40); do
-    running || break
-    sleep 0.5
-  done
-  if running; then
-    log "still running after 20 s, killing"
-  fi
-  kill -KILL -- "-$pid" 2>/dev/null
+  halt_session "$PIDFILE" "$SERVER_CLASS"
   # An exiting JVM may hold the port a moment longer; a start right after must find it free.
   for n in $(seq 1 20); do
     answers || break
     sleep 0.25
   done
-  rm -f "$PIDFILE"
-  log "stopped"
 }
 
 status() {
