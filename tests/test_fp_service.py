@@ -225,8 +225,8 @@ def test_feature_reads_are_audited_and_setting_changes_recorded(tmp_path: Path) 
         FPClient(url, retries=0).push_batch("acme", "acme-b1", BATCH_A)
         assert requests.get(f"{url}/fp/v1/features/acme/u1", headers={"X-Actor": "risk-api"}, timeout=5).ok
         assert requests.get(f"{url}/fp/v1/features/acme/nobody", timeout=5).status_code == 404
-    with running_fp(db, cache_ttl_seconds=30.0):
-        pass
+    with running_fp(db, cache_ttl_seconds=30.0) as url:  # restarted with one setting changed
+        assert requests.get(f"{url}/fp/v1/health", timeout=5).ok
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(e["action"], e["actor"], e["target"], e["detail"]) for e in entries if e["action"] == "data_access"] == [
         ("data_access", "risk-api", "acme/u1", {"found": True, "entity_type": "user"}),
