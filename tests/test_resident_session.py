@@ -54,8 +54,12 @@ def _closed_url() -> str:
     return f"sc://127.0.0.1:{port}"  # nothing listens once the socket is closed
 
 
-def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider) -> LocalProvider:
-    cluster = ClusterConfig.from_mapping({"resident_session": {"enabled": enabled, "url": url}})
+def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider,
+              apps: list[str] | None = None) -> LocalProvider:
+    session: dict = {"enabled": enabled, "url": url}
+    if apps is not None:
+        session["apps"] = apps
+    cluster = ClusterConfig.from_mapping({"resident_session": session})
     return cls(DClusterSettings(state_dir=tmp_path / "state", spark_submit="/opt/venv/bin/spark-submit",
                                 python="/opt/venv/bin/python", cluster=cluster))
 
@@ -80,17 +84,20 @@ def test_eligible_job_runs_as_a_connect_client(tmp_path: Path, listening: str, m
     assert launch.note == f"running on the resident Spark session {listening}"
 
 
-@pytest.mark.parametrize("task_class, capacity, app", [
-    ("batch", "spot", "organizer"),          # class not in resident_session.classes
-    ("normal", "spot", "organizer"),         # a normal job placed on spot
-    ("critical", "on_demand", "connector"),  # uses RDDs, which Spark Connect lacks
-    ("normal", "on_demand", "connector"),
+@pytest.mark.parametrize("task_class, capacity, app, apps", [
+    ("batch", "spot", "organizer", None),          # class not in resident_session.classes
+    ("normal", "spot", "organizer", None),         # a normal job placed on spot
+    ("batch", "on_demand", "connector", None),     # an allowed app, but its class is not allowed
+    ("normal", "spot", "connector", None),
+    ("critical", "on_demand", "connector", ["organizer"]),  # an app the configured allowlist leaves out
+    ("normal", "on_demand", "connector", ["organizer"]),
 ])
 def test_ineligible_job_goes_through_spark_submit(tmp_path: Path, listening: str, monkeypatch,
-                                                  task_class: str, capacity: str, app: str):
+                                                  task_class: str, capacity: str, app: str,
+                                                  apps: list[str] | None):
     monkeypatch.setenv(SPARK_REMOTE_ENV, listening)
-    launch = _provider(tmp_path, listening).launch(_job(tmp_path, app=app, task_class=task_class,
-                                                        capacity=capacity))
+    launch = _provider(tmp_path, listening, apps=apps).launch(_job(tmp_path, app=app, task_class=task_class,
+                                                                   capacity=capacity))
     assert launch.launcher == SPARK_SUBMIT
     assert launch.argv[:3] == ["/opt/venv/bin/spark-submit", "--master", "local[2]"]
     assert SPARK_REMOTE_ENV not in launch.env
@@ -103,10 +110,17 @@ def test_flink_job_of_an_eligible_name_stays_on_flink(tmp_path: Path, listening:
     assert launch.argv[1] == str(REPO / "jobs" / "flink" / "run.py") and SPARK_REMOTE_ENV not in launch.env
 
 
-@pytest.mark.parametrize("app", ["virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
+@pytest.mark.parametrize("app", ["connector", "virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
 def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str, app: str):
     launch = _provider(tmp_path, listening).launch(_job(tmp_path, task_class="normal", app=app))
     assert launch.launcher == RESIDENT_SESSION
+
+
+def test_connector_runs_as_a_connect_client(tmp_path: Path, listening: str):
+    launch = _provider(tmp_path, listening).launch(_job(tmp_path, app="connector"))
+    assert launch.launcher == RESIDENT_SESSION
+    assert launch.argv == ["/opt/venv/bin/python", str(REPO / "jobs" / "run.py"), "connector", "--x", "1"]
+    assert launch.env[SPARK_REMOTE_ENV] == listening
 
 
 def test_disabled_or_standalone_never_uses_it(tmp_path: Path, listening: str):
@@ -142,6 +156,7 @@ def test_config_is_checked():
         ClusterConfig.from_mapping({"resident_session": {"url": "http://127.0.0.1:15002"}})
     shipped = DClusterSettings.from_env({}).cluster.resident_session
     assert shipped.enabled is False and shipped.classes == ("critical", "normal")
+    assert shipped.apps == CONNECT_APPS and "connector" in shipped.apps
 
 
 # --- real jobs on a real Spark Connect server ---------------------------------------------------
