@@ -2,7 +2,7 @@
 
 The unit tests pick launches with a real listening (or closed) loopback port standing in for the
 server. The spark tests start a real Spark Connect server with scripts/spark-connect.sh (the
-session-scoped `spark_connect` fixture), run the pipeline jobs from organizer to result_agg_lite
+session-scoped `spark_connect` fixture), run the pipeline jobs from connector to result_agg_lite
 on it and on spark-submit local mode, and compare what they wrote.
 """
 from __future__ import annotations
@@ -216,8 +216,8 @@ def _stage_form(stage: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def connector_day(tmp_path_factory) -> Path:
-    """A generated demo client-day after the connector (spark-submit: it uses RDDs)."""
+def raw_day(tmp_path_factory) -> Path:
+    """A warehouse holding the raw files of a generated demo client-day."""
     from datagen.generator import generate_client_day
     from fraudcore.clients import get_client
 
@@ -227,25 +227,24 @@ def connector_day(tmp_path_factory) -> Path:
                                  truth_dir=base / "truth")
     warehouse = base / "warehouse"
     shutil.copytree(report.root, warehouse / "demo" / DAY / "raw")
-    done = _spark_submit("connector", warehouse)
-    assert done.returncode == 0, done.stderr[-3000:]
     return warehouse
 
 
 @pytest.mark.spark
-def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, connector_day: Path, tmp_path: Path):
+def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, raw_day: Path, tmp_path: Path):
     local, remote = tmp_path / "local", tmp_path / "remote"
-    shutil.copytree(connector_day, local)
-    shutil.copytree(connector_day, remote)
+    shutil.copytree(raw_day, local)
+    shutil.copytree(raw_day, remote)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    for app in ("organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign", "result_agg_lite"):
+    for app in ("connector", "organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign",
+                "result_agg_lite"):
         a = _spark_submit(app, local)
         assert a.returncode == 0, a.stderr[-3000:]
         b = _on_connect(spark_connect, app, remote, elsewhere)
         assert b.returncode == 0, b.stderr[-3000:]
         assert "SparkContext" not in b.stderr  # no JVM of its own: the work ran on the server
-    for stage in ("organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
+    for stage in ("connector", "organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
         want = _stage_form(local / "demo" / DAY / stage)
         got = _stage_form(remote / "demo" / DAY / stage)
         assert any(name.endswith(".parquet") for name in want), want.keys()
