@@ -92,10 +92,9 @@ class Simulation:
 
 
 # Jobs of jobs/ that run unchanged on a Spark Connect session: DataFrame API only, or no Spark at
-# all (result_agg). connector uses RDDs, which Spark Connect lacks, so it always goes through
-# spark-submit (docs/dcluster.md).
-CONNECT_APPS = ("smoke", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg", "rawlogconverter",
-                "user_stats", "result_agg_lite")
+# all (result_agg); every Spark job of the pipeline (docs/dcluster.md).
+CONNECT_APPS = ("smoke", "connector", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg",
+                "rawlogconverter", "user_stats", "result_agg_lite")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,18 +180,64 @@ def map_rows(frame: DataFrame, fn: Callable[[dict], tuple], schema: StructType) 
     arrow_schema = to_arrow_schema(schema)
 
     def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
-
         for batch in batches:
-            rows = [fn(row) for row in batch.to_pylist(maps_as_pydicts="strict")]
-            columns = list(zip(*rows, strict=True)) if rows else [()] * len(arrow_schema)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(col, type=field.type) for col, field in zip(columns, arrow_schema, strict=True)],
-                schema=arrow_schema,
-            )
+            yield _record_batch([fn(row) for row in batch.to_pylist(maps_as_pydicts="strict")], arrow_schema)
 
     mapped = frame.mapInArrow(apply, schema)
     return mapped.select(*[_default_collation(mapped[f.name], f.dataType).alias(f.name) for f in schema.fields])
+
+
+def flat_map_rows(frame: DataFrame, fn: Callable[[dict], Iterable[tuple]], schema: StructType,
+                  batch_rows: int = 10_000) -> DataFrame:
+    """A frame of every tuple fn(row) yields for each row of `frame`: none, one or many per input row.
+
+    map_rows for a one-to-many function: rows as plain dicts, the same Python workers, output in
+    input order within a partition, returned to Spark in Arrow batches of at most batch_rows rows.
+    Top-level strings are re-typed as in map_rows; a column of arrays or structs holding strings is
+    left as it is, so a frame flattened out of it (inline, explode) goes through plain_strings
+    before it is written.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import ArrayType
+    from pyspark.sql.types import StructType as Struct
+
+    arrow_schema = to_arrow_schema(schema)
+
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        out: list[tuple] = []
+        for batch in batches:
+            for row in batch.to_pylist(maps_as_pydicts="strict"):
+                for result in fn(row):
+                    out.append(result)
+                    if len(out) >= batch_rows:
+                        yield _record_batch(out, arrow_schema)
+                        out = []
+        if out:
+            yield _record_batch(out, arrow_schema)
+
+    mapped = frame.mapInArrow(apply, schema)
+    return mapped.select(*[
+        (mapped[f.name] if isinstance(f.dataType, (ArrayType, Struct)) and _has_strings(f.dataType)
+         else _default_collation(mapped[f.name], f.dataType)).alias(f.name)
+        for f in schema.fields
+    ])
+
+
+def plain_strings(frame: DataFrame) -> DataFrame:
+    """frame with every string column re-typed as the plain `string` type (see _default_collation)."""
+    schema = frame.schema
+    return frame.select(*[_default_collation(frame[f.name], f.dataType).alias(f.name) for f in schema.fields])
+
+
+def _record_batch(rows: list[tuple], arrow_schema: pa.Schema) -> pa.RecordBatch:
+    """An Arrow batch of `rows`, tuples in arrow_schema's column order."""
+    import pyarrow as pa
+
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(arrow_schema)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(col, type=field.type) for col, field in zip(columns, arrow_schema, strict=True)],
+        schema=arrow_schema,
+    )
 
 
 def _default_collation(col: Column, data_type: DataType) -> Column:

@@ -4,10 +4,12 @@ Usage: spark-submit jobs/run.py connector --client C --date D --warehouse W [--r
 """
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fraudcore.clients import ClientConfig
 from fraudcore.ingest import (
@@ -22,34 +24,54 @@ from fraudcore.paths import atomic_dir, write_json
 from jobs.common import (
     EVENT_FIELDS,
     events_schema,
+    flat_map_rows,
     guarded_main,
     job_context,
     job_parser,
+    plain_strings,
     spark_session,
 )
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 APP = "connector"
 EXIT_NO_DATA = 3
 QUARANTINE_FIELDS = ("source_file", "line", "reason", "detail", "record")
+# Records per tagged row: a big file becomes several rows of bounded size, not one huge row.
+RECORDS_PER_ROW = 1000
 
 
-def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tuple[str, object]]:
-    """Tagged output of one file: ("event", row tuple)…, ("quarantine", entry tuple)…, ("file", summary)."""
+def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tuple]:
+    """Tagged rows of one file, in tagged_schema order (kind, events, quarantine, meta).
+
+    ("event", [event dicts], None, None)… and ("quarantine", None, [entry dicts], None)…, each with
+    at most RECORDS_PER_ROW records in file order, then ("file", None, None, file summary as JSON);
+    a file that cannot be read gives only ("error", None, None, message).
+    """
     path, rel_name, source = item
     try:
         accepted, quarantine = process_file(Path(path), rel_name, source, client)
     except IngestError as exc:
         # Reported to the driver as data, so the job fails with this message, not a worker trace.
-        yield "error", str(exc)
+        yield "error", None, None, str(exc)
         return
-    for row in accepted:
-        yield "event", tuple(row[f] for f in EVENT_FIELDS)
-    for q in quarantine:
-        yield "quarantine", tuple(q[f] for f in QUARANTINE_FIELDS)
-    yield "file", file_summary(rel_name, source, accepted, quarantine)
+    for start in range(0, len(accepted), RECORDS_PER_ROW):
+        yield ("event", [{f: row[f] for f in EVENT_FIELDS} for row in accepted[start:start + RECORDS_PER_ROW]],
+               None, None)
+    for start in range(0, len(quarantine), RECORDS_PER_ROW):
+        yield ("quarantine", None,
+               [{f: q[f] for f in QUARANTINE_FIELDS} for q in quarantine[start:start + RECORDS_PER_ROW]], None)
+    yield "file", None, None, json.dumps(file_summary(rel_name, source, accepted, quarantine))
 
 
-def quarantine_schema():
+def process_row(client: ClientConfig, row: dict) -> Iterator[tuple]:
+    """process_one of a file_frame row."""
+    return process_one(client, (row["path"], row["rel_name"], row["source"]))
+
+
+def quarantine_schema() -> StructType:
     """Schema of the quarantine JSON lines."""
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -62,6 +84,35 @@ def quarantine_schema():
     ])
 
 
+def tagged_schema() -> StructType:
+    """Schema of process_one's rows. Records sit in arrays of non-null structs, so inline() gives
+    back exactly events_schema() and quarantine_schema(), non-nullable columns included."""
+    from pyspark.sql.types import ArrayType, StringType, StructField, StructType
+
+    return StructType([
+        StructField("kind", StringType(), False),  # event | quarantine | file | error
+        StructField("events", ArrayType(events_schema(), False), True),
+        StructField("quarantine", ArrayType(quarantine_schema(), False), True),
+        StructField("meta", StringType(), True),  # file: its summary as JSON; error: the message
+    ])
+
+
+def file_frame(spark: SparkSession, items: list[tuple[str, str, str]]) -> DataFrame:
+    """path, rel_name, source: one row per file, file i alone in partition i, in list order.
+
+    range() with as many partitions as rows puts row i alone in partition i, so every file is a
+    task of its own and the events part files follow the file order.
+    """
+    from pyspark.sql import functions as F
+
+    listed = F.array(*[
+        F.struct(F.lit(path).alias("path"), F.lit(rel_name).alias("rel_name"), F.lit(source).alias("source"))
+        for path, rel_name, source in items
+    ])
+    return (spark.range(len(items), numPartitions=len(items))
+            .select(listed[F.col("id").cast("int")].alias("file")).select("file.*"))
+
+
 def run(argv: list[str]) -> int:
     """Run the connector for one client-day; the exit code."""
     ctx = job_context(job_parser(__doc__.splitlines()[0]), argv)
@@ -72,27 +123,26 @@ def run(argv: list[str]) -> int:
         return EXIT_NO_DATA
 
     from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     spark = spark_session(APP)
     items = [(str(p), rel, source) for p, rel, source in files]
-    tagged = (
-        spark.sparkContext.parallelize(items, len(items))
-        .flatMap(partial(process_one, ctx.client))
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    # Every file is read once: the actions below all read this cache.
+    tagged = flat_map_rows(file_frame(spark, items), partial(process_row, ctx.client), tagged_schema(),
+                           batch_rows=1).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        meta = tagged.filter(lambda t: t[0] in ("file", "error")).collect()
+        meta = [(r["kind"], r["meta"]) for r in
+                tagged.where(F.col("kind").isin("file", "error")).select("kind", "meta").collect()]
         errors = sorted(m for kind, m in meta if kind == "error")
         if errors:
             raise IngestError(errors[0] + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else ""))
-        stats = connector_stats(sorted((m for kind, m in meta if kind == "file"), key=lambda s: s["source_file"]))
+        stats = connector_stats(sorted((json.loads(m) for kind, m in meta if kind == "file"),
+                                       key=lambda s: s["source_file"]))
 
         with atomic_dir(ctx.paths.stage("connector"), stats) as tmp:
-            events = spark.createDataFrame(tagged.filter(lambda t: t[0] == "event").values(), events_schema())
+            events = plain_strings(tagged.where(F.col("kind") == "event").select(F.inline("events")))
             events.write.parquet(str(tmp / "events"))
-            quarantine = spark.createDataFrame(
-                tagged.filter(lambda t: t[0] == "quarantine").values(), quarantine_schema()
-            )
+            quarantine = tagged.where(F.col("kind") == "quarantine").select(F.inline("quarantine"))
             # One part file, in file/line order, keeping null details so every line has every key.
             (quarantine.coalesce(1).sortWithinPartitions("source_file", "line")
              .write.option("ignoreNullFields", "false").json(str(tmp / "quarantine")))

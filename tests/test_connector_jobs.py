@@ -64,6 +64,36 @@ def test_connector_without_raw_files_exits_3(warehouse, capsys):
     assert not (day / "connector").exists()
 
 
+def test_process_one_tags_the_rows_of_one_file(warehouse, monkeypatch):
+    from fraudcore.clients import get_client
+    from fraudcore.ingest import EVENT_FIELDS
+    from jobs import connector
+
+    day, args = warehouse
+    client = get_client("syncbank", args[-1])
+    monkeypatch.setattr(connector, "RECORDS_PER_ROW", 2)
+    rows = list(connector.process_one(client, (str(day / "raw" / "logs" / "a.jsonl"), "logs/a.jsonl", "logs")))
+    # Accepted events in file order, at most RECORDS_PER_ROW to a row, then the quarantine, then the summary.
+    assert [r[0] for r in rows] == ["event", "event", "quarantine", "file"]
+    assert [[e["event_id"] for e in r[1]] for r in rows[:2]] == [["e1", "e2"], ["e3"]]
+    assert all(list(e) == list(EVENT_FIELDS) for r in rows[:2] for e in r[1])
+    assert rows[0][1][0]["event_time_ms"] == T and rows[0][1][0]["source_file"] == "logs/a.jsonl"
+    assert rows[0][2:] == (None, None)
+    assert rows[2][1] is None and rows[2][3] is None
+    assert [(q["source_file"], q["line"], q["reason"]) for q in rows[2][2]] == [("logs/a.jsonl", 3, "invalid_json")]
+    assert list(rows[2][2][0]) == list(connector.QUARANTINE_FIELDS)
+    assert rows[3][:3] == ("file", None, None)
+    assert json.loads(rows[3][3]) == {"source_file": "logs/a.jsonl", "source": "logs", "read": 4, "accepted": 3,
+                                      "quarantined": 1, "reasons": {"invalid_json": 1}}
+
+    # A file that cannot be read gives one error row and nothing else.
+    (day / "raw" / "logs" / "z.jsonl.gz").write_bytes(b"not gzip")
+    [(kind, events, quarantine, message)] = connector.process_one(
+        client, (str(day / "raw" / "logs" / "z.jsonl.gz"), "logs/z.jsonl.gz", "logs"))
+    assert (kind, events, quarantine) == ("error", None, None)
+    assert message.startswith("logs/z.jsonl.gz: cannot read file")
+
+
 @pytest.fixture
 def spark_workers(request):
     """The shared session, with Python workers on this interpreter (it has the project installed)."""

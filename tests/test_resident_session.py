@@ -2,7 +2,7 @@
 
 The unit tests pick launches with a real listening (or closed) loopback port standing in for the
 server. The spark tests start a real Spark Connect server with scripts/spark-connect.sh (the
-session-scoped `spark_connect` fixture), run the pipeline jobs from organizer to result_agg_lite
+session-scoped `spark_connect` fixture), run the pipeline jobs from connector to result_agg_lite
 on it and on spark-submit local mode, and compare what they wrote.
 """
 from __future__ import annotations
@@ -54,8 +54,12 @@ def _closed_url() -> str:
     return f"sc://127.0.0.1:{port}"  # nothing listens once the socket is closed
 
 
-def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider) -> LocalProvider:
-    cluster = ClusterConfig.from_mapping({"resident_session": {"enabled": enabled, "url": url}})
+def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider,
+              apps: list[str] | None = None) -> LocalProvider:
+    session: dict = {"enabled": enabled, "url": url}
+    if apps is not None:
+        session["apps"] = apps
+    cluster = ClusterConfig.from_mapping({"resident_session": session})
     return cls(DClusterSettings(state_dir=tmp_path / "state", spark_submit="/opt/venv/bin/spark-submit",
                                 python="/opt/venv/bin/python", cluster=cluster))
 
@@ -80,17 +84,20 @@ def test_eligible_job_runs_as_a_connect_client(tmp_path: Path, listening: str, m
     assert launch.note == f"running on the resident Spark session {listening}"
 
 
-@pytest.mark.parametrize("task_class, capacity, app", [
-    ("batch", "spot", "organizer"),          # class not in resident_session.classes
-    ("normal", "spot", "organizer"),         # a normal job placed on spot
-    ("critical", "on_demand", "connector"),  # uses RDDs, which Spark Connect lacks
-    ("normal", "on_demand", "connector"),
+@pytest.mark.parametrize("task_class, capacity, app, apps", [
+    ("batch", "spot", "organizer", None),          # class not in resident_session.classes
+    ("normal", "spot", "organizer", None),         # a normal job placed on spot
+    ("batch", "on_demand", "connector", None),     # an allowed app, but its class is not allowed
+    ("normal", "spot", "connector", None),
+    ("critical", "on_demand", "connector", ["organizer"]),  # an app the configured allowlist leaves out
+    ("normal", "on_demand", "connector", ["organizer"]),
 ])
 def test_ineligible_job_goes_through_spark_submit(tmp_path: Path, listening: str, monkeypatch,
-                                                  task_class: str, capacity: str, app: str):
+                                                  task_class: str, capacity: str, app: str,
+                                                  apps: list[str] | None):
     monkeypatch.setenv(SPARK_REMOTE_ENV, listening)
-    launch = _provider(tmp_path, listening).launch(_job(tmp_path, app=app, task_class=task_class,
-                                                        capacity=capacity))
+    launch = _provider(tmp_path, listening, apps=apps).launch(_job(tmp_path, app=app, task_class=task_class,
+                                                                   capacity=capacity))
     assert launch.launcher == SPARK_SUBMIT
     assert launch.argv[:3] == ["/opt/venv/bin/spark-submit", "--master", "local[2]"]
     assert SPARK_REMOTE_ENV not in launch.env
@@ -103,10 +110,17 @@ def test_flink_job_of_an_eligible_name_stays_on_flink(tmp_path: Path, listening:
     assert launch.argv[1] == str(REPO / "jobs" / "flink" / "run.py") and SPARK_REMOTE_ENV not in launch.env
 
 
-@pytest.mark.parametrize("app", ["virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
+@pytest.mark.parametrize("app", ["connector", "virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
 def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str, app: str):
     launch = _provider(tmp_path, listening).launch(_job(tmp_path, task_class="normal", app=app))
     assert launch.launcher == RESIDENT_SESSION
+
+
+def test_connector_runs_as_a_connect_client(tmp_path: Path, listening: str):
+    launch = _provider(tmp_path, listening).launch(_job(tmp_path, app="connector"))
+    assert launch.launcher == RESIDENT_SESSION
+    assert launch.argv == ["/opt/venv/bin/python", str(REPO / "jobs" / "run.py"), "connector", "--x", "1"]
+    assert launch.env[SPARK_REMOTE_ENV] == listening
 
 
 def test_disabled_or_standalone_never_uses_it(tmp_path: Path, listening: str):
@@ -142,6 +156,7 @@ def test_config_is_checked():
         ClusterConfig.from_mapping({"resident_session": {"url": "http://127.0.0.1:15002"}})
     shipped = DClusterSettings.from_env({}).cluster.resident_session
     assert shipped.enabled is False and shipped.classes == ("critical", "normal")
+    assert shipped.apps == CONNECT_APPS and "connector" in shipped.apps
 
 
 # --- real jobs on a real Spark Connect server ---------------------------------------------------
@@ -201,8 +216,8 @@ def _stage_form(stage: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def connector_day(tmp_path_factory) -> Path:
-    """A generated demo client-day after the connector (spark-submit: it uses RDDs)."""
+def raw_day(tmp_path_factory) -> Path:
+    """A warehouse holding the raw files of a generated demo client-day."""
     from datagen.generator import generate_client_day
     from fraudcore.clients import get_client
 
@@ -212,25 +227,24 @@ def connector_day(tmp_path_factory) -> Path:
                                  truth_dir=base / "truth")
     warehouse = base / "warehouse"
     shutil.copytree(report.root, warehouse / "demo" / DAY / "raw")
-    done = _spark_submit("connector", warehouse)
-    assert done.returncode == 0, done.stderr[-3000:]
     return warehouse
 
 
 @pytest.mark.spark
-def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, connector_day: Path, tmp_path: Path):
+def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, raw_day: Path, tmp_path: Path):
     local, remote = tmp_path / "local", tmp_path / "remote"
-    shutil.copytree(connector_day, local)
-    shutil.copytree(connector_day, remote)
+    shutil.copytree(raw_day, local)
+    shutil.copytree(raw_day, remote)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    for app in ("organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign", "result_agg_lite"):
+    for app in ("connector", "organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign",
+                "result_agg_lite"):
         a = _spark_submit(app, local)
         assert a.returncode == 0, a.stderr[-3000:]
         b = _on_connect(spark_connect, app, remote, elsewhere)
         assert b.returncode == 0, b.stderr[-3000:]
         assert "SparkContext" not in b.stderr  # no JVM of its own: the work ran on the server
-    for stage in ("organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
+    for stage in ("connector", "organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
         want = _stage_form(local / "demo" / DAY / stage)
         got = _stage_form(remote / "demo" / DAY / stage)
         assert any(name.endswith(".parquet") for name in want), want.keys()
