@@ -14,26 +14,39 @@ from fraudbatch import steps
 
 
 class ResultSender(ClientDayTask):
-    """Send the results to results/{client}/{date}/ in the client's bucket, _SUCCESS last."""
+    """Send the results to results/{client}/{date}/ in the client's bucket, _SUCCESS last; then notify the client.
+
+    Done when both hold: _SUCCESS is in the bucket, and the client was notified (result_sender/
+    _DONE). A notification that failed is sent again by the next run without sending the
+    results again.
+    """
+
+    stage = "result_sender"
 
     def requires(self):
         return FrontendResultWriter(**self.day_kwargs())
 
-    def output(self) -> ObjectTarget:
-        return ObjectTarget(self.client_config.bucket,
-                            steps.results_prefix(self.client_config, self.date) + "_SUCCESS")
+    def output(self):
+        return {"results": ObjectTarget(self.client_config.bucket,
+                                        steps.results_prefix(self.client_config, self.date) + "_SUCCESS"),
+                "notified": super().output()}
 
     def run(self) -> None:
-        started = time.monotonic()
-        table_store = tables().store()
-        try:
-            seconds = steps.latest_task_seconds(table_store, self.client, self.date)
-        finally:
-            table_store.close()
-        meta = steps.send_results(objectstore().store(), self.client_config, self.date, self.paths,
-                                  run_id(), steps.code_version(), seconds, started, progress=self._progress)
-        self.set_status_message(f"sent {meta['files']} files to {meta['url']}: {meta['users']} users, "
-                                f"{meta['flagged_users']} flagged")
+        store = objectstore().store()
+        if not self.output()["results"].exists():
+            started = time.monotonic()
+            table_store = tables().store()
+            try:
+                seconds = steps.latest_task_seconds(table_store, self.client, self.date)
+            finally:
+                table_store.close()
+            meta = steps.send_results(store, self.client_config, self.date, self.paths, run_id(),
+                                      steps.code_version(), seconds, started, progress=self._progress)
+            self.set_status_message(f"sent {meta['files']} files to {meta['url']}: {meta['users']} users, "
+                                    f"{meta['flagged_users']} flagged")
+        if self.client_config.notify_url:
+            self.set_status_message(f"notifying {self.client_config.notify_url}")
+        steps.notify_client(store, self.client_config, self.date, self.paths)
 
     def _progress(self, done: int, total: int) -> None:
         self.set_progress_percentage(int(100 * done / max(total, 1)))

@@ -226,6 +226,39 @@ def send_results(store, client: ClientConfig, day: dt.date, paths: WorkPaths, ru
             "flagged_users": summary.get("flagged_users", 0)}
 
 
+def notify_client(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
+                  environ: dict[str, str] | None = None, **send_options) -> dict:
+    """result_sender/: tell the client its sent results are ready (if it asked to be told), then mark it done.
+
+    Reads the manifest and summary back from the client's bucket, so what the client is told is
+    what it will find. A registry naming a secret variable that is not set is an error, not an
+    unsigned notification.
+    """
+    import os
+
+    from fraudcore.notify import results_ready, send
+
+    meta: dict = {"notified": False}
+    if client.notify_url:
+        env = os.environ if environ is None else environ
+        secret = None
+        if client.notify_secret_env:
+            secret = env.get(client.notify_secret_env)
+            if not secret:
+                raise RuntimeError(f"client {client.name} signs notifications with ${client.notify_secret_env}, "
+                                   "which is not set in the environment of the Luigi worker")
+        prefix = results_prefix(client, day)
+        summary = json.loads(store.get_bytes(client.bucket, prefix + "reports/summary.json"))
+        payload = results_ready(client.name, day, store.url(client.bucket, prefix),
+                                store.get_bytes(client.bucket, prefix + "_manifest.json"), summary)
+        answer = send(client.notify_url, payload, secret=secret, **send_options)
+        meta = {"notified": True, "status": answer["status"], "attempts": answer["attempts"],
+                "manifest_sha256": payload["manifest_sha256"]}
+    with atomic_dir(paths.stage("result_sender"), meta) as tmp:
+        write_json(tmp / "notification.json", meta)
+    return meta
+
+
 def labeling(paths: WorkPaths) -> dict:
     """labeling/: precision and recall of flagged users against the client's labels, if any."""
     from fraudcore.labeling import evaluate, read_labels

@@ -35,6 +35,8 @@ class ClientConfig:
     super_node_threshold: int = 50
     flag_threshold: int = 70
     cron_group: str = ""
+    notify_url: str = ""  # http(s) endpoint told when the day's results are sent ("" = nobody)
+    notify_secret_env: str = ""  # environment variable holding the HMAC secret of notifications
 
     @property
     def tz(self) -> ZoneInfo:
@@ -78,6 +80,10 @@ def _validate(cfg: ClientConfig, source: Path) -> None:
         ZoneInfo(cfg.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"{where}: unknown timezone {cfg.timezone!r}") from None
+    if cfg.notify_url and not re.match(r"^https?://[^/\s]+", cfg.notify_url):
+        raise ConfigError(f"{where}: notify_url must be an http(s) URL, got {cfg.notify_url!r}")
+    if cfg.notify_secret_env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", cfg.notify_secret_env):
+        raise ConfigError(f"{where}: notify_secret_env must name an environment variable (A-Z, 0-9, _)")
     bad = sorted(set(cfg.field_map.values()) - set(CANONICAL_FIELDS))
     if bad:
         raise ConfigError(f"{where}: field_map targets unknown fields {bad}")

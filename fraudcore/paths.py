@@ -17,7 +17,7 @@ DONE = "_DONE"
 STAGES = (
     "raw", "connector", "organized", "virtual_nodes", "dfe", "dfe_store", "campaigns", "user_stats",
     "risk", "event_join", "result_agg", "frontend_campaigns", "frontend_data", "frontend_report",
-    "results_staging", "ferry_batch", "ferry_cron", "labeling", "monitor",
+    "results_staging", "result_sender", "ferry_batch", "ferry_cron", "labeling", "monitor",
 )
 
 
