@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from shared_paths import results_checker
+from test_notify import Receiver
 
 from datagen.generator import generate_client_day
 from fraudbatch import services
@@ -172,6 +176,35 @@ def test_second_run_does_no_work(platform: Platform, finished_day) -> None:
     assert "ran successfully" not in again.stderr
     after = requests.get(f"{platform.dcluster_url}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
     assert len(_jobs(after)) == len(_jobs(before))
+
+
+def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(platform: Platform, finished_day,
+                                                                        tmp_path: Path) -> None:
+    assert finished_day.returncode == 0
+    receiver = Receiver()
+    try:
+        registry = yaml.safe_load((ROOT / "config" / "clients.yaml").read_text(encoding="utf-8"))
+        registry["clients"]["demo"].update(notify_url=receiver.url, notify_secret_env="DEMO_HOOK")
+        (tmp_path / "clients.yaml").write_text(yaml.safe_dump(registry), encoding="utf-8")
+        env = {**platform.env, "FRAUDBATCH_CLIENTS": str(tmp_path / "clients.yaml"), "DEMO_HOOK": "k3y"}
+        # The results are in the bucket but the client was never told (an older run, or a refusal).
+        shutil.rmtree(platform.var / "warehouse" / "demo" / DAY / "result_sender")
+        results = platform.results_dir("demo", DAY)
+        sent = {p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")}
+        argv = [str(BIN / "luigi"), "--module", "batch_tasks", "ResultSender", "--client=demo", f"--date={DAY}",
+                "--local-scheduler"]
+        run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        ((headers, body),) = receiver.requests
+        manifest = (results / "_manifest.json").read_bytes()
+        assert json.loads(body)["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+        assert headers["X-Fraudbatch-Signature"] == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+        # Notified without sending the results again.
+        assert {p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")} == sent
+        again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0 and len(receiver.requests) == 1
+    finally:
+        receiver.server.shutdown()
 
 
 def _jobs(doc) -> list:
