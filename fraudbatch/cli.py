@@ -7,6 +7,7 @@
     fraudbatch check --client C --date D
     fraudbatch bench [--events 1000000]
     fraudbatch maintenance [--keep-days 14]
+    fraudbatch jobs list|show|log|terminate …   (DCluster jobs; fraudbatch jobs --help)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from fraudbatch import services
+from fraudbatch import jobs_cli, services
 from fraudcore.clients import ConfigError, get_client, load_registry, parse_date
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("maintenance", help="daily cleanup of old warehouse data")
     m.add_argument("--keep-days", type=int, default=14)
     m.set_defaults(func=cmd_maintenance)
+
+    jobs_cli.add_parser(sub)
     return p
 
 
