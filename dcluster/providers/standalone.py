@@ -179,8 +179,7 @@ class StandaloneProvider(LocalProvider):
         try:
             doc = _get_json(f"{self.flink_url}/overview", self.status_timeout_s)
         except (OSError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            return {"url": self.flink_url, "reachable": False, "taskmanagers": 0, "error": str(reason)}
+            return {"url": self.flink_url, "reachable": False, "taskmanagers": 0, "error": _why(exc)}
         return {
             "url": self.flink_url,
             "reachable": True,
@@ -207,8 +206,7 @@ class StandaloneProvider(LocalProvider):
         try:
             doc = _get_json(f"{self.ui_url}/json/", self.status_timeout_s)
         except (OSError, ValueError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            return {"master": self.master_url, "reachable": False, "alive_workers": 0, "error": str(reason)}
+            return {"master": self.master_url, "reachable": False, "alive_workers": 0, "error": _why(exc)}
         workers = [w for w in doc.get("workers", []) if w.get("state") == "ALIVE"]
         return {
             "master": self.master_url,
@@ -225,6 +223,11 @@ def _get_json(url: str, timeout_s: float) -> dict[str, Any]:
     """GET a JSON document; OSError when it does not answer, ValueError when it is not JSON."""
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return json.load(resp)
+
+
+def _why(exc: Exception) -> str:
+    """What a failed status request ran into: a URL error's reason, else the error itself."""
+    return str(exc.reason if isinstance(exc, urllib.error.URLError) else exc)
 
 
 def _default_ui_url(master_url: str) -> str:
