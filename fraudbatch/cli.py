@@ -125,9 +125,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if local is not None:
             print(f"report:  {local / 'reports' / 'report.html'}")
             print(f"summary: {local / 'reports' / 'summary.json'}")
+            print(day_outcome(json.loads((local / "reports" / "summary.json").read_text(encoding="utf-8"))))
     else:
         print(f"\nthe run failed with exit code {code}; see the task log above and the Luigi UI history")
     return code
+
+
+def day_outcome(summary: dict) -> str:
+    """The day in two lines, from its summary.json: records in and out, users flagged, time per stage."""
+    s = summary
+    stages = s.get("stage_seconds") or {}
+    timing = ", ".join(f"{k} {v:g}" for k, v in stages.items() if k != "total" and v)
+    return (f"{s['client']} {s['date']}: {s['records_read']:,} records read, {s['records_accepted']:,} accepted, "
+            f"{s['records_quarantined']:,} quarantined; {s['users']:,} users, {s['flagged_users']:,} flagged, "
+            f"{s.get('fraud_rings', 0)} fraud rings among {s['campaigns']} campaigns\n"
+            f"seconds: {stages.get('total', 0):g} in total ({timing})")
 
 
 def _already_complete(client: str, date: str, task: str) -> bool:

@@ -203,3 +203,14 @@ def test_results_folder_passes_the_contract_checker(tmp_path):
     done = _check(root)
     assert done.returncode == 1
     assert "sha256 of frontend_data/timeline.json differs from the manifest" in done.stdout
+
+
+def test_demo_prints_the_day_in_two_lines():
+    from fraudbatch.cli import day_outcome
+
+    summary = {"client": "demo", "date": "2025-11-21", "records_read": 20000, "records_accepted": 19800,
+               "records_quarantined": 200, "users": 500, "flagged_users": 53, "fraud_rings": 5, "campaigns": 19,
+               "stage_seconds": {"ingest": 12.1, "results": 0.0, "aggregation": 46.3, "total": 58.4}}
+    assert day_outcome(summary) == (
+        "demo 2025-11-21: 20,000 records read, 19,800 accepted, 200 quarantined; 500 users, 53 flagged, "
+        "5 fraud rings among 19 campaigns\nseconds: 58.4 in total (ingest 12.1, aggregation 46.3)")
