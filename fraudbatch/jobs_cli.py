@@ -11,13 +11,13 @@ The service is DCLUSTER_URL, else http://127.0.0.1:8091 (the [dcluster] default 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dcluster_client.client import DClusterClient, DClusterError, JobStatus
+from fraudcore.audit import current_user
 
 DEFAULT_URL = "http://127.0.0.1:8091"
 COLUMNS = ("job_id", "client", "app", "state", "capacity", "attempts", "started", "exit", "message")
@@ -50,7 +50,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
     """Carry out one `jobs` action; 0 on success, 1 when DCluster refused or could not be reached."""
     url = args.url or os.environ.get("DCLUSTER_URL") or DEFAULT_URL
-    actor = getattr(args, "actor", None) or _user()
+    actor = getattr(args, "actor", None) or current_user()
     client = DClusterClient(url, timeout=10, retries=1, actor=actor)
     try:
         if args.action == "list":
@@ -118,10 +118,3 @@ def describe(job: JobStatus) -> str:
         lines.append("log tail")
         lines += [f"  {line}" for line in job.log_tail[-15:]]
     return "\n".join(lines)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"

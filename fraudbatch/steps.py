@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -234,8 +235,6 @@ def notify_client(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
     what it will find. A registry naming a secret variable that is not set is an error, not an
     unsigned notification.
     """
-    import os
-
     from fraudcore.notify import results_ready, send
 
     meta: dict = {"notified": False}

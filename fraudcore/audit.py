@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fraudcore.paths import atomic_write_bytes
+
 ANONYMOUS = "anonymous"
 
 
@@ -120,13 +122,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def current_user() -> str:
+    """The login name running this process (its uid when it has none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
 def operator() -> str:
     """Who started this process: user@host (the actor of a config_change)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+    return f"{current_user()}@{socket.gethostname()}"
 
 
 def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[str, Any], *,
@@ -154,9 +160,6 @@ def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[st
         "removed": sorted(before.keys() - current.keys()),
     }
     entry = audit.record("config_change", actor or operator(), source, detail)
-    path = Path(applied_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # saved after the entry: a crash in between records the change again, never loses it
+    # Saved after the entry: a crash in between records the change again, never loses it.
+    atomic_write_bytes(Path(applied_path), (json.dumps(current, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return entry

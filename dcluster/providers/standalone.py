@@ -22,6 +22,7 @@ from dcluster.models import Job, JobSpec
 from dcluster.providers.base import UnsupportedJob
 from dcluster.providers.local import AdoptedHandle, Launch, LocalHandle, LocalProvider
 from dcluster.settings import DClusterSettings
+from jobs.flink.common import JOB_TAG
 
 DEFAULT_UI_PORT = 8090  # scripts/spark-cluster.sh's default; 8080 is often taken on a workstation
 UI_PORT_ENV = "SPARK_CLUSTER_UI_PORT"  # the same variable scripts/spark-cluster.sh reads
@@ -32,7 +33,6 @@ class ClusterUnavailable(UnsupportedJob):
 
 
 FLINK_CLUSTER = "flink-cluster"  # launcher name of a run submitted to the Flink session cluster
-FLINK_JOB_TAG = "[dcluster:{job_id}]"  # jobs/flink/common.job_name ends the cluster job's name with it
 FLINK_ACTIVE = frozenset({"INITIALIZING", "CREATED", "RUNNING", "FAILING", "RESTARTING", "RECONCILING"})
 
 
@@ -144,7 +144,7 @@ class StandaloneProvider(LocalProvider):
 
     def cancel_flink_jobs(self, job_id: str) -> list[str]:
         """Cancel the active Flink cluster jobs of DCluster job `job_id`; their Flink ids (none if unreachable)."""
-        tag = FLINK_JOB_TAG.format(job_id=job_id)
+        tag = JOB_TAG.format(job_id=job_id)
         try:
             jobs = _get_json(f"{self.flink_url}/jobs/overview", self.status_timeout_s).get("jobs", [])
         except (OSError, ValueError):

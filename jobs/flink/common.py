@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
 
 PARALLELISM_ENV = "FRAUDBATCH_FLINK_PARALLELISM"
+# Ends the Flink job's name when DCluster runs it; the standalone provider cancels a terminated
+# job's work on the session cluster by it (dcluster/providers/standalone.py).
+JOB_TAG = "[dcluster:{job_id}]"
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: jobs/ and fraudcore/ for the Python workers
 
 
@@ -35,13 +38,9 @@ def batch_env(app: str) -> StreamExecutionEnvironment:
 
 
 def job_name(*parts: str) -> str:
-    """The Flink job's name: its parts, tagged with the DCluster job id when DCluster runs it.
-
-    The standalone provider finds a terminated job's work on the Flink session cluster by this
-    tag (dcluster/providers/standalone.py, FLINK_JOB_TAG) and cancels it there.
-    """
+    """The Flink job's name: its parts, then JOB_TAG with the DCluster job id when DCluster runs it."""
     job_id = os.environ.get("DCLUSTER_JOB_ID")
-    return " ".join(parts) + (f" [dcluster:{job_id}]" if job_id else "")
+    return " ".join((*parts, JOB_TAG.format(job_id=job_id)) if job_id else parts)
 
 
 def worker_error(exc: BaseException) -> str:
