@@ -16,8 +16,9 @@ from pathlib import Path
 
 import luigi
 
-from batch_tasks.config import batch_tasks, dcluster, tables
+from batch_tasks.config import batch_tasks, dcluster, objectstore, tables
 from batch_tasks.params import ClientParameter, DayParameter
+from batch_tasks.targets import StageTarget, listing, raw_is_current
 from fraudcore.clients import ClientConfig, get_client
 from fraudcore.paths import WorkPaths
 
@@ -48,14 +49,22 @@ class ClientDayTask(luigi.Task):
 
     def output(self):
         # Wrapper and external tasks have no stage of their own.
-        return luigi.LocalTarget(str(self.paths.done(self.stage))) if self.stage else []
+        return StageTarget(self.paths, self.stage, self.current_input) if self.stage else []
+
+    def input_listing(self) -> list:
+        """The day's input as listed once in this run (bucket prefix and inbox)."""
+        return listing(objectstore().store(), self.client_config, self.date, self.paths)
+
+    def current_input(self) -> str | None:
+        """Id of the input snapshot the day's stages must be made from; None while raw/ is stale."""
+        return raw_is_current(self.paths, self.input_listing)
 
     def stage_dir(self, name: str | None = None) -> Path:
         return self.paths.stage(name or self.stage)
 
     def done_meta(self) -> dict:
         """The metadata the stage wrote into its _DONE marker (counts, seconds)."""
-        text = Path(self.output().path).read_text(encoding="utf-8").strip()
+        text = Path(self.paths.done(self.stage)).read_text(encoding="utf-8").strip()
         return json.loads(text) if text else {}
 
     def day_kwargs(self) -> dict:
@@ -119,8 +128,7 @@ def _record(task: ClientDayTask, status: str, seconds: float, message: str = "")
     from storage.tables import RunRecord
 
     rows: dict[str, int] = {}
-    out = task.output()
-    if status == "DONE" and isinstance(out, luigi.LocalTarget) and out.exists():
+    if status == "DONE" and task.stage and task.paths.done(task.stage).is_file():
         try:
             rows = _rows_from(task.done_meta())
         except (OSError, ValueError):

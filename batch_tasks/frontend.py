@@ -47,7 +47,7 @@ class FrontendResultGenerator(ClientDayTask):
             seconds = steps.latest_task_seconds(store, self.client, self.date)
         finally:
             store.close()
-        steps.frontend_report(self.paths, seconds, run_id(), steps.code_version())
+        steps.frontend_report(self.paths, self.client_config, seconds, run_id(), steps.code_version())
 
 
 class FrontendResultWriter(ClientDayTask):

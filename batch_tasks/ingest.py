@@ -17,7 +17,7 @@ class RawClientDay(luigi.ExternalTask, ClientDayTask):
 
     def complete(self) -> bool:
         store = objectstore().store()
-        found = bool(steps.raw_data_keys(store, self.client_config, self.date))
+        found = bool(steps.raw_data_keys(store, self.client_config, self.date, self.input_listing()))
         if not found:
             logger.warning("no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
                            self.client, self.date, store.url(self.client_config.bucket,
@@ -26,7 +26,11 @@ class RawClientDay(luigi.ExternalTask, ClientDayTask):
 
 
 class Fetcher(ClientDayTask):
-    """Connector, part 1: copy the day's raw files from the client's bucket into the warehouse."""
+    """Connector, part 1: copy the day's raw files from the client's bucket into the warehouse.
+
+    Complete while raw/ holds the day's input as the bucket lists it now; a file that lands or
+    changes later makes it stale, and the next run copies what changed (the rest is reused).
+    """
 
     stage = "raw"
 
@@ -35,8 +39,12 @@ class Fetcher(ClientDayTask):
 
     def run(self) -> None:
         meta = steps.fetch_raw(objectstore().store(), self.client_config, self.date, self.paths,
-                               progress=self._progress)
-        self.set_status_message(f"fetched {meta['data_files']} data files, {meta['bytes']} bytes")
+                               listing=self.input_listing(), progress=self._progress)
+        changes = meta["changes"]
+        what = (f"{changes['added']} added, {changes['changed']} changed, {changes['removed']} removed "
+                "since the last fetch; " if changes else "")
+        self.set_status_message(f"{what}downloaded {meta['downloaded']} files, reused {meta['reused']}; "
+                                f"{meta['data_files']} data files, {meta['bytes']} bytes")
 
     def _progress(self, done: int, total: int) -> None:
         self.set_progress_percentage(int(100 * done / max(total, 1)))

@@ -9,7 +9,7 @@ from batch_tasks.config import objectstore, tables
 from batch_tasks.ferry import BatchFeaturePlatformFerry
 from batch_tasks.frontend import FrontendResultWriter
 from batch_tasks.ingest import Fetcher
-from batch_tasks.targets import ObjectTarget
+from batch_tasks.targets import ResultsTarget
 from fraudbatch import steps
 
 
@@ -27,8 +27,8 @@ class ResultSender(ClientDayTask):
         return FrontendResultWriter(**self.day_kwargs())
 
     def output(self):
-        return {"results": ObjectTarget(self.client_config.bucket,
-                                        steps.results_prefix(self.client_config, self.date) + "_SUCCESS"),
+        return {"results": ResultsTarget(self.client_config.bucket,
+                                         steps.results_prefix(self.client_config, self.date), self.current_input),
                 "notified": super().output()}
 
     def run(self) -> None:

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fraudcore import snapshot
 from fraudcore.clients import ClientConfig
-from fraudcore.paths import WorkPaths, atomic_dir, read_json, write_json
+from fraudcore.paths import DONE, WorkPaths, done_meta, is_done, read_json, write_json
+from fraudcore.snapshot import INBOX, InputFile
 
 DATA_FOLDERS = ("logs", "events", "transactions")
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz", ".csv.gz")
 Progress = Callable[[int, int], None]
 
 
@@ -29,30 +30,86 @@ def results_prefix(client: ClientConfig, day: dt.date) -> str:
     return f"results/{client.name}/{day.isoformat()}/"
 
 
-def raw_data_keys(store, client: ClientConfig, day: dt.date) -> list[str]:
-    """Keys of the client-day's raw data files (labels excluded); empty when none landed."""
+def raw_data_keys(store, client: ClientConfig, day: dt.date,
+                  listing: list[InputFile] | None = None) -> list[str]:
+    """Keys (relative to the day's prefix) of the day's raw data files; empty when none landed."""
+    files = listing if listing is not None else list_input(store, client, day)
+    return sorted(f.key for f in files if f.from_bucket and f.key.split("/", 1)[0] in DATA_FOLDERS
+                  and not f.key.endswith("/"))
+
+
+def list_input(store, client: ClientConfig, day: dt.date, paths: WorkPaths | None = None,
+               now: dt.datetime | None = None) -> list[InputFile]:
+    """The day's input as it is now: one listing of rawdata/{client}/{date}/, plus the inbox.
+
+    The inbox (records other days' files carried for this day) is read from the warehouse
+    when `paths` is given; each of its folders is one entry whose version is its content digest.
+    Once the day's close time has passed the listing also holds the @closed entry, so the
+    results made before the close are made again, final.
+    """
     prefix = raw_prefix(client, day)
-    keys = []
-    for folder in DATA_FOLDERS:
-        for info in store.list(client.bucket, prefix + folder + "/"):
-            if info.key.endswith(DATA_SUFFIXES):
-                keys.append(info.key)
-    return sorted(keys)
+    files = [InputFile(i.key[len(prefix):], i.size, i.version)
+             for i in store.list(client.bucket, prefix) if not i.key.endswith("/")]
+    if paths is not None:
+        files += inbox_files(paths)
+    files += snapshot.closed_entry(client, day, now or dt.datetime.now(dt.UTC))
+    return sorted(files)
+
+
+def inbox_files(paths: WorkPaths) -> list[InputFile]:
+    """One entry per complete inbox/from-{date}/ folder of the client-day."""
+    out = []
+    if paths.inbox.is_dir():
+        for folder in sorted(paths.inbox.iterdir()):
+            if folder.name.startswith("from-") and is_done(folder):
+                meta = done_meta(folder)
+                version = str(meta.get("digest") or (folder / DONE).stat().st_mtime_ns)
+                out.append(InputFile(f"{INBOX}{folder.name}", int(meta.get("rows", 0)), version))
+    return out
 
 
 def fetch_raw(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
-              progress: Progress | None = None) -> dict:
-    """Copy rawdata/{client}/{date}/ from the client's bucket into the warehouse raw/ stage."""
-    from storage.transfer import download_prefix
+              listing: list[InputFile] | None = None, progress: Progress | None = None) -> dict:
+    """Copy rawdata/{client}/{date}/ from the client's bucket into the warehouse raw/ stage.
 
+    Files unchanged since the previous snapshot are taken from the previous raw/ copy; only
+    new and changed files are downloaded. raw/_DONE holds the snapshot (every input entry
+    with its size and version) and its id, which the later stages record as their input.
+    """
+    from storage.transfer import download_keys
+
+    listing = sorted(listing if listing is not None else list_input(store, client, day, paths))
+    bucket_files = [f for f in listing if f.from_bucket]
+    if not raw_data_keys(store, client, day, listing):
+        raise FileNotFoundError(
+            f"no raw data files under {store.url(client.bucket, raw_prefix(client, day))}")
+    old_dir = paths.stage("raw")
+    previous = {f.key: f for f in snapshot.from_doc(done_meta(old_dir).get("snapshot"))}
+    prefix = raw_prefix(client, day)
     meta: dict = {}
-    with atomic_dir(paths.stage("raw"), meta) as tmp:
-        files = download_prefix(store, client.bucket, raw_prefix(client, day), tmp, progress=progress)
-        data = [f for f in files if f.relative_to(tmp).parts[0] in DATA_FOLDERS]
-        if not data:
-            raise FileNotFoundError(
-                f"no raw data files under {store.url(client.bucket, raw_prefix(client, day))}")
-        meta.update(files=len(files), data_files=len(data), bytes=sum(f.stat().st_size for f in files))
+    with paths.output("raw", meta) as tmp:
+        reused, wanted = [], []
+        for f in bucket_files:
+            old = previous.get(f.key)
+            kept = old_dir / f.key
+            if old is not None and (old.size, old.version) == (f.size, f.version) and kept.is_file():
+                target = tmp / f.key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(kept, target)  # the old copy's bytes, neither downloaded nor copied
+                except OSError:
+                    shutil.copy2(kept, target)
+                reused.append(f.key)
+            else:
+                wanted.append(f.key)
+        download_keys(store, client.bucket, [prefix + k for k in wanted], prefix, tmp, progress=progress)
+        changes = snapshot.diff(previous.values(), listing) if previous else None
+        meta.update(
+            files=len(bucket_files), data_files=len(raw_data_keys(store, client, day, listing)),
+            bytes=sum(f.size for f in bucket_files), downloaded=len(wanted), reused=len(reused),
+            input=snapshot.snapshot_id(listing), snapshot=snapshot.to_doc(listing), fetched_at=time.time(),
+            changes=changes.counts() if changes is not None else {},
+        )
     return meta
 
 
@@ -69,7 +126,7 @@ def store_dfe(paths: WorkPaths, table_store, client: ClientConfig, chunk: int = 
     rows = read_parquet_rows(paths.stage("dfe") / "vectors")
     written = 0
     meta: dict = {}
-    with atomic_dir(paths.stage("dfe_store"), meta):
+    with paths.output("dfe_store", meta):
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             written += table_store.write_dfe(client.name, [
@@ -122,7 +179,7 @@ def frontend_campaigns(paths: WorkPaths) -> dict:
         node_info = {n["node_id"]: n for n in ds.dataset(str(vn / "nodes"), format="parquet").to_table(
             filter=ds.field("node_id").isin(wanted)).to_pylist()}
     meta: dict = {}
-    with atomic_dir(paths.stage("frontend_campaigns"), meta) as tmp:
+    with paths.output("frontend_campaigns", meta) as tmp:
         write_json(tmp / "campaigns.json", campaign_list(campaigns))
         for c in chosen:
             mine = set(c["members"])
@@ -140,7 +197,7 @@ def frontend_data(paths: WorkPaths, client: ClientConfig) -> dict:
     joined = read_json(paths.stage("event_join") / "stats.json")
     scores = [int(r["risk_score"]) for r in _risk_rows(paths)]
     meta: dict = {}
-    with atomic_dir(paths.stage("frontend_data"), meta) as tmp:
+    with paths.output("frontend_data", meta) as tmp:
         write_json(tmp / "timeline.json",
                    hourly_timeline(organized["per_hour"], joined["per_hour"], client.timezone))
         write_json(tmp / "score_distribution.json", score_distribution(scores, client.flag_threshold))
@@ -148,14 +205,30 @@ def frontend_data(paths: WorkPaths, client: ClientConfig) -> dict:
     return meta
 
 
-def frontend_report(paths: WorkPaths, task_seconds: dict[str, float], run_id: str,
+def day_state(paths: WorkPaths, client: ClientConfig) -> dict:
+    """Whether the fetched day is final and complete: final, closes_at, final_reason, partial, input_snapshot.
+
+    Decided by the input snapshot alone (its ready marker and @closed entry, the connector's
+    whole-file quarantines), so the same snapshot always gives the same answer.
+    """
+    raw = done_meta(paths.stage("raw"))
+    keys = [f.key for f in snapshot.from_doc(raw.get("snapshot"))]
+    state = snapshot.closure(client, paths.date, keys).as_dict()
+    connector = paths.stage("connector") / "stats.json"
+    stats = read_json(connector) if connector.is_file() else {}
+    state.update(partial=bool(stats.get("partial", False)), input_snapshot=raw.get("input"))
+    return state
+
+
+def frontend_report(paths: WorkPaths, client: ClientConfig, task_seconds: dict[str, float], run_id: str,
                     code_version: str) -> dict:
-    """frontend_report/: summary.json (with stage times so far) and the HTML report."""
+    """frontend_report/: summary.json (with stage times so far and the day's state) and the HTML report."""
     from fraudcore.report import render_report
     from fraudcore.results import stage_seconds
 
     summary = dict(read_json(paths.stage("result_agg") / "summary.json"))
-    summary.update(stage_seconds=stage_seconds(task_seconds), run_id=run_id, code_version=code_version)
+    summary.update(stage_seconds=stage_seconds(task_seconds), run_id=run_id, code_version=code_version,
+                   **day_state(paths, client))
     fc = paths.stage("frontend_campaigns")
     campaigns = read_json(fc / "campaigns.json")
     top = next((c for c in campaigns["campaigns"] if c.get("is_fraud_ring")), None)
@@ -165,7 +238,7 @@ def frontend_report(paths: WorkPaths, task_seconds: dict[str, float], run_id: st
     html = render_report(summary, campaigns, read_json(fd / "timeline.json"),
                          read_json(fd / "score_distribution.json"), graph, labeling)
     meta: dict = {}
-    with atomic_dir(paths.stage("frontend_report"), meta) as tmp:
+    with paths.output("frontend_report", meta) as tmp:
         write_json(tmp / "summary.json", summary)
         (tmp / "report.html").write_text(html, encoding="utf-8")
         meta.update(report_bytes=len(html.encode("utf-8")))
@@ -182,7 +255,7 @@ def assemble_results(paths: WorkPaths) -> dict:
     from fraudcore.results import write_risk_scores_csv_gz
 
     meta: dict = {}
-    with atomic_dir(paths.stage("results_staging"), meta) as tmp:
+    with paths.output("results_staging", meta) as tmp:
         rows = write_risk_scores_csv_gz(_risk_rows(paths), tmp / "risk_scores" / "risk_scores.csv.gz")
         (tmp / "reports").mkdir()
         for name in ("summary.json", "report.html"):
@@ -212,6 +285,8 @@ def send_results(store, client: ClientConfig, day: dt.date, paths: WorkPaths, ru
     summary["run_id"] = run_id
     write_json(summary_path, summary)
     manifest = build_manifest(outbox, run_id, code_version, client.name, day.isoformat())
+    state = {k: summary.get(k) for k in ("final", "partial", "input_snapshot")}
+    manifest.update(state, version=_next_version(store, client, day, state["input_snapshot"]))
     problems = verify_manifest(outbox, manifest)
     if problems:
         raise RuntimeError("results failed their own manifest check: " + "; ".join(problems))
@@ -225,6 +300,19 @@ def send_results(store, client: ClientConfig, day: dt.date, paths: WorkPaths, ru
     shutil.rmtree(outbox)
     return {"files": len(keys), "url": store.url(client.bucket, prefix), "users": summary.get("users", 0),
             "flagged_users": summary.get("flagged_users", 0)}
+
+
+def _next_version(store, client: ClientConfig, day: dt.date, input_snapshot: str | None) -> int:
+    """Version of the results about to be sent: one more than the sent ones, the same for the same input."""
+    key = results_prefix(client, day) + "_manifest.json"
+    from storage.errors import ObjectNotFound
+
+    try:
+        sent = json.loads(store.get_bytes(client.bucket, key))
+    except (ObjectNotFound, ValueError):  # nothing sent yet, or a manifest the new one replaces
+        return 1
+    version = int(sent.get("version", 1))
+    return version if sent.get("input_snapshot") == input_snapshot else version + 1
 
 
 def notify_client(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
@@ -253,7 +341,7 @@ def notify_client(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
         answer = send(client.notify_url, payload, secret=secret, **send_options)
         meta = {"notified": True, "status": answer["status"], "attempts": answer["attempts"],
                 "manifest_sha256": payload["manifest_sha256"]}
-    with atomic_dir(paths.stage("result_sender"), meta) as tmp:
+    with paths.output("result_sender", meta) as tmp:
         write_json(tmp / "notification.json", meta)
     return meta
 
@@ -270,7 +358,7 @@ def labeling(paths: WorkPaths) -> dict:
     doc = {"label_files": len(label_files)}
     doc.update(evaluate(predictions, labels) if labels else {"labelled_users": 0, "note": "no labels"})
     meta: dict = {}
-    with atomic_dir(paths.stage("labeling"), meta) as tmp:
+    with paths.output("labeling", meta) as tmp:
         write_json(tmp / "labeling.json", doc)
         meta.update({k: v for k, v in doc.items() if isinstance(v, int)})
     return meta
@@ -288,7 +376,7 @@ def monitor(paths: WorkPaths, table_store, client: ClientConfig, day: dt.date) -
     table_store.write_result(client.name, f"daily-{day.isoformat()}", "monitor",
                              json.dumps(doc, sort_keys=True), int(time.time() * 1000))
     meta: dict = {}
-    with atomic_dir(paths.stage("monitor"), meta) as tmp:
+    with paths.output("monitor", meta) as tmp:
         write_json(tmp / "monitor.json", doc)
         meta.update(tasks=len(latest), failed=len(doc["failed"]))
     return meta
@@ -310,7 +398,7 @@ def ferry_batch(paths: WorkPaths, fp, client: ClientConfig, day: dt.date, batch_
 
     records = load_virtual_node_records(paths.stage("virtual_nodes"))
     meta: dict = {}
-    with atomic_dir(paths.stage("ferry_batch"), meta):
+    with paths.output("ferry_batch", meta):
         report = ferry_batches(fp, client.name, day.isoformat(), records, batch_size=batch_size,
                                progress=(lambda _b, _t, sent: progress(sent, len(records)))
                                if progress else None)
@@ -324,7 +412,7 @@ def ferry_cron(paths: WorkPaths, fp, client: ClientConfig, window_minutes: int) 
 
     records = recent_window(load_virtual_node_records(paths.stage("virtual_nodes")), window_minutes)
     meta: dict = {}
-    with atomic_dir(paths.stage("ferry_cron"), meta):
+    with paths.output("ferry_cron", meta):
         meta.update(_report_dict(ferry_realtime(fp, client.name, records)))
     return meta
 

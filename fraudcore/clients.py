@@ -16,7 +16,15 @@ CANONICAL_FIELDS = (
     "event_id", "user_id", "event_time", "event_type", "ip", "device_id", "browser_fingerprint",
     "user_agent", "email", "email_domain", "phone", "amount", "currency", "country", "merchant_id",
 )
+# The event types the features understand (fraudcore/features.py); a client's own vocabulary
+# is mapped onto these by its registry entry's event_types.
+CANONICAL_EVENT_TYPES = (
+    "login", "login_failed", "logout", "page_view", "signup", "password_change", "transaction",
+)
+BAD_FILE_POLICIES = ("quarantine", "fail")
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "clients.yaml"
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(ValueError):
@@ -37,16 +45,32 @@ class ClientConfig:
     cron_group: str = ""
     notify_url: str = ""  # http(s) endpoint told when the day's results are sent ("" = nobody)
     notify_secret_env: str = ""  # environment variable holding the HMAC secret of notifications
+    event_types: dict[str, str] = field(default_factory=dict)  # client value -> canonical event type
+    on_bad_file: str = "quarantine"  # quarantine: the day completes, partial | fail: the day fails
+    close_after: str = "2h"  # a day is final this long after the end of the client's local day
+    ready_marker: str = "_READY"  # rawdata/{client}/{date}/<this> written by the client closes the day
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def close_after_s(self) -> int:
+        """close_after in seconds."""
+        return parse_duration(self.close_after)
+
+    def local_date(self, instant: dt.datetime) -> dt.date:
+        """The client-local calendar date of an aware instant."""
+        return instant.astimezone(self.tz).date()
 
     def day_window_ms(self, day: dt.date) -> tuple[int, int]:
         """[start, end) of the client-day in epoch milliseconds, in the client's timezone."""
         start = dt.datetime.combine(day, dt.time(), tzinfo=self.tz)
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=self.tz)
         return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+_FIELD_NAMES = {f for f in ClientConfig.__dataclass_fields__ if f != "name"}
 
 
 def registry_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -64,6 +88,10 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clien
     out: dict[str, ClientConfig] = {}
     for name, entry in (doc.get("clients") or {}).items():
         merged = {**defaults, **(entry or {})}
+        unknown = sorted(set(merged) - _FIELD_NAMES)
+        if unknown:
+            raise ConfigError(f"{p}: client {name!r}: unknown keys {unknown}; "
+                              f"known: {', '.join(sorted(_FIELD_NAMES))}")
         cfg = ClientConfig(name=name, **merged)
         _validate(cfg, p)
         out[name] = cfg
@@ -87,6 +115,28 @@ def _validate(cfg: ClientConfig, source: Path) -> None:
     bad = sorted(set(cfg.field_map.values()) - set(CANONICAL_FIELDS))
     if bad:
         raise ConfigError(f"{where}: field_map targets unknown fields {bad}")
+    if not isinstance(cfg.event_types, dict):
+        raise ConfigError(f"{where}: event_types must map the client's values to canonical event types")
+    bad = sorted(set(cfg.event_types.values()) - set(CANONICAL_EVENT_TYPES))
+    if bad:
+        raise ConfigError(f"{where}: event_types maps to unknown event types {bad}; "
+                          f"known: {', '.join(CANONICAL_EVENT_TYPES)}")
+    if cfg.on_bad_file not in BAD_FILE_POLICIES:
+        raise ConfigError(f"{where}: on_bad_file must be one of {', '.join(BAD_FILE_POLICIES)}")
+    try:
+        parse_duration(cfg.close_after)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: close_after: {exc}") from None
+    if not cfg.ready_marker or "/" in cfg.ready_marker:
+        raise ConfigError(f"{where}: ready_marker must be a file name (no '/'), got {cfg.ready_marker!r}")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds of a duration such as '90s', '30m', '2h' or '1d'."""
+    m = _DURATION_RE.match(str(text))
+    if not m:
+        raise ValueError(f"expected a duration such as 30m, 2h or 1d, got {text!r}")
+    return int(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
 def get_client(name: str, path: str | os.PathLike[str] | None = None) -> ClientConfig:

@@ -41,9 +41,42 @@ class WorkPaths:
     def done(self, name: str) -> Path:
         return self.stage(name) / DONE
 
+    @property
+    def inbox(self) -> Path:
+        """Records of this client-day found in other days' files: inbox/from-{date}/ per source day."""
+        return self.root / "inbox"
+
+    def input_id(self) -> str | None:
+        """Id of the input snapshot the raw/ stage holds (None before the first fetch)."""
+        return done_meta(self.stage("raw")).get("input")
+
+    @contextlib.contextmanager
+    def output(self, name: str, meta: dict | None = None) -> Iterator[Path]:
+        """atomic_dir of stage `name`, its _DONE stamped with the input snapshot it derives from.
+
+        Every stage but raw/ records raw/'s input id, so a stage made from an older snapshot of
+        the bucket reads as stale once raw/ is fetched again (batch_tasks.targets.StageTarget).
+        """
+        input_id = self.input_id()
+        stamped: dict = {}  # filled after the block, as the caller may fill `meta` in it
+        with atomic_dir(self.stage(name), stamped) as tmp:
+            yield tmp
+            stamped.update(meta or {})
+            if name != "raw":
+                stamped["input"] = input_id
+
 
 def is_done(stage_dir: Path) -> bool:
     return (Path(stage_dir) / DONE).is_file()
+
+
+def done_meta(stage_dir: Path) -> dict:
+    """The metadata in a stage's _DONE marker; {} when the stage has none (or an empty one)."""
+    try:
+        text = (Path(stage_dir) / DONE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return {}
+    return json.loads(text) if text else {}
 
 
 @contextlib.contextmanager

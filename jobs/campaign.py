@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.campaigns import build_campaign, find_groups, member_record, sort_campaigns
-from fraudcore.paths import atomic_dir, is_done, write_json
+from fraudcore.paths import is_done, write_json
 from fraudcore.scoring import merge_windows
 from jobs.common import JobContext, run_main
 
@@ -118,7 +118,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
         "members": sum(c["size"] for c in campaigns),
     }
     meta: dict = dict(stats)
-    with atomic_dir(ctx.paths.stage("campaigns"), meta) as tmp:
+    with ctx.paths.output("campaigns", meta) as tmp:
         write_json(tmp / "campaigns.json", campaigns)
         write_members(tmp / "members", campaigns)
         write_json(tmp / "stats.json", stats)

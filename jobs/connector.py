@@ -20,7 +20,7 @@ from fraudcore.ingest import (
     process_file,
     reconcile,
 )
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.common import (
     EVENT_FIELDS,
     events_schema,
@@ -139,7 +139,7 @@ def run(argv: list[str]) -> int:
         stats = connector_stats(sorted((json.loads(m) for kind, m in meta if kind == "file"),
                                        key=lambda s: s["source_file"]))
 
-        with atomic_dir(ctx.paths.stage("connector"), stats) as tmp:
+        with ctx.paths.output("connector", stats) as tmp:
             events = plain_strings(tagged.where(F.col("kind") == "event").select(F.inline("events")))
             events.write.parquet(str(tmp / "events"))
             quarantine = tagged.where(F.col("kind") == "quarantine").select(F.inline("quarantine"))

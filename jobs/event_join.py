@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.campaign import require_done
 from jobs.common import EVENT_FIELDS, JobContext, read_organized_events, run_main
 
@@ -44,7 +44,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     # shuffling the day's events.
     joined = events.join(F.broadcast(flagged), "user_id").select(*EVENT_FIELDS, "hour", "risk_score", "campaign_id")
     meta: dict = {}
-    with atomic_dir(ctx.paths.stage("event_join"), meta) as tmp:
+    with ctx.paths.output("event_join", meta) as tmp:
         out = str(tmp / "flagged_events")
         joined.orderBy(*OUTPUT_ORDER).write.parquet(out)
         hours = [(r["hour"], r["count"]) for r in spark.read.parquet(out).groupBy("hour").count().collect()]

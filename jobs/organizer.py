@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fraudcore.organize import DUPLICATE_ORDER, check_organizer_stats, organizer_stats
-from fraudcore.paths import atomic_dir, is_done, write_json
+from fraudcore.paths import is_done, write_json
 from jobs.common import (
     EVENT_FIELDS,
     events_schema,
@@ -49,7 +49,7 @@ def run(argv: list[str]) -> int:
                   for r in ranked.groupBy("_dup", "_late", "hour").count().collect()]
         stats = organizer_stats(events.count(), groups)
         kept = ranked.filter(~F.col("_dup"))
-        with atomic_dir(ctx.paths.stage("organized"), stats) as tmp:
+        with ctx.paths.output("organized", stats) as tmp:
             (kept.filter(~F.col("_late")).select(*EVENT_FIELDS, "hour")
              .repartition("hour").sortWithinPartitions("hour", *OUTPUT_ORDER)
              .write.partitionBy("hour").parquet(str(tmp / "events")))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.features import FEATURE_NAMES, GRAPH_KEYS, time_ordered, user_features
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.common import JobContext, map_rows, read_organized_events, run_main
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     vectors = map_rows(per_user, vector, vectors_schema())
     meta: dict = {"window_start_ms": day_start_ms}
     started = time.monotonic()
-    with atomic_dir(ctx.paths.stage("dfe"), meta) as tmp:
+    with ctx.paths.output("dfe", meta) as tmp:
         out = str(Path(tmp) / "vectors")
         vectors.orderBy("user_id").write.parquet(out)
         users = spark.read.parquet(out).count()

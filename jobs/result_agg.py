@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from fraudcore.paths import atomic_dir, read_json, write_json
+from fraudcore.paths import read_json, write_json
 from fraudcore.summary import build_summary
 from jobs.campaign import require_done
 from jobs.common import JobContext, client_day_main, read_parquet_rows
@@ -34,7 +34,7 @@ def run(ctx: JobContext) -> str:
         read_json_list(p.stage("campaigns") / "campaigns.json"),
     )
     meta: dict = {}
-    with atomic_dir(p.stage("result_agg"), meta) as tmp:
+    with p.output("result_agg", meta) as tmp:
         write_json(tmp / "summary.json", summary)
         meta.update(users=summary["users"], flagged_users=summary["flagged_users"],
                     seconds=round(time.monotonic() - started, 3))

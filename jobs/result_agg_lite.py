@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudcore.paths import atomic_dir, read_json, write_json
+from fraudcore.paths import read_json, write_json
 from fraudcore.scoring import merge_windows, risk_row
 from jobs.campaign import feature_windows, require_done
 from jobs.common import JobContext, map_rows, run_main
@@ -91,7 +91,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     threshold = ctx.client.flag_threshold
     scored = map_rows(joined, lambda row: score_row(row, campaigns, threshold), risk_schema())
     meta: dict = {}
-    with atomic_dir(ctx.paths.stage("risk"), meta) as tmp:
+    with ctx.paths.output("risk", meta) as tmp:
         out = str(tmp / "scores")
         # One sorted file: the table is one narrow row per user, and a single file keeps the
         # output order (and so the results CSV built from it) deterministic.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.features import USER_STATS_FIELDS, user_stats
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.common import JobContext, map_rows, read_organized_events, run_main
 from jobs.rawlogconverter import events_by_user, user_events
 
@@ -43,7 +43,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     )
     meta: dict = {}
     started = time.monotonic()
-    with atomic_dir(ctx.paths.stage("user_stats"), meta) as tmp:
+    with ctx.paths.output("user_stats", meta) as tmp:
         out = str(Path(tmp) / "stats")
         rows.orderBy("user_id").write.parquet(out)
         agg = spark.read.parquet(out).agg(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudcore.graph import HEXTET_PATTERN, IPV4_PATTERN, NODE_TYPES, WHITESPACE
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.common import JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     events = read_organized_events(spark, ctx)
     meta: dict = {"super_node_threshold": threshold}
     started = time.monotonic()
-    with atomic_dir(ctx.paths.stage("virtual_nodes"), meta) as tmp:
+    with ctx.paths.output("virtual_nodes", meta) as tmp:
         nodes, edges = build_graph(events, threshold)
         nodes.write.parquet(str(Path(tmp) / "nodes"))
         edges.write.parquet(str(Path(tmp) / "edges"))

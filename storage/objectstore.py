@@ -7,7 +7,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,10 +29,15 @@ _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass(frozen=True, order=True)
 class ObjectInfo:
-    """One stored object: its key and size in bytes."""
+    """One stored object: its key, size in bytes, and a version that changes when it is rewritten.
+
+    The version is the S3 ETag, or the file's modification time in nanoseconds for the local
+    backend. It is left out of comparisons, so listings compare by key and size alone.
+    """
 
     key: str
     size: int
+    version: str = field(default="", compare=False)
 
 
 @runtime_checkable
@@ -147,10 +152,10 @@ class LocalObjectStore:
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if key.startswith(prefix):
                     try:
-                        size = os.stat(os.path.join(dirpath, name)).st_size
+                        st = os.stat(os.path.join(dirpath, name))
                     except FileNotFoundError:  # deleted while we walked
                         continue
-                    out.append(ObjectInfo(key, size))
+                    out.append(ObjectInfo(key, st.st_size, str(st.st_mtime_ns)))
         out.sort()
         return out
 
@@ -295,7 +300,8 @@ class S3ObjectStore:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
-                out.extend(ObjectInfo(o["Key"], int(o["Size"])) for o in page.get("Contents", ()))
+                out.extend(ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+                           for o in page.get("Contents", ()))
         except Exception as exc:
             raise self._error(exc, "listing of", bucket, prefix) from exc
         out.sort()

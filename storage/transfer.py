@@ -29,17 +29,32 @@ def download_prefix(
     into a fresh (temporary) folder when they need an exact mirror.
     """
     base = _dir_prefix(prefix)
-    dest = Path(dest_dir)
     # Zero-byte "folder" placeholders (keys ending in "/") that S3 consoles create hold no data.
-    infos = [i for i in store.list(bucket, base) if not i.key.endswith("/")]
+    keys = [i.key for i in store.list(bucket, base) if not i.key.endswith("/")]
+    return download_keys(store, bucket, keys, base, dest_dir, progress=progress)
+
+
+def download_keys(
+    store: ObjectStore,
+    bucket: str,
+    keys: Sequence[str],
+    prefix: str,
+    dest_dir: str | os.PathLike[str],
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Local copies, sorted, of the named objects under the folder `prefix`, at their paths relative to it."""
+    base = _dir_prefix(prefix)
+    dest = Path(dest_dir)
     targets = []
-    for info in infos:
-        parts = info.key[len(base):].split("/")
+    for key in keys:
+        if not key.startswith(base):
+            raise StorageError(f"cannot mirror {store.url(bucket, key)}: it is not under {base}")
+        parts = key[len(base):].split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise StorageError(
-                f"cannot mirror {store.url(bucket, info.key)} into {dest}: the key is not a plain relative path"
+                f"cannot mirror {store.url(bucket, key)} into {dest}: the key is not a plain relative path"
             )
-        targets.append((info.key, dest.joinpath(*parts)))
+        targets.append((key, dest.joinpath(*parts)))
     if progress:
         progress(0, len(targets))
     for done, (key, target) in enumerate(targets, start=1):

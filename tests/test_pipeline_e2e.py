@@ -243,3 +243,60 @@ def test_failing_remote_job_exits_task_failed_with_its_message(platform: Platfor
                               params={"client": "demo", "state": "FAILED"}, timeout=10).json())
     assert any(j["app"] == "connector" for j in jobs)
     shutil.rmtree(raw.parent)
+
+
+def _summary(platform: Platform, day: str) -> dict:
+    return json.loads((platform.results_dir("demo", day) / "reports" / "summary.json").read_text())
+
+
+def _manifest(platform: Platform, day: str) -> dict:
+    return json.loads((platform.results_dir("demo", day) / "_manifest.json").read_text())
+
+
+def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(platform: Platform, tmp_path: Path) -> None:
+    """The bucket is still filling: land A, run, land B and grow one of A's files, run the same command."""
+    day = "2025-11-06"
+    demo = get_client("demo")
+    report = generate_client_day(demo, dt.date.fromisoformat(day), platform.var / "objectstore" / demo.bucket,
+                                 events=1500, seed=11, malformed_rate=0.0, truth_dir=tmp_path)
+    truth = json.loads(Path(report.truth_path).read_text(encoding="utf-8"))["expected"]
+    raw = Path(report.root)
+    late_file = raw / "transactions" / "part-0000.jsonl"
+    late_text = late_file.read_text(encoding="utf-8")
+    late_file.unlink()
+    first = platform.luigi("MonitorTracker", "demo", day, "--workers=2")
+    assert first.returncode == 0, first.stderr[-4000:]
+    late_lines = late_text.count("\n")
+    assert _summary(platform, day)["records_read"] == 1500 - late_lines
+    before = _manifest(platform, day)
+    assert before["version"] == 1 and before["final"] is True
+
+    late_file.write_text(late_text, encoding="utf-8")  # B lands
+    grown = raw / "logs" / "part-0000.jsonl"  # one of A's files is replaced by a longer one
+    extra = []
+    for i, line in enumerate(grown.read_text(encoding="utf-8").splitlines()[:20]):
+        rec = json.loads(line)
+        rec.update(user_id=f"late-user-{i}", event_id=f"late-event-{i}", event_time=f"{day}T12:00:{i:02d}Z")
+        extra.append(json.dumps(rec))
+    with grown.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(extra) + "\n")
+    second = platform.luigi("MonitorTracker", "demo", day, "--workers=2")
+    assert second.returncode == 0, second.stderr[-4000:]
+    summary = _summary(platform, day)
+    assert summary["records_read"] == 1500 + 20
+    assert summary["duplicates"] == truth["duplicates"], "a record was ingested twice"
+    rows = _risk_rows(platform.results_dir("demo", day))
+    assert {f"late-user-{i}" for i in range(20)} <= set(rows)
+    after = _manifest(platform, day)
+    assert after["version"] == 2 and after["input_snapshot"] != before["input_snapshot"]
+    check = subprocess.run([sys.executable, str(CHECK_RESULTS), str(platform.results_dir("demo", day))],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    raw_done = json.loads((platform.var / "warehouse" / "demo" / day / "raw" / "_DONE").read_text())
+    assert raw_done["changes"] == {"added": 1, "changed": 1, "removed": 0}
+    assert raw_done["downloaded"] == 2, "only the new and the changed file are downloaded again"
+
+    sent = (platform.results_dir("demo", day) / "_SUCCESS").stat().st_mtime_ns
+    third = platform.luigi("MonitorTracker", "demo", day, "--workers=2")
+    assert third.returncode == 0, third.stderr[-4000:]
+    assert (platform.results_dir("demo", day) / "_SUCCESS").stat().st_mtime_ns == sent, "nothing changed"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fraudcore.features import USER_STATS_FIELDS, user_stats
-from fraudcore.paths import atomic_dir, write_json
+from fraudcore.paths import write_json
 from jobs.common import JobContext
 from jobs.flink.common import batch_env, flink_main, job_name
 from jobs.rawlogconverter import USER_EVENT_COLUMNS  # Spark jobs import PySpark lazily: safe to share
@@ -124,7 +124,7 @@ def run(ctx: JobContext) -> str:
     totals["amount_total"] = float(math.fsum(r["amount_total"] for r in rows))
     stats = {"users": len(rows), "totals": totals}
     meta: dict = {}
-    with atomic_dir(ctx.paths.stage("user_stats"), meta) as tmp:
+    with ctx.paths.output("user_stats", meta) as tmp:
         (tmp / "stats").mkdir()
         pq.write_table(pa.Table.from_pylist(rows, arrow_schema()), str(tmp / "stats" / "part-00000.parquet"),
                        compression="snappy")
