@@ -11,6 +11,7 @@ from batch_tasks.frontend import FrontendResultWriter
 from batch_tasks.ingest import Fetcher
 from batch_tasks.targets import ResultsTarget
 from fraudbatch import steps
+from fraudcore.paths import done_meta
 
 
 class ResultSender(ClientDayTask):
@@ -27,8 +28,10 @@ class ResultSender(ClientDayTask):
         return FrontendResultWriter(**self.day_kwargs())
 
     def output(self):
+        staged = self.paths.stage("results_staging")
         return {"results": ResultsTarget(self.client_config.bucket,
-                                         steps.results_prefix(self.client_config, self.date), self.current_input),
+                                         steps.results_prefix(self.client_config, self.date), self.current_input,
+                                         staged_id=lambda: done_meta(staged).get("staged_id")),
                 "notified": super().output()}
 
     def run(self) -> None:

@@ -98,12 +98,18 @@ class ObjectTarget(luigi.Target):
 
 
 class ResultsTarget(ObjectTarget):
-    """The sent results folder: its _SUCCESS is there and its manifest names the current input."""
+    """The sent results folder: _SUCCESS is there and the manifest names the current input and staging.
 
-    def __init__(self, bucket: str, prefix: str, current_input: Callable[[], str | None], store=None) -> None:
+    `staged_id` gives the id of the results staged in the warehouse now: results staged again
+    (a rerun) are sent again even when the input is the same.
+    """
+
+    def __init__(self, bucket: str, prefix: str, current_input: Callable[[], str | None],
+                 staged_id: Callable[[], str | None], store=None) -> None:
         super().__init__(bucket, prefix + "_SUCCESS", store)
         self.prefix = prefix
         self._current_input = current_input
+        self._staged_id = staged_id
 
     def exists(self) -> bool:
         import json
@@ -111,5 +117,7 @@ class ResultsTarget(ObjectTarget):
         if not super().exists():
             return False
         manifest = json.loads(self.store.get_bytes(self.bucket, self.prefix + "_manifest.json"))
-        return manifest.get("input_snapshot") is not None and \
-            manifest.get("input_snapshot") == self._current_input()
+        if manifest.get("input_snapshot") is None or manifest.get("input_snapshot") != self._current_input():
+            return False
+        staged = self._staged_id()
+        return staged is not None and manifest.get("staged_id") == staged

@@ -4,7 +4,10 @@
     fraudbatch run --client C --date D [--task MonitorTracker] [--local-scheduler]
     fraudbatch services start|stop|status
     fraudbatch clients [+name ...] [-name ...]
+    fraudbatch day --client C today|yesterday   (the client's date, in its timezone)
     fraudbatch check --client C --date D
+    fraudbatch status --client C --date D [--json]   (stages done / stale / failed, what to run)
+    fraudbatch rerun --client C --date D [--from STAGE]   (make a stage and those after it again)
     fraudbatch bench [--events 1000000]
     fraudbatch maintenance [--keep-days 14]
     fraudbatch jobs list|show|log|terminate …   (DCluster jobs; fraudbatch jobs --help)
@@ -21,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from fraudbatch import jobs_cli, services
+from fraudbatch import days, jobs_cli, recovery, services
 from fraudcore.clients import ConfigError, get_client, load_registry, parse_date
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = services.start(specs.values(), var_dir(), env=luigi_env())
     try:
         if _already_complete(args.client, args.date, "MonitorTracker"):
-            print(f"{args.client} {args.date} is already complete: nothing to do "
-                  f"(delete var/warehouse/{args.client}/{args.date} and the results to run it again)")
+            print(f"{args.client} {args.date} is already complete: nothing to do (to make it again: "
+                  f"fraudbatch rerun --client {args.client} --date {args.date})")
         code = run_luigi("MonitorTracker", args.client, args.date, workers=args.workers)
     finally:
         services.stop(started, var_dir())
@@ -127,7 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"summary: {local / 'reports' / 'summary.json'}")
             print(day_outcome(json.loads((local / "reports" / "summary.json").read_text(encoding="utf-8"))))
     else:
-        print(f"\nthe run failed with exit code {code}; see the task log above and the Luigi UI history")
+        print(f"\nthe run failed with exit code {code}; see the task log above, and "
+              f"`fraudbatch status --client {args.client} --date {args.date}` for what to run")
     return code
 
 
@@ -152,9 +156,21 @@ def _already_complete(client: str, date: str, task: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """One luigi run; 15 (recovery.PARTIAL_EXIT) when it succeeded but files were set aside."""
     _validate(args.client, args.date)
-    return run_luigi(args.task, args.client, args.date, workers=args.workers,
+    code = run_luigi(args.task, args.client, args.date, workers=args.workers,
                      local_scheduler=args.local_scheduler)
+    hint = f"fraudbatch status --client {args.client} --date {args.date}"
+    if code != 0:
+        print(f"the run failed with exit code {code}: `{hint}` shows which stage and what to run", file=sys.stderr)
+        return code
+    st = recovery.status_of(args.client, args.date)
+    if st.partial:
+        names = ", ".join(f"{f['source_file']} ({f['reason']})" for f in st.files_quarantined[:5])
+        print(f"the day is partial: files were set aside: {names}. Replace them in the bucket and the next "
+              f"run reads them; `{hint}` lists them all", file=sys.stderr)
+        return recovery.PARTIAL_EXIT
+    return 0
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -296,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--keep-days", type=int, default=14)
     m.set_defaults(func=cmd_maintenance)
 
+    days.add_parser(sub)
+    recovery.add_parsers(sub)
     jobs_cli.add_parser(sub)
     return p
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,7 +265,8 @@ def assemble_results(paths: WorkPaths) -> dict:
                         ignore=shutil.ignore_patterns("_DONE"))
         for f in sorted(paths.stage("frontend_data").glob("*.json")):
             shutil.copy2(f, tmp / "frontend_data" / f.name)
-        meta.update(risk_rows=rows)
+        # Names this staging: the sent manifest records it, so staged results made again are sent again.
+        meta.update(risk_rows=rows, staged_id=uuid.uuid4().hex)
     return meta
 
 
@@ -286,7 +288,8 @@ def send_results(store, client: ClientConfig, day: dt.date, paths: WorkPaths, ru
     write_json(summary_path, summary)
     manifest = build_manifest(outbox, run_id, code_version, client.name, day.isoformat())
     state = {k: summary.get(k) for k in ("final", "partial", "input_snapshot")}
-    manifest.update(state, version=_next_version(store, client, day, state["input_snapshot"]))
+    manifest.update(state, version=_next_version(store, client, day, state["input_snapshot"]),
+                    staged_id=done_meta(paths.stage("results_staging")).get("staged_id"))
     problems = verify_manifest(outbox, manifest)
     if problems:
         raise RuntimeError("results failed their own manifest check: " + "; ".join(problems))

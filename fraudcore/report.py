@@ -40,6 +40,7 @@ svg text{font-size:11px;fill:#57606a}
 .legend span{display:inline-block;margin-right:14px;font-size:13px}
 .swatch{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:middle}
 .empty{color:#57606a;font-style:italic}
+.warn{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;border-radius:6px}
 """
 
 
@@ -281,6 +282,42 @@ def _quarantine_table(reasons: Mapping) -> str:
     return _table([("reason", False), ("records", True)], [[(r, False), (_num(int(n)), True)] for r, n in ordered])
 
 
+def _day_state(summary: Mapping) -> str:
+    """A line that says whether the day is final and complete, when either is not so."""
+    notes = []
+    if summary.get("final") is False:
+        notes.append(f"Provisional: {summary.get('final_reason') or 'the day is not closed yet'}. "
+                     "Files that land before the close are added by the next run.")
+    if summary.get("partial"):
+        notes.append(f"Partial: {len(summary.get('files_quarantined') or [])} file(s) could not be read "
+                     "and were set aside (see Input files).")
+    return "".join(f'<p class="warn"><b>{_e(n)}</b></p>' for n in notes)
+
+
+def _input_files(summary: Mapping) -> str:
+    """The day's files that were set aside or not read, unmapped event types, records of other days."""
+    parts = [f"<p>{_e(_num(summary.get('files_read')))} files read.</p>"]
+    for key, title in (("files_quarantined", "Set aside as a whole (a copy is kept with the reason)"),
+                       ("files_not_recognised", "Not read (not a data file by its name or place)")):
+        files = summary.get(key) or []
+        if files:
+            parts.append(f"<h3>{_e(title)}</h3>" + _table(
+                [("file", False), ("reason", False)],
+                [[(f.get("source_file"), False), (f.get("reason"), False)] for f in files]))
+    unmapped = summary.get("unmapped_event_types") or {}
+    if unmapped:
+        parts.append("<h3>Event types the features do not know (map them with event_types)</h3>" + _table(
+            [("event type", False), ("records", True)],
+            [[(k, False), (_num(v), True)] for k, v in sorted(unmapped.items(), key=lambda kv: -int(kv[1]))]))
+    other = summary.get("other_days") or {}
+    if other:
+        parts.append("<h3>Records of other client-local days</h3>" + _table(
+            [("day", False), ("sent there", True), ("received from there", True)],
+            [[(d, False), (_num(v.get("sent")), True), (_num(v.get("received")), True)]
+             for d, v in sorted(other.items())]))
+    return "".join(parts)
+
+
 def _labeling_table(labeling: Mapping) -> str:
     """Confusion counts and f1 against client labels, with how unscored users are treated."""
     rows = [[(k, False), (_num(labeling.get(k)), True)] for k in
@@ -300,7 +337,7 @@ def render_report(summary: dict, campaigns: dict, timeline: dict, distribution: 
     if summary.get("code_version"):
         meta.append(("code", summary["code_version"]))
     sections = [
-        f"<section><h2>Key figures</h2>{_key_figures(summary, campaigns, labeling)}</section>",
+        f"<section><h2>Key figures</h2>{_day_state(summary)}{_key_figures(summary, campaigns, labeling)}</section>",
         "<section><h2>Risk score distribution</h2>"
         f"<p>{_e(_num(distribution.get('total')))} users scored, {_e(_num(distribution.get('flagged')))} at or "
         f"above the flag threshold of {_e(distribution.get('flag_threshold'))}.</p>"
@@ -323,6 +360,7 @@ def render_report(summary: dict, campaigns: dict, timeline: dict, distribution: 
         sections.append(f"<section><h2>Stage times</h2>{_stage_table(summary['stage_seconds'])}</section>")
     sections.append("<section><h2>Quarantine reasons</h2>"
                     f"{_quarantine_table(summary.get('quarantine_reasons') or {})}</section>")
+    sections.append(f"<section><h2>Input files</h2>{_input_files(summary)}</section>")
     title = f"Fraud report {client} {date}"
     return (
         "<!DOCTYPE html>\n"

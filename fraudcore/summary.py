@@ -22,6 +22,48 @@ def score_histogram(scores: Iterable[int]) -> dict[str, int]:
     return counts
 
 
+def other_day_fields(organizer_stats: Mapping) -> dict:
+    """Records this day sent to other client-local days and received from them, in total and per date.
+
+    other_days is {date: {"sent": n, "received": m}}: sent are records of `date` found in this
+    day's files (now in that day's inbox), received are this day's records found in `date`'s files.
+    """
+    sent = {str(k): int(v) for k, v in (organizer_stats.get("other_days") or {}).items()}
+    received = {str(k): int(v) for k, v in (organizer_stats.get("from_inbox") or {}).items()}
+    return {
+        "records_to_other_days": sum(sent.values()),
+        "records_from_other_days": sum(received.values()),
+        "other_days": {d: {"sent": sent.get(d, 0), "received": received.get(d, 0)}
+                       for d in sorted(set(sent) | set(received))},
+    }
+
+
+FILES_LISTED = 100  # quarantined / not recognised files named in the summary (all are in the connector stats)
+
+
+def input_file_fields(connector_stats: Mapping) -> dict:
+    """What happened to the day's files: counts by outcome, the files set aside or not read, and why.
+
+    Every file under rawdata/{client}/{date}/ is in the connector's stats; the summary names the
+    ones a person must look at (quarantined whole, or not recognised) and counts the rest.
+    """
+    listed = connector_stats.get("files")
+    files = [f for f in listed if isinstance(f, Mapping)] if isinstance(listed, list) else []
+
+    def named(status: str) -> list[dict]:
+        return [{"source_file": str(f["source_file"]), "reason": str(f.get("reason") or "")}
+                for f in files if f.get("status") == status][:FILES_LISTED]
+
+    return {
+        "partial": bool(connector_stats.get("partial", False)),
+        "files_read": int(connector_stats.get("files_read", sum(f.get("status") == "read" for f in files))),
+        "files_quarantined": named("quarantined"),
+        "files_not_recognised": named("not_recognised"),
+        "unmapped_event_types": {str(k): int(v) for k, v in
+                                 sorted((connector_stats.get("unmapped_event_types") or {}).items())},
+    }
+
+
 def build_summary(client: str, date: str, connector_stats: Mapping, organizer_stats: Mapping,
                   risk_rows: Iterable[Mapping], campaigns: list[Mapping]) -> dict:
     """summary.json (docs/architecture.md): record counts, users, flags, campaigns, histogram, top rings."""
@@ -41,9 +83,9 @@ def build_summary(client: str, date: str, connector_stats: Mapping, organizer_st
         "records_accepted": int(connector_stats["records_accepted"]),
         "records_quarantined": int(connector_stats["records_quarantined"]),
         "quarantine_reasons": {k: int(v) for k, v in sorted((connector_stats.get("quarantine_reasons") or {}).items())},
+        **input_file_fields(connector_stats),
         "duplicates": int(organizer_stats.get("duplicates", 0)),
-        # The organizer calls them "late"; the summary spells out what they are.
-        "late_records": int(organizer_stats.get("late_records", organizer_stats.get("late", 0))),
+        **other_day_fields(organizer_stats),
         "users": users,
         "flagged_users": flagged,
         "campaigns": len(campaigns),

@@ -13,16 +13,20 @@ from typing import TYPE_CHECKING
 
 from fraudcore.clients import ClientConfig
 from fraudcore.ingest import (
+    DATA,
+    NOT_RECOGNISED,
+    QUARANTINED,
+    BadFileError,
+    FileTally,
     IngestError,
     connector_stats,
-    file_summary,
-    list_data_files,
-    process_file,
+    iter_file,
+    keep_bad_files,
     reconcile,
+    scan_raw_dir,
 )
 from fraudcore.paths import write_json
 from jobs.common import (
-    EVENT_FIELDS,
     events_schema,
     flat_map_rows,
     guarded_main,
@@ -44,26 +48,43 @@ RECORDS_PER_ROW = 1000
 
 
 def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tuple]:
-    """Tagged rows of one file, in tagged_schema order (kind, events, quarantine, meta).
+    """Tagged rows of one file, in tagged_schema order (kind, events, quarantine, meta), streamed.
 
-    ("event", [event dicts], None, None)… and ("quarantine", None, [entry dicts], None)…, each with
-    at most RECORDS_PER_ROW records in file order, then ("file", None, None, file summary as JSON);
-    a file that cannot be read gives only ("error", None, None, message).
+    ("event", [event dicts], None, file) and ("quarantine", None, [entry dicts], file) as the file
+    is read, each with at most RECORDS_PER_ROW records in file order, then ("file", None, None, its
+    summary as JSON). A file that cannot be read as a whole ends with a summary of status
+    quarantined (the driver then drops the rows it already gave), or, with the client's
+    on_bad_file: fail, with ("error", None, None, message) instead.
     """
     path, rel_name, source = item
+    tally = FileTally(rel_name, source)
+    events: list[dict] = []
+    quarantine: list[dict] = []
     try:
-        accepted, quarantine = process_file(Path(path), rel_name, source, client)
-    except IngestError as exc:
-        # Reported to the driver as data, so the job fails with this message, not a worker trace.
-        yield "error", None, None, str(exc)
+        for kind, record in iter_file(Path(path), rel_name, source, client, tally):
+            if kind == "event":
+                events.append(record)
+                if len(events) >= RECORDS_PER_ROW:
+                    yield "event", events, None, rel_name
+                    events = []
+            else:
+                quarantine.append({f: record[f] for f in QUARANTINE_FIELDS})
+                if len(quarantine) >= RECORDS_PER_ROW:
+                    yield "quarantine", None, quarantine, rel_name
+                    quarantine = []
+    except BadFileError as exc:
+        if client.on_bad_file == "fail":
+            # Reported to the driver as data, so the job fails with this message, not a worker trace.
+            yield "error", None, None, str(exc)
+            return
+        tally.mark_bad(exc)
+        yield "file", None, None, json.dumps(tally.summary())
         return
-    for start in range(0, len(accepted), RECORDS_PER_ROW):
-        yield ("event", [{f: row[f] for f in EVENT_FIELDS} for row in accepted[start:start + RECORDS_PER_ROW]],
-               None, None)
-    for start in range(0, len(quarantine), RECORDS_PER_ROW):
-        yield ("quarantine", None,
-               [{f: q[f] for f in QUARANTINE_FIELDS} for q in quarantine[start:start + RECORDS_PER_ROW]], None)
-    yield "file", None, None, json.dumps(file_summary(rel_name, source, accepted, quarantine))
+    if events:
+        yield "event", events, None, rel_name
+    if quarantine:
+        yield "quarantine", None, quarantine, rel_name
+    yield "file", None, None, json.dumps(tally.summary())
 
 
 def process_row(client: ClientConfig, row: dict) -> Iterator[tuple]:
@@ -93,7 +114,8 @@ def tagged_schema() -> StructType:
         StructField("kind", StringType(), False),  # event | quarantine | file | error
         StructField("events", ArrayType(events_schema(), False), True),
         StructField("quarantine", ArrayType(quarantine_schema(), False), True),
-        StructField("meta", StringType(), True),  # file: its summary as JSON; error: the message
+        # event, quarantine: the file's name; file: its summary as JSON; error: the message
+        StructField("meta", StringType(), True),
     ])
 
 
@@ -117,7 +139,13 @@ def run(argv: list[str]) -> int:
     """Run the connector for one client-day; the exit code."""
     ctx = job_context(job_parser(__doc__.splitlines()[0]), argv)
     raw_dir = ctx.paths.stage("raw")
-    files = list_data_files(raw_dir) if raw_dir.is_dir() else []
+    entries = scan_raw_dir(raw_dir, ctx.client.ready_marker) if raw_dir.is_dir() else []
+    files = [e for e in entries if e.status == DATA]
+    ignored = [e for e in entries if e.status == NOT_RECOGNISED]
+    if ignored:
+        print(f"{len(ignored)} files not recognised under {raw_dir}: "
+              + ", ".join(f"{e.rel} ({e.reason})" for e in ignored[:10])
+              + (" ..." if len(ignored) > 10 else ""), file=sys.stderr)
     if not files:
         print(f"no raw data files under {raw_dir}", file=sys.stderr)
         return EXIT_NO_DATA
@@ -126,7 +154,7 @@ def run(argv: list[str]) -> int:
     from pyspark.sql import functions as F
 
     spark = spark_session(APP)
-    items = [(str(p), rel, source) for p, rel, source in files]
+    items = [(str(e.path), e.rel, e.source or "") for e in files]
     # Every file is read once: the actions below all read this cache.
     tagged = flat_map_rows(file_frame(spark, items), partial(process_row, ctx.client), tagged_schema(),
                            batch_rows=1).persist(StorageLevel.MEMORY_AND_DISK)
@@ -135,25 +163,38 @@ def run(argv: list[str]) -> int:
                 tagged.where(F.col("kind").isin("file", "error")).select("kind", "meta").collect()]
         errors = sorted(m for kind, m in meta if kind == "error")
         if errors:
-            raise IngestError(errors[0] + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else ""))
-        stats = connector_stats(sorted((json.loads(m) for kind, m in meta if kind == "file"),
-                                       key=lambda s: s["source_file"]))
+            day = f"--client {ctx.client.name} --date {ctx.paths.date}"
+            raise IngestError(errors[0] + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else "")
+                              + f". The client's on_bad_file is 'fail': replace or remove the file in the bucket "
+                              f"and run the day again (it fetches what changed); fraudbatch status {day} "
+                              "shows every stage")
+        summaries = sorted((json.loads(m) for kind, m in meta if kind == "file"), key=lambda s: s["source_file"])
+        if len(summaries) != len(files):
+            raise IngestError(f"{len(files)} data files listed but {len(summaries)} summaries came back")
+        stats = connector_stats(summaries, [e.summary() for e in entries if e.status != DATA])
+        bad = [s["source_file"] for s in summaries if s["status"] == QUARANTINED]
+        # Rows a file gave before it turned out unreadable are not the day's records.
+        kept = ~F.col("meta").isin(bad) if bad else F.lit(True)
 
         with ctx.paths.output("connector", stats) as tmp:
-            events = plain_strings(tagged.where(F.col("kind") == "event").select(F.inline("events")))
+            events = plain_strings(tagged.where((F.col("kind") == "event") & kept).select(F.inline("events")))
             events.write.parquet(str(tmp / "events"))
-            quarantine = tagged.where(F.col("kind") == "quarantine").select(F.inline("quarantine"))
+            quarantine = tagged.where((F.col("kind") == "quarantine") & kept).select(F.inline("quarantine"))
             # One part file, in file/line order, keeping null details so every line has every key.
             (quarantine.coalesce(1).sortWithinPartitions("source_file", "line")
              .write.option("ignoreNullFields", "false").json(str(tmp / "quarantine")))
+            keep_bad_files(raw_dir, tmp / "bad_files", summaries)
             _check_written(tmp, stats)
             write_json(tmp / "stats.json", stats)
     finally:
         tagged.unpersist()
 
     reasons = ", ".join(f"{k}={v}" for k, v in stats["quarantine_reasons"].items()) or "none"
-    print(f"connector {ctx.client.name} {ctx.paths.date}: files={stats['files']} read={stats['records_read']} "
-          f"accepted={stats['records_accepted']} quarantined={stats['records_quarantined']} ({reasons})")
+    bad_note = (f"; {stats['files_quarantined']} files quarantined whole (partial): " + ", ".join(bad)
+                if bad else "")
+    print(f"connector {ctx.client.name} {ctx.paths.date}: files={stats['data_files']} "
+          f"read={stats['records_read']} accepted={stats['records_accepted']} "
+          f"quarantined={stats['records_quarantined']} ({reasons}){bad_note}")
     return 0
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Heavy batch: re-run the whole pipeline for every selected client over the last DAYS days
-# (default 7) so gaps left by failures are filled; finished days are skipped.
+# (default 7, counted on each client's own calendar) so gaps left by failures are filled;
+# finished days are skipped.
 # Usage: batch_pipeline_8hour_run.sh [+client ...] [-client ...]
 source "$(dirname "$0")/lib.sh"
 backfill() {
-  local worst=0 rc d
+  local worst=0 rc
   for i in $(seq "${DAYS:-7}" -1 1); do
-    d="$(date -u -d "-$i day" +%F)"
-    for_clients MonitorTracker "$d" "$@"; rc=$?
+    for_clients MonitorTracker "today-$i" "$@"; rc=$?
     [ "$rc" -gt "$worst" ] && worst=$rc
   done
   return "$worst"

@@ -3,7 +3,8 @@
 #
 # Exit codes: a wrapper passes luigi's code through (luigi.cfg [retcode]: 10 already running,
 # 20 missing data, 25 not run, 30 task failed, 35 scheduling error, 40 unhandled exception),
-# the highest over all clients it ran; 2 for bad arguments; and SKIPPED_LOCKED when the
+# the highest over all clients it ran; 15 when luigi succeeded but the day is partial (a file was
+# set aside: fraudbatch status names it); 2 for bad arguments; and SKIPPED_LOCKED when the
 # previous run of the same wrapper still holds its lock.
 set -u
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +12,7 @@ VENV="${FRAUDBATCH_VENV:-$PROJECT_ROOT/.venv}"
 VAR="${FRAUDBATCH_VAR:-$PROJECT_ROOT/var}"
 export LUIGI_CONFIG_PATH="${LUIGI_CONFIG_PATH:-$PROJECT_ROOT/luigi.cfg}"
 SKIPPED_LOCKED=50
+PARTIAL=15  # the day completed, but files were set aside (fraudbatch.recovery.PARTIAL_EXIT)
 mkdir -p "$VAR/lock" "$VAR/log/cron"
 
 log() { printf '%s %s: %s\n' "$(date -u +%FT%TZ)" "$(basename "$0")" "$*" >&2; }
@@ -33,22 +35,42 @@ run_task() {
   log "luigi $task --client $client --date $day"
   (cd "$PROJECT_ROOT" && "$VENV/bin/luigi" --module batch_tasks "$task" --client "$client" --date "$day" "$@")
   local rc=$?
+  if [ "$rc" = 0 ]; then
+    "$VENV/bin/fraudbatch" status --client "$client" --date "$day" --partial-exit >/dev/null 2>&1
+    if [ "$?" = "$PARTIAL" ]; then
+      rc=$PARTIAL
+      log "$client $day is partial: files were set aside; fraudbatch status --client $client --date $day lists them"
+    fi
+  else
+    log "see fraudbatch status --client $client --date $day: which stage failed and what to run"
+  fi
   log "$task $client $day exited $rc"
   return "$rc"
 }
 
-# for_clients TASK DATE SELECTORS...: run TASK for each selected client; returns the highest code.
+# client_date CLIENT WHEN: the client-day WHEN names for CLIENT. WHEN is YYYY-MM-DD (itself),
+# or today / yesterday / today-N on the client's own calendar (its registry timezone); DATE
+# (YYYY-MM-DD) overrides today and yesterday. FRAUDBATCH_NOW (ISO-8601) replaces the clock.
+client_date() {
+  local client="$1" when="$2"
+  if [[ "$when" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]]; then echo "$when"; return 0; fi
+  if [ -n "${DATE:-}" ] && { [ "$when" = today ] || [ "$when" = yesterday ]; }; then echo "$DATE"; return 0; fi
+  "$VENV/bin/fraudbatch" day --client "$client" ${FRAUDBATCH_NOW:+--now "$FRAUDBATCH_NOW"} "$when"
+}
+
+# for_clients TASK WHEN SELECTORS...: run TASK for each selected client on the client-day WHEN
+# names for it (client_date); returns the highest code.
 for_clients() {
-  local task="$1" day="$2"; shift 2
-  local clients worst=0 rc
+  local task="$1" when="$2"; shift 2
+  local clients worst=0 rc day
   clients="$(select_clients "$@")" || return 2
   for c in $clients; do
-    run_task "$task" "$c" "$day" --workers "${WORKERS:-5}"; rc=$?
+    if ! day="$(client_date "$c" "$when")"; then
+      log "$task $c: no client-day for $when"; rc=2
+    else
+      run_task "$task" "$c" "$day" --workers "${WORKERS:-5}"; rc=$?
+    fi
     [ "$rc" -gt "$worst" ] && worst=$rc
   done
   return "$worst"
 }
-
-# The client-day a wrapper works on: DATE if given (YYYY-MM-DD), else today / yesterday in UTC.
-today() { echo "${DATE:-$(date -u +%F)}"; }
-yesterday() { echo "${DATE:-$(date -u -d yesterday +%F)}"; }

@@ -84,7 +84,8 @@ def day(tmp_path):
     for h in sorted({hh for hh, _ in events}):
         rows = [e for hh, e in events if hh == h]
         _write(pa.Table.from_pylist(rows, schema), root / "organized" / "events" / f"hour={h}")
-    write_json(root / "organized" / "stats.json", {"input": 20, "duplicates": 1, "late": 2,
+    write_json(root / "organized" / "stats.json", {"input": 20, "duplicates": 1, "other_days": {"2025-11-20": 2},
+                                                    "from_inbox": {},
                                                     "organized": len(events), "per_hour": per_hour})
     _done(root / "organized")
     # virtual nodes
@@ -185,7 +186,10 @@ def test_aggregation_chain(day, spark_workers, capsys):
     summary = read_json(root / "result_agg" / "summary.json")
     assert {k: v for k, v in summary.items() if k not in ("score_histogram", "top_campaigns")} == {
         "client": "demo", "date": DAY, "records_read": 25, "records_accepted": 22, "records_quarantined": 3,
-        "quarantine_reasons": {"bad_amount": 1, "invalid_json": 2}, "duplicates": 1, "late_records": 2,
+        "quarantine_reasons": {"bad_amount": 1, "invalid_json": 2}, "duplicates": 1,
+        "records_to_other_days": 2, "records_from_other_days": 0,
+        "other_days": {"2025-11-20": {"received": 0, "sent": 2}}, "partial": False, "files_read": 0,
+        "files_quarantined": [], "files_not_recognised": [], "unmapped_event_types": {},
         "users": 14, "flagged_users": 5, "campaigns": 3, "fraud_rings": 1}
     assert summary["score_histogram"]["0-9"] == 6 and summary["score_histogram"]["10-19"] == 3
     assert summary["score_histogram"]["80-89"] == 4 and summary["score_histogram"]["70-79"] == 1

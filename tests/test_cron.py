@@ -1,6 +1,7 @@
 """Cron layer: client selectors, the lock that skips overlapping runs, argument errors."""
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import os
 import subprocess
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from fraudbatch.cli import main as fraudbatch_main
 from fraudbatch.cli import select_clients
-from fraudcore.clients import ConfigError
+from fraudbatch.days import client_day
+from fraudcore.clients import ClientConfig, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = ["appsflyer", "demo", "nasa", "sofi", "syncbank", "uopx"]
@@ -32,6 +35,85 @@ def test_bad_selector_is_refused(bad) -> None:
         select_clients(bad)
 
 
+NEW_YORK = ClientConfig(name="syncbank", bucket="b", timezone="America/New_York")
+UTC_CLIENT = ClientConfig(name="demo", bucket="b")
+AT_2_UTC = dt.datetime(2025, 11, 22, 2, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("client", "which", "expected"), [
+    (NEW_YORK, "today", dt.date(2025, 11, 21)),  # 21:00 the evening before in New York
+    (NEW_YORK, "yesterday", dt.date(2025, 11, 20)),
+    (NEW_YORK, "today-7", dt.date(2025, 11, 14)),
+    (UTC_CLIENT, "today", dt.date(2025, 11, 22)),
+    (UTC_CLIENT, "yesterday", dt.date(2025, 11, 21)),
+    (ClientConfig(name="tokyo", bucket="b", timezone="Asia/Tokyo"), "today", dt.date(2025, 11, 22)),
+])
+def test_client_day_is_on_the_client_calendar(client, which, expected) -> None:
+    assert client_day(client, which, AT_2_UTC) == expected
+
+
+def test_client_day_refuses_bad_input() -> None:
+    with pytest.raises(ConfigError, match="today, yesterday or today-N"):
+        client_day(NEW_YORK, "tomorrow", AT_2_UTC)
+    with pytest.raises(ValueError, match="aware"):
+        client_day(NEW_YORK, "today", dt.datetime(2025, 11, 22, 2, 0))
+
+
+def _registry(tmp_path: Path) -> Path:
+    path = tmp_path / "clients.yaml"
+    path.write_text("clients:\n  demo:\n    bucket: demo-bucket\n"
+                    "  syncbank:\n    bucket: syncbank-data\n    timezone: America/New_York\n")
+    return path
+
+
+def test_fraudbatch_day_prints_the_client_date(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FRAUDBATCH_CLIENTS", str(_registry(tmp_path)))
+    assert fraudbatch_main(["day", "--client", "syncbank", "--now", "2025-11-22T02:00:00Z", "today"]) == 0
+    assert capsys.readouterr().out == "2025-11-21\n"
+    assert fraudbatch_main(["day", "--client", "syncbank", "--now", "2025-11-22T02:00", "today"]) == 2
+    assert "offset" in capsys.readouterr().err
+
+
+def _fake_venv(tmp_path: Path) -> Path:
+    """A venv whose fraudbatch is the real one and whose luigi only logs its arguments."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "fraudbatch").symlink_to(Path(sys.executable).parent / "fraudbatch")
+    luigi = venv / "bin" / "luigi"
+    luigi.write_text('#!/usr/bin/env bash\necho "$*" >> "$FAKE_LUIGI_LOG"\n')
+    luigi.chmod(0o755)
+    return venv
+
+
+@pytest.mark.parametrize(("script", "env", "expected"), [
+    ("cronjob_20minute.sh", {}, {"demo": "2025-11-22", "syncbank": "2025-11-21"}),
+    ("batch_pipeline_hourly_run.sh", {}, {"demo": "2025-11-21", "syncbank": "2025-11-20"}),
+    ("batch_pipeline_hourly_run.sh", {"DATE": "2025-11-01"}, {"demo": "2025-11-01", "syncbank": "2025-11-01"}),
+])
+def test_wrapper_passes_each_client_its_local_date(tmp_path: Path, script, env, expected) -> None:
+    log = tmp_path / "luigi.log"
+    run = subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FRAUDBATCH_VAR": str(tmp_path / "var"),
+                              "FRAUDBATCH_VENV": str(_fake_venv(tmp_path)),
+                              "FRAUDBATCH_CLIENTS": str(_registry(tmp_path)), "FAKE_LUIGI_LOG": str(log),
+                              "FRAUDBATCH_NOW": "2025-11-22T02:00:00Z", **env})
+    assert run.returncode == 0, run.stderr
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert {c[c.index("--client") + 1]: c[c.index("--date") + 1] for c in calls} == expected
+    assert len(calls) == len(expected)
+
+
+def test_backfill_counts_days_on_each_client_calendar(tmp_path: Path) -> None:
+    log = tmp_path / "luigi.log"
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "batch_pipeline_8hour_run.sh"), "+syncbank"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FRAUDBATCH_VAR": str(tmp_path / "var"), "DAYS": "2",
+                              "FRAUDBATCH_VENV": str(_fake_venv(tmp_path)),
+                              "FRAUDBATCH_CLIENTS": str(_registry(tmp_path)), "FAKE_LUIGI_LOG": str(log),
+                              "FRAUDBATCH_NOW": "2025-11-22T02:00:00Z"})
+    assert run.returncode == 0, run.stderr
+    dates = [line.split()[line.split().index("--date") + 1] for line in log.read_text().splitlines()]
+    assert dates == ["2025-11-19", "2025-11-20"]
 
 
 def _wrapper_env(tmp_path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ from fraudcore.ingest import (
     RecordError,
     connector_stats,
     derived_event_id,
-    file_summary,
+    ingest_file,
     list_data_files,
     normalize,
     parse_event_time,
@@ -26,7 +26,7 @@ from fraudcore.ingest import (
     read_records,
     reconcile,
 )
-from fraudcore.organize import hour_of_day, is_late, organizer_stats, pick_duplicate
+from fraudcore.organize import hour_of_day, is_late, pick_duplicate
 
 UTC = ZoneInfo("UTC")
 NY = ZoneInfo("America/New_York")
@@ -234,17 +234,21 @@ def test_normalize_optional_values():
 
 
 def test_derived_event_id_stable_and_sensitive():
-    a = normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl")
-    b = normalize({**BASE, "ip": "1.2.3.4", "amount": "5.0", "user_agent": "x"}, DEMO, "events", "events/b.csv")
-    c = normalize({**BASE, "ip": "1.2.3.5", "amount": 5}, DEMO, "logs", "logs/a.jsonl")
-    assert a["event_id"] == b["event_id"] == derived_event_id(a)
+    a = normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
+    again = normalize({**BASE, "ip": "1.2.3.4", "amount": "5.0", "user_agent": "x"}, DEMO, "logs",
+                      "logs/a.jsonl", 7)
+    c = normalize({**BASE, "ip": "1.2.3.5", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
+    assert a["event_id"] == again["event_id"] == derived_event_id(a, 7)
     assert a["event_id"].startswith("derived-") and len(a["event_id"]) == len("derived-") + 20
     assert c["event_id"] != a["event_id"]
     # The same instant written two ways is the same event.
-    d = normalize({**BASE, "event_time": 1705325400, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "x")
+    d = normalize({**BASE, "event_time": 1705325400, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
     assert d["event_id"] == a["event_id"]
+    # The same record on another line or in another file is another event.
+    assert normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 8)["event_id"] != a["event_id"]
+    assert normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/b.jsonl", 7)["event_id"] != a["event_id"]
     assert a["event_id"] == "derived-" + hashlib.sha1(
-        json.dumps(["u1", T, "login", "1.2.3.4", None, 5.0, None], separators=(",", ":")).encode()
+        json.dumps(["u1", T, "login", "1.2.3.4", None, 5.0, None, "logs/a.jsonl", 7], separators=(",", ":")).encode()
     ).hexdigest()[:20]
 
 
@@ -262,23 +266,29 @@ def test_process_file_accepts_and_quarantines(tmp_path):
         {"source_file": "logs/a.jsonl", "line": 3, "reason": "bad_ip",
          "detail": "not an IPv4/IPv6 address: 'x'", "record": lines[2]},
     ]
-    assert file_summary("logs/a.jsonl", "logs", accepted, quarantine) == {
-        "source_file": "logs/a.jsonl", "source": "logs", "read": 4, "accepted": 2, "quarantined": 2,
-        "reasons": {"invalid_json": 1, "bad_ip": 1},
+    assert ingest_file(p, "logs/a.jsonl", "logs", SYNCBANK).summary == {
+        "source_file": "logs/a.jsonl", "source": "logs", "status": "read", "reason": "", "detail": "",
+        "read": 4, "accepted": 2, "quarantined": 2, "reasons": {"bad_ip": 1, "invalid_json": 1},
+        "unmapped_event_types": {},
     }
 
 
 def test_connector_stats_sums_files():
     files = [
-        {"source_file": "logs/a", "source": "logs", "read": 4, "accepted": 3, "quarantined": 1,
-         "reasons": {"bad_ip": 1}},
-        {"source_file": "transactions/b", "source": "transactions", "read": 5, "accepted": 3,
-         "quarantined": 2, "reasons": {"bad_ip": 1, "bad_amount": 1}},
+        {"source_file": "logs/a", "source": "logs", "status": "read", "read": 4, "accepted": 3,
+         "quarantined": 1, "reasons": {"bad_ip": 1}, "unmapped_event_types": {"purchase": 2}},
+        {"source_file": "transactions/b", "source": "transactions", "status": "read", "read": 5, "accepted": 3,
+         "quarantined": 2, "reasons": {"bad_ip": 1, "bad_amount": 1}, "unmapped_event_types": {"purchase": 1}},
     ]
-    assert connector_stats(files) == {
+    other = {"source_file": "readme.xml", "source": None, "status": "not_recognised", "read": 0, "accepted": 0,
+             "quarantined": 0, "reasons": {}}
+    assert connector_stats(files, [other]) == {
         "records_read": 9, "records_accepted": 6, "records_quarantined": 3,
-        "quarantine_reasons": {"bad_amount": 1, "bad_ip": 2}, "files": 2,
+        "quarantine_reasons": {"bad_amount": 1, "bad_ip": 2}, "data_files": 2, "files_read": 2,
+        "files_quarantined": 0, "files_not_recognised": 1, "partial": False,
+        "unmapped_event_types": {"purchase": 3},
         "by_source": {"logs": 3, "events": 0, "transactions": 3},
+        "files": [files[0], other, files[1]],
     }
 
 
@@ -289,6 +299,11 @@ def test_reconcile():
     with pytest.raises(ValueError, match="reasons"):
         reconcile({"records_read": 3, "records_accepted": 2, "records_quarantined": 1,
                    "quarantine_reasons": {"bad_ip": 2}})
+    # Each listed file must reconcile too, not only the day.
+    with pytest.raises(ValueError, match="logs/a: record counts"):
+        reconcile({"records_read": 3, "records_accepted": 2, "records_quarantined": 1,
+                   "files": [{"source_file": "logs/a", "read": 2, "accepted": 2, "quarantined": 1},
+                             {"source_file": "logs/b", "read": 1, "accepted": 0, "quarantined": 0}]})
 
 
 # --- organizer rules -----------------------------------------------------------------------
@@ -321,16 +336,6 @@ def test_pick_duplicate_deterministic():
     assert pick_duplicate(rows[:3]) is rows[2]
     with pytest.raises(ValueError):
         pick_duplicate([])
-
-
-def test_organizer_stats():
-    groups = [(False, False, 3, 5), (True, False, 3, 1), (True, True, 0, 1), (False, True, 23, 2),
-              (False, False, 23, 1)]
-    stats = organizer_stats(10, groups)
-    assert stats == {"input": 10, "duplicates": 2, "late": 2, "organized": 6,
-                     "per_hour": [0, 0, 0, 5] + [0] * 19 + [1]}
-    with pytest.raises(ValueError, match="reconcile"):
-        organizer_stats(11, groups)
 
 
 def test_event_fields_match_spark_schema():

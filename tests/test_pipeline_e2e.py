@@ -41,6 +41,7 @@ CHECK_RESULTS = results_checker()
 BIN = Path(sys.executable).parent
 DAY = "2025-11-21"
 EVENTS = 8000
+BOMB_LIMIT = 64 << 20
 
 
 def _free_port() -> int:
@@ -80,6 +81,8 @@ def platform(tmp_path_factory) -> Platform:
         "FRAUDBATCH_OBJECTSTORE_ROOT": str(var / "objectstore"),
         "FRAUDBATCH_WAREHOUSE": str(var / "warehouse"),
         "FRAUDBATCH_SQLITE_PATH": str(var / "tables.sqlite"),
+        # The hostile day's gzip bomb is built against this limit (DCluster's jobs read it).
+        "FRAUDBATCH_MAX_DECOMPRESSED_BYTES": str(BOMB_LIMIT),
         "DCLUSTER_URL": f"http://127.0.0.1:{ports.dcluster}",
         "FP_URL": f"http://127.0.0.1:{ports.fp}",
     }
@@ -126,7 +129,8 @@ def test_counts_reconcile_with_the_ground_truth(platform: Platform, finished_day
     assert summary["records_quarantined"] == expected["records_quarantined"]
     assert summary["records_accepted"] == expected["records_accepted"]
     assert summary["duplicates"] == expected["duplicates"]
-    assert summary["late_records"] == expected["late_records"]
+    # Records whose time is on the previous client-local day wait in that day's inbox.
+    assert summary["records_to_other_days"] == expected["late_records"]
     assert summary["users"] == len(_risk_rows(platform.results_dir("demo", DAY)))
     assert set(summary["stage_seconds"]) >= {"ingest", "preprocess", "dfe", "aggregation", "frontend",
                                              "results", "total"}
@@ -229,20 +233,84 @@ def test_bad_arguments_exit_2_with_one_line(platform: Platform, client: str, dat
     assert len(lines) == 1 and message in lines[0], run.stderr
 
 
-def test_failing_remote_job_exits_task_failed_with_its_message(platform: Platform) -> None:
+def _registry_with(tmp_path: Path, name: str, **entry) -> Path:
+    registry = yaml.safe_load((ROOT / "config" / "clients.yaml").read_text(encoding="utf-8"))
+    registry["clients"][name] = {**registry["clients"].get(name, {}), **entry}
+    path = tmp_path / "clients.yaml"
+    path.write_text(yaml.safe_dump(registry), encoding="utf-8")
+    return path
+
+
+def _fraudbatch(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "fraudbatch"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1800)
+
+
+def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(platform: Platform,
+                                                                            tmp_path: Path) -> None:
+    """on_bad_file: fail stops the day naming the file; replacing the file is all it takes to recover."""
     day = "2025-11-03"
     demo = get_client("demo")
+    env = {**platform.env, "FRAUDBATCH_CLIENTS": str(_registry_with(tmp_path, "demo", on_bad_file="fail"))}
     raw = platform.var / "objectstore" / demo.bucket / "rawdata" / "demo" / day / "logs"
     raw.mkdir(parents=True)
     (raw / "part-0.jsonl.gz").write_bytes(b"this is not gzip data")
-    run = platform.luigi("LogTimeFileOrganizer", "demo", day, "--local-scheduler")
+    argv = [str(BIN / "luigi"), "--module", "batch_tasks", "LogTimeFileOrganizer", "--client=demo", f"--date={day}",
+            "--local-scheduler"]
+    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 30, run.stderr[-3000:]
     assert "DCluster job" in run.stderr and "FAILED" in run.stderr
     assert "part-0.jsonl.gz" in run.stderr
     jobs = _jobs(requests.get(f"{platform.dcluster_url}/cluster/jobs",
                               params={"client": "demo", "state": "FAILED"}, timeout=10).json())
     assert any(j["app"] == "connector" for j in jobs)
+    status = _fraudbatch(env, "status", "--client", "demo", "--date", day)
+    assert status.returncode == 0, status.stderr
+    assert "connector" in status.stdout and "FAILED" in status.stdout and "replace or remove" in status.stdout
+
+    # The client uploads the file again, this time whole: the ordinary command recovers the day.
+    with gzip.open(raw / "part-0.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"user_id": "u1", "event_time": f"{day}T10:00:00Z", "event_type": "login"}) + "\n")
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    organized = json.loads((platform.var / "warehouse" / "demo" / day / "organized" / "stats.json").read_text())
+    assert organized["organized"] == 1
     shutil.rmtree(raw.parent)
+
+
+def test_a_hostile_day_completes_partial_and_accounts_for_every_file(platform: Platform, tmp_path: Path) -> None:
+    """The hostile corpus through Spark and DCluster: nothing silent, the day completes and says it is partial."""
+    from hostile_corpus import CLIENT, write_hostile_corpus
+    from hostile_corpus import DAY as HOSTILE_DAY
+
+    day = HOSTILE_DAY.isoformat()
+    env = {**platform.env, "FRAUDBATCH_CLIENTS": str(_registry_with(tmp_path, "hostile", **CLIENT))}
+    raw = platform.var / "objectstore" / CLIENT["bucket"] / "rawdata" / "hostile" / day
+    expected = write_hostile_corpus(raw, HOSTILE_DAY, decompressed_limit=BOMB_LIMIT)
+    run = _fraudbatch(env, "run", "--client", "hostile", "--date", day, "--workers", "2")
+    assert run.returncode == 15, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "the day is partial" in run.stderr
+    results = platform.var / "objectstore" / CLIENT["bucket"] / "results" / "hostile" / day
+    check = subprocess.run([sys.executable, str(CHECK_RESULTS), str(results)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    summary = json.loads((results / "reports" / "summary.json").read_text(encoding="utf-8"))
+    totals = expected["totals"]
+    assert summary["partial"] is True and json.loads((results / "_manifest.json").read_text())["partial"] is True
+    for key in ("records_read", "records_accepted", "records_quarantined"):
+        assert summary[key] == totals[key], key
+    assert summary["unmapped_event_types"] == expected["unmapped_event_types"]
+    quarantined = {f["source_file"]: f["reason"] for f in summary["files_quarantined"]}
+    not_read = {f["source_file"]: f["reason"] for f in summary["files_not_recognised"]}
+    for name, outcome in expected["files"].items():
+        if outcome["status"] == "quarantined":
+            assert quarantined.get(name) == outcome["reason"], name
+        elif outcome["status"] == "not_recognised":
+            assert not_read.get(name) == outcome["reason"], name
+    # Every file under the prefix is accounted for in the connector's stats.
+    stats = json.loads((platform.var / "warehouse" / "hostile" / day / "connector" / "stats.json").read_text())
+    # (raw/_DONE is the Fetcher's own marker in the warehouse copy, listed as an expected marker.)
+    assert {f["source_file"] for f in stats["files"]} - {"_DONE"} == set(expected["files"])
+    assert "Set aside as a whole" in (results / "reports" / "report.html").read_text(encoding="utf-8")
 
 
 def _summary(platform: Platform, day: str) -> dict:
@@ -300,3 +368,16 @@ def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(platform
     third = platform.luigi("MonitorTracker", "demo", day, "--workers=2")
     assert third.returncode == 0, third.stderr[-4000:]
     assert (platform.results_dir("demo", day) / "_SUCCESS").stat().st_mtime_ns == sent, "nothing changed"
+
+    # A person makes the campaigns again by command: the stages before stay, the results are sent again.
+    warehouse = platform.var / "warehouse" / "demo" / day
+    connector_done = (warehouse / "connector" / "_DONE").stat().st_mtime_ns
+    status = _fraudbatch(platform.env, "status", "--client", "demo", "--date", day)
+    assert status.returncode == 0 and "nothing to do: every stage is current" in status.stdout, status.stdout
+    rerun = _fraudbatch(platform.env, "rerun", "--client", "demo", "--date", day, "--from", "Campaign",
+                        "--workers", "2")
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert "invalidated demo 2025-11-06 from campaigns: campaigns" in rerun.stdout
+    assert (warehouse / "connector" / "_DONE").stat().st_mtime_ns == connector_done
+    assert (platform.results_dir("demo", day) / "_SUCCESS").stat().st_mtime_ns != sent
+    assert _manifest(platform, day)["version"] == 2, "same input, same version"

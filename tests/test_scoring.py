@@ -110,9 +110,14 @@ def test_histogram_buckets():
 
 
 def test_build_summary():
-    connector = {"records_read": 10, "records_accepted": 8, "records_quarantined": 2,
-                 "quarantine_reasons": {"invalid_json": 1, "bad_amount": 1}, "files": 2}
-    organizer = {"input": 8, "duplicates": 1, "late": 1, "organized": 6, "per_hour": [0] * 24}
+    files = [{"source_file": "logs/a.jsonl", "status": "read", "reason": ""},
+             {"source_file": "logs/b.jsonl.gz", "status": "quarantined", "reason": "truncated_compressed_file"},
+             {"source_file": "readme.xml", "status": "not_recognised", "reason": "outside_data_folders"}]
+    connector = {"records_read": 10, "records_accepted": 8, "records_quarantined": 2, "files_read": 1,
+                 "quarantine_reasons": {"invalid_json": 1, "bad_amount": 1}, "files": files, "partial": True,
+                 "unmapped_event_types": {"LOGIN_SUCCESS": 3}}
+    organizer = {"input": 8, "duplicates": 1, "other_days": {"2025-11-20": 1}, "from_inbox": {"2025-11-22": 2},
+                 "organized": 6, "per_hour": [0] * 24}
     risk = [{"risk_score": 0, "is_flagged": False}, {"risk_score": 75, "is_flagged": True},
             {"risk_score": 100, "is_flagged": True}]
     signals = {"size": 0.6, "lockstep": 1.0}
@@ -122,12 +127,19 @@ def test_build_summary():
     summary = build_summary("demo", "2025-11-21", connector, organizer, risk, campaigns)
     assert list(summary) == [
         "client", "date", "records_read", "records_accepted", "records_quarantined", "quarantine_reasons",
-        "duplicates", "late_records", "users", "flagged_users", "campaigns", "fraud_rings", "score_histogram",
+        "partial", "files_read", "files_quarantined", "files_not_recognised", "unmapped_event_types",
+        "duplicates", "records_to_other_days", "records_from_other_days", "other_days", "users", "flagged_users", "campaigns", "fraud_rings", "score_histogram",
         "top_campaigns"]
     assert {k: v for k, v in summary.items() if k not in ("score_histogram", "top_campaigns")} == {
         "client": "demo", "date": "2025-11-21", "records_read": 10, "records_accepted": 8,
         "records_quarantined": 2, "quarantine_reasons": {"bad_amount": 1, "invalid_json": 1},
-        "duplicates": 1, "late_records": 1, "users": 3, "flagged_users": 2, "campaigns": 13, "fraud_rings": 12}
+        "partial": True, "files_read": 1,
+        "files_quarantined": [{"source_file": "logs/b.jsonl.gz", "reason": "truncated_compressed_file"}],
+        "files_not_recognised": [{"source_file": "readme.xml", "reason": "outside_data_folders"}],
+        "unmapped_event_types": {"LOGIN_SUCCESS": 3},
+        "duplicates": 1, "records_to_other_days": 1, "records_from_other_days": 2,
+        "other_days": {"2025-11-20": {"received": 0, "sent": 1}, "2025-11-22": {"received": 2, "sent": 0}},
+        "users": 3, "flagged_users": 2, "campaigns": 13, "fraud_rings": 12}
     assert summary["score_histogram"] == {**dict.fromkeys(HISTOGRAM_BUCKETS, 0), "0-9": 1, "70-79": 1, "90-100": 1}
     assert [c["score"] for c in summary["top_campaigns"]] == list(range(71, 61, -1))
     assert summary["top_campaigns"][0] == {"campaign_id": "cmp-000000000011", "size": 5, "score": 71,

@@ -165,13 +165,18 @@ def test_closing_the_day_changes_the_snapshot_once(day) -> None:
 def test_results_target_wants_the_manifest_of_the_current_input(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     prefix = "results/demo/2025-11-21/"
-    target = targets.ResultsTarget("b", prefix, lambda: "sha256:new", store=store)
+    staged = {"id": "s1"}
+    target = targets.ResultsTarget("b", prefix, lambda: "sha256:new", lambda: staged["id"], store=store)
     assert not target.exists()
-    store.put_bytes("b", prefix + "_manifest.json", json.dumps({"input_snapshot": "sha256:old"}).encode())
+    store.put_bytes("b", prefix + "_manifest.json",
+                    json.dumps({"input_snapshot": "sha256:old", "staged_id": "s1"}).encode())
     store.put_bytes("b", prefix + "_SUCCESS", b"")
     assert not target.exists()
-    store.put_bytes("b", prefix + "_manifest.json", json.dumps({"input_snapshot": "sha256:new"}).encode())
+    store.put_bytes("b", prefix + "_manifest.json",
+                    json.dumps({"input_snapshot": "sha256:new", "staged_id": "s1"}).encode())
     assert target.exists()
+    staged["id"] = "s2"  # the results were staged again (fraudbatch rerun): send them again
+    assert not target.exists()
 
 
 def test_results_version_goes_up_only_when_the_input_changed(tmp_path: Path) -> None:
