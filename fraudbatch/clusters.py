@@ -16,7 +16,9 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Added by ResultSender per run; everything else in summary.json comes from the data.
-RUN_FIELDS = ("stage_seconds", "run_id", "code_version")
+# input_snapshot names the listing the run fetched (object versions: ETags, or inodes and mtimes),
+# which differs between two copies of the same files.
+RUN_FIELDS = ("stage_seconds", "run_id", "code_version", "input_snapshot")
 
 
 @dataclass(frozen=True)

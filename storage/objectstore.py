@@ -31,8 +31,8 @@ _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class ObjectInfo:
     """One stored object: its key, size in bytes, and a version that changes when it is rewritten.
 
-    The version is the S3 ETag, or the file's modification time in nanoseconds for the local
-    backend. It is left out of comparisons, so listings compare by key and size alone.
+    The version is the S3 ETag, or the file's inode and modification time in nanoseconds for
+    the local backend. It is left out of comparisons, so listings compare by key and size alone.
     """
 
     key: str
@@ -155,7 +155,9 @@ class LocalObjectStore:
                         st = os.stat(os.path.join(dirpath, name))
                     except FileNotFoundError:  # deleted while we walked
                         continue
-                    out.append(ObjectInfo(key, st.st_size, str(st.st_mtime_ns)))
+                    # A replaced file is a new inode (writes go through a renamed temporary file);
+                    # one written over in place has a new mtime.
+                    out.append(ObjectInfo(key, st.st_size, f"{st.st_ino}-{st.st_mtime_ns}"))
         out.sort()
         return out
 

@@ -192,3 +192,21 @@ def test_report_is_deterministic_and_handles_missing_parts():
     assert "No campaign was found" in page and "No record was quarantined" in page
     assert "Stage times" not in page and "precision" not in page
     assert not re.search(r"\bnan\b|inf\b", page)
+
+
+def test_report_says_a_day_is_provisional_and_partial_and_names_the_files():
+    summary, clist, timeline, distribution, graph, labeling = _report_inputs()
+    page = render_report(summary, clist, timeline, distribution, graph, labeling)
+    assert "Provisional" not in page and "Partial" not in page and "Set aside" not in page
+    summary = {**summary, "final": False, "final_reason": "provisional until 2024-05-02T02:00:00+00:00",
+               "partial": True, "files_read": 3,
+               "files_quarantined": [{"source_file": "logs/<cut>.jsonl.gz", "reason": "truncated_compressed_file"}],
+               "files_not_recognised": [{"source_file": "readme.xml", "reason": "unknown_suffix"}],
+               "unmapped_event_types": {"LOGIN_SUCCESS": 12},
+               "other_days": {"2024-04-30": {"sent": 4, "received": 0}}}
+    page = render_report(summary, clist, timeline, distribution, graph, labeling)
+    for text in ("Provisional: provisional until 2024-05-02", "Partial: 1 file(s)", "Set aside as a whole",
+                 "logs/&lt;cut&gt;.jsonl.gz", "truncated_compressed_file", "readme.xml", "LOGIN_SUCCESS",
+                 "map them with event_types", "2024-04-30"):
+        assert text in page, text
+    assert "<cut>" not in page

@@ -55,6 +55,19 @@ def test_put_then_get_returns_the_same_bytes(store_and_bucket):
     assert store.get_bytes(bucket, "results/acme/2025-11-21/blob.bin") == data
 
 
+def test_a_rewritten_object_lists_with_a_new_version(store_and_bucket):
+    """The input snapshot of a day (fraudcore/snapshot.py) sees a file replaced by one of the same size."""
+    store, bucket = store_and_bucket
+    store.put_bytes(bucket, "raw/a.jsonl", b"first")
+    store.put_bytes(bucket, "raw/b.jsonl", b"stays")
+    before = {i.key: i.version for i in store.list(bucket, "raw/")}
+    store.put_bytes(bucket, "raw/a.jsonl", b"other")
+    after = {i.key: i.version for i in store.list(bucket, "raw/")}
+    assert all(before.values())
+    assert after["raw/a.jsonl"] != before["raw/a.jsonl"]
+    assert after["raw/b.jsonl"] == before["raw/b.jsonl"]
+
+
 def test_put_replaces_the_previous_version(store_and_bucket):
     store, bucket = store_and_bucket
     store.put_bytes(bucket, "k.txt", b"first version")

@@ -168,7 +168,10 @@ def test_records_of_another_client_day_are_organized_in_that_day(tmp_path: Path,
         ("logs", "u1", 10), ("transactions", "u2", 11)]
 
     to_e = wh / CLIENT / "2025-11-21" / "inbox" / "from-2025-11-22"
-    assert json.loads((to_e / DONE).read_text()) == {"rows": 1, "from": "2025-11-22"}
+    meta = json.loads((to_e / DONE).read_text())
+    assert {k: meta[k] for k in ("rows", "from")} == {"rows": 1, "from": "2025-11-22"}
+    # The digest names the records, so the same records written again do not change day E's input.
+    assert meta["digest"].startswith("xxhash64-sum:")
     assert pq.read_schema(next(to_e.glob("*.parquet"))).names == list(EVENT_FIELDS)
     assert read_parquet_rows(to_e) == [evening]
     assert [r["event_id"] for r in read_parquet_rows(wh / CLIENT / "2025-11-23" / "inbox" / "from-2025-11-22")] \
@@ -193,6 +196,7 @@ def test_records_of_another_client_day_are_organized_in_that_day(tmp_path: Path,
     # A rerun of 2025-11-22 whose data no longer has a record of 2025-11-23 takes back that inbox folder.
     _connector_day(wh, D, day_d[:4])
     assert run(D)["other_days"] == {"2025-11-21": 1}
+    assert json.loads((to_e / DONE).read_text())["digest"] == meta["digest"], "same records, same digest"
     assert not (wh / CLIENT / "2025-11-23" / "inbox" / "from-2025-11-22").exists()
     assert list((wh / CLIENT / "2025-11-23" / "inbox").iterdir()) == []
     assert read_parquet_rows(to_e) == [evening]
