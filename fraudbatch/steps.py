@@ -251,6 +251,18 @@ def _labeling(paths: WorkPaths) -> dict | None:
     return read_json(f) if f.is_file() else None
 
 
+def input_files(paths: WorkPaths) -> list[dict]:
+    """reports/input_files.json: every file of the day's prefix and what happened to it.
+
+    One entry per file, as the connector counted it: status (read, quarantined as a whole,
+    not_recognised, expected for labels and markers), reason, physical records read, accepted,
+    quarantined by reason. The warehouse's own raw/_DONE marker is not a client file.
+    """
+    stats = read_json(paths.stage("connector") / "stats.json")
+    files = stats.get("files") if isinstance(stats.get("files"), list) else []
+    return [f for f in files if not (f.get("source_file") == DONE and f.get("status") == "expected")]
+
+
 def assemble_results(paths: WorkPaths) -> dict:
     """results_staging/: the results folder of DESIGN.md, except manifest and _SUCCESS."""
     from fraudcore.results import write_risk_scores_csv_gz
@@ -261,6 +273,7 @@ def assemble_results(paths: WorkPaths) -> dict:
         (tmp / "reports").mkdir()
         for name in ("summary.json", "report.html"):
             shutil.copy2(paths.stage("frontend_report") / name, tmp / "reports" / name)
+        write_json(tmp / "reports" / "input_files.json", input_files(paths))
         shutil.copytree(paths.stage("frontend_campaigns"), tmp / "frontend_data",
                         ignore=shutil.ignore_patterns("_DONE"))
         for f in sorted(paths.stage("frontend_data").glob("*.json")):

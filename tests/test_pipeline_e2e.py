@@ -311,6 +311,12 @@ def test_a_hostile_day_completes_partial_and_accounts_for_every_file(platform: P
     # (raw/_DONE is the Fetcher's own marker in the warehouse copy, listed as an expected marker.)
     assert {f["source_file"] for f in stats["files"]} - {"_DONE"} == set(expected["files"])
     assert "Set aside as a whole" in (results / "reports" / "report.html").read_text(encoding="utf-8")
+    # The client reads the same, file by file, in its results.
+    listed = json.loads((results / "reports" / "input_files.json").read_text(encoding="utf-8"))
+    assert {f["source_file"]: f["status"] for f in listed} == {n: o["status"] for n, o in expected["files"].items()}
+    unbalanced = next(f for f in listed if f["source_file"] == "logs/unbalanced.csv")
+    assert (unbalanced["read"], unbalanced["accepted"], unbalanced["reasons"]) == (3000, 2999,
+                                                                                   {"csv_unbalanced_quote": 1})
 
 
 def _summary(platform: Platform, day: str) -> dict:
