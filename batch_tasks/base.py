@@ -6,7 +6,6 @@ the event handlers at the bottom, which is what MonitorTracker reads.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ from batch_tasks.config import batch_tasks, dcluster, objectstore, tables
 from batch_tasks.params import ClientParameter, DayParameter
 from batch_tasks.targets import StageTarget, listing, raw_is_current
 from fraudcore.clients import ClientConfig, get_client
-from fraudcore.paths import WorkPaths
+from fraudcore.paths import WorkPaths, done_meta
 
 logger = logging.getLogger("luigi-interface")
 
@@ -64,8 +63,7 @@ class ClientDayTask(luigi.Task):
 
     def done_meta(self) -> dict:
         """The metadata the stage wrote into its _DONE marker (counts, seconds)."""
-        text = Path(self.paths.done(self.stage)).read_text(encoding="utf-8").strip()
-        return json.loads(text) if text else {}
+        return done_meta(self.paths.stage(self.stage))
 
     def day_kwargs(self) -> dict:
         return {"client": self.client, "date": self.date}

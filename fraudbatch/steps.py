@@ -81,7 +81,8 @@ def fetch_raw(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
 
     listing = sorted(listing if listing is not None else list_input(store, client, day, paths))
     bucket_files = [f for f in listing if f.from_bucket]
-    if not raw_data_keys(store, client, day, listing):
+    data_keys = raw_data_keys(store, client, day, listing)
+    if not data_keys:
         raise FileNotFoundError(
             f"no raw data files under {store.url(client.bucket, raw_prefix(client, day))}")
     old_dir = paths.stage("raw")
@@ -106,7 +107,7 @@ def fetch_raw(store, client: ClientConfig, day: dt.date, paths: WorkPaths,
         download_keys(store, client.bucket, [prefix + k for k in wanted], prefix, tmp, progress=progress)
         changes = snapshot.diff(previous.values(), listing) if previous else None
         meta.update(
-            files=len(bucket_files), data_files=len(raw_data_keys(store, client, day, listing)),
+            files=len(bucket_files), data_files=len(data_keys),
             bytes=sum(f.size for f in bucket_files), downloaded=len(wanted), reused=len(reused),
             input=snapshot.snapshot_id(listing), snapshot=snapshot.to_doc(listing), fetched_at=time.time(),
             changes=changes.counts() if changes is not None else {},
