@@ -34,8 +34,20 @@ test: install flink-env ## lint and run the whole test suite (what CI runs), wit
 # The node is stopped whatever pytest returns, and pytest's exit code is the target's.
 	rc=0; $(BIN)/pytest -q -ra || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
-test-fast: install ## the tests that need neither Spark, Flink, Cassandra nor the whole pipeline
-	$(BIN)/pytest -q -m "not spark and not e2e and not cassandra and not flink"
+test-unit: install ## the unit tier: plain logic, no sockets, no processes (under a minute)
+	$(BIN)/pytest -q tests/unit
+
+test-service: install ## the service tier: DCluster, FP, luigid, moto and the operations page on loopback
+	scripts/ensure-chromium.sh
+	$(BIN)/pytest -q tests/service
+
+test-integration: install flink-env ## the integration tier: real Spark, Flink and a local Cassandra node
+	scripts/cassandra.sh start
+	rc=0; $(BIN)/pytest -q -ra tests/integration || rc=$$?; scripts/cassandra.sh stop; exit $$rc
+
+test-e2e: install flink-env ## the e2e tier: whole client-days through the real services
+	scripts/cassandra.sh start
+	rc=0; $(BIN)/pytest -q -ra tests/e2e || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
 lint: install ## ruff
 	$(BIN)/ruff check .
@@ -78,5 +90,5 @@ bench-overhead: install ## per-job DCluster overhead of a trivial Spark job, wit
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
-.PHONY: help install flink-env demo test test-fast lint bench services-up services-down cassandra-up \
+.PHONY: help install flink-env demo test test-unit test-service test-integration test-e2e lint bench services-up services-down cassandra-up \
 	cassandra-down bench-cassandra flink-cluster-up flink-cluster-down connect-up connect-down bench-overhead clean

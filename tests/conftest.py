@@ -6,7 +6,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from moto_server import FAKE_AWS_ENV
+
+from tests.support.moto_server import FAKE_AWS_ENV
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def spark_connect(tmp_path_factory) -> Iterator[str]:
 
 
 # Cassandra fixtures (the local node and a migrated test keyspace), for the tests marked cassandra.
-from cassandra_fixtures import cass_client, cassandra_node, cassandra_settings  # noqa: E402, F401
+from tests.support.cassandra import cass_client, cassandra_node, cassandra_settings  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,9 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture()
 def start_service():
-    """Starts in-process DCluster services (test_dcluster_service.Service); every one still running is
+    """Starts in-process DCluster services (tests.support.dcluster.Service); every one still running is
     stopped after the test."""
-    from test_dcluster_service import Service
+    from tests.support.dcluster import Service
 
     started: list[Service] = []
 
