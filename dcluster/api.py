@@ -1,11 +1,9 @@
-"""HTTP routes of DCluster: parse requests, call the scheduler and store, format JSON (and /ops HTML)."""
+"""HTTP routes of DCluster: parse requests, call the backend (dcluster.service), format JSON (and /ops HTML)."""
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -14,15 +12,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dcluster import __version__, policy, web
-from dcluster.ledger import cost_report
-from dcluster.models import PRIORITIES, STATES, STRATEGIES, JobNotFound, JobStore, SpecError
-from dcluster.policy import CAPACITY_TYPES
-from dcluster.providers import UnsupportedJob, make_provider
-from dcluster.resources import RequestConflict, RequestNotFound, ResourceManager
-from dcluster.scheduler import JobConflict, Scheduler
+from dcluster import __version__, web
+from dcluster.errors import (
+    InvalidRequest,
+    JobConflict,
+    JobNotFound,
+    NoSimulatedMarket,
+    RequestConflict,
+    RequestNotFound,
+    SpecError,
+    SpotDisabled,
+    UnsupportedJob,
+)
+from dcluster.service import DClusterService
 from dcluster.settings import DClusterSettings
-from fraudcore.audit import AuditLog, record_config_change
 
 MAX_FALLBACK_S = 7 * 24 * 3600.0
 ACTOR_HEADER = Header(None, alias="X-Actor", max_length=128, description="who asks (audit log); default anonymous")
@@ -114,42 +117,34 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-@contextmanager
-def job_errors(job_id: str | None) -> Iterator[None]:
-    """An unknown job becomes 404, a job whose state forbids the action 409 (with that state)."""
-    try:
-        yield
-    except JobNotFound as exc:
-        raise ApiError(404, str(exc), {"job_id": job_id}) from None
-    except JobConflict as exc:
-        raise ApiError(409, str(exc), {"job_id": job_id, "state": exc.job.state}) from None
-
-
 def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
 
-def create_app(settings: DClusterSettings | None = None) -> FastAPI:
-    """The DCluster FastAPI app; its scheduler runs while the app is being served."""
-    settings = (settings or DClusterSettings.from_env()).normalized()
-    store = JobStore(settings.jobs_dir)
-    provider = make_provider(settings)
-    resources = ResourceManager(settings.cluster, provider.market, settings.state_dir / "resources.json")
-    audit = AuditLog(settings.state_dir / "audit.jsonl", retention_days=settings.audit_retention_days)
-    scheduler = Scheduler(settings, store, provider, resources, audit)
+def _domain_error(exc: Exception) -> JSONResponse:
+    """The answer to an exception of dcluster.errors that needs nothing from the request to explain it."""
+    if isinstance(exc, JobNotFound):
+        return _error(404, str(exc), {"job_id": exc.job_id})
+    if isinstance(exc, JobConflict):
+        return _error(409, str(exc), {"job_id": exc.job.job_id, "state": exc.job.state})
+    if isinstance(exc, SpotDisabled):
+        return _error(409, str(exc), exc.detail)
+    if isinstance(exc, InvalidRequest):
+        return _error(422, str(exc), exc.detail)
+    return _error(404, str(exc))  # NoSimulatedMarket
+
+
+def create_app(settings: DClusterSettings | None = None, service: DClusterService | None = None) -> FastAPI:
+    """The DCluster FastAPI app; the backend's scheduler runs while the app is being served."""
+    backend = service or DClusterService(settings or DClusterSettings.from_env())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        running = store.load()
-        resources.load()
-        record_config_change(audit, settings.state_dir / "config.applied.json", asdict(settings),
-                             source=str(settings.config_path or "defaults"))
-        scheduler.recover(running)
-        scheduler.start()
+        backend.start()
         try:
             yield
         finally:
-            scheduler.stop(terminate_running=True)
+            backend.stop()
 
     app = FastAPI(
         title="DCluster",
@@ -160,14 +155,18 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         # Replaces FastAPI's own 422 shape: _invalid_request answers {"error", "detail"} like every error.
         responses=errors(422),
     )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.scheduler = scheduler
-    app.state.resources = resources
+    app.state.service = backend
+    app.state.settings = backend.settings
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.error, exc.detail)
+
+    async def _domain(_: Request, exc: Exception) -> JSONResponse:
+        return _domain_error(exc)
+
+    for domain in (JobNotFound, JobConflict, SpotDisabled, InvalidRequest, NoSimulatedMarket):
+        app.add_exception_handler(domain, _domain)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,42 +179,32 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
-    def _job_or_404(job_id: str) -> dict[str, Any]:
-        try:
-            return store.get(job_id).to_dict()
-        except JobNotFound as exc:
-            raise ApiError(404, str(exc), {"job_id": job_id}) from None
-
     @app.post("/cluster/job/submit", status_code=201, summary="Submit a Spark/Flink job", responses=errors(400))
     def submit(body: JobSubmitRequest, actor: str | None = ACTOR_HEADER) -> JSONResponse:
         """201 with a new job, or 200 with the active job holding the same idempotency key."""
         try:
-            job, created = scheduler.submit(body.model_dump(), actor=actor)
+            job, created = backend.submit(body.model_dump(), actor=actor)
         except SpecError as exc:
             raise ApiError(422, f"invalid job spec: {exc}", exc.problems) from None
         except UnsupportedJob as exc:
-            raise ApiError(422, str(exc), {"engine": body.engine, "provider": provider.name}) from None
+            raise ApiError(422, str(exc), {"engine": body.engine, "provider": backend.provider.name}) from None
         return JSONResponse(status_code=201 if created else 200, content=job.to_dict())
 
     @app.post("/cluster/job/terminate/{job_id}", summary="Terminate a job", responses=errors(404, 409))
     def terminate(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The TERMINATED job; 404 if unknown, 409 if it already finished."""
-        with job_errors(job_id):
-            return scheduler.terminate(job_id, actor=actor).to_dict()
+        return backend.terminate(job_id, actor=actor).to_dict()
 
     @app.get("/cluster/job/{job_id}", summary="Job status", responses=errors(404))
     def status(job_id: str) -> dict[str, Any]:
         """The job with its state, times, transitions and log tail."""
-        return _job_or_404(job_id)
+        return backend.job(job_id).to_dict()
 
     @app.get("/cluster/job/{job_id}/log", response_class=PlainTextResponse, summary="Full job log",
              responses=json_errors(404))
     def job_log(job_id: str) -> PlainTextResponse:
         """The job's whole stdout+stderr as text (empty before it starts)."""
-        _job_or_404(job_id)
-        path = provider.log_path(job_id)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return PlainTextResponse(text)
+        return PlainTextResponse(backend.job_log(job_id))
 
     @app.get("/cluster/jobs", summary="List jobs")
     def jobs(
@@ -227,102 +216,61 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         limit: int = Query(100, ge=1, le=10000, description="at most this many jobs"),
     ) -> dict[str, Any]:
         """Matching jobs, newest first."""
-        if state is not None and state.upper() not in STATES:
-            raise ApiError(422, f"state {state!r} must be one of {', '.join(STATES)}", {"state": state})
-        if capacity is not None and capacity not in CAPACITY_TYPES:
-            raise ApiError(422, f"capacity {capacity!r} must be one of {', '.join(CAPACITY_TYPES)}",
-                           {"capacity": capacity})
-        found = store.list(client=client, state=state.upper() if state else None, app=app_name or module,
-                           capacity_type=capacity, limit=limit)
+        found = backend.jobs(client=client, state=state, app=app_name or module, capacity=capacity, limit=limit)
         return {"jobs": [j.to_dict() for j in found], "count": len(found)}
 
     @app.get("/cluster/health", summary="Service health")
     def health() -> dict[str, Any]:
         """Whether the service is up, its provider, jobs running and waiting, pools, spot and open alerts."""
-        counts = store.counts()
-        enabled, why = resources.spot_enabled()
-        open_alerts = [a.to_dict() for a in resources.alerts(open_only=True)]
-        return {
-            "status": "degraded" if open_alerts else "ok",
-            "provider": provider.name,
-            "cluster": provider.health(),
-            "running": counts["RUNNING"] + counts["HANGING"],
-            "pending": counts["PENDING"],
-            "max_concurrent_jobs": settings.max_concurrent_jobs,
-            "version": __version__,
-            "jobs": counts,
-            "pools": resources.pools(),
-            "spot": {"enabled": enabled, "reason": why or None},
-            "alerts": open_alerts,
-            "health_check_interval_s": settings.cluster.monitor.health_check_interval_s,
-        }
+        return backend.health()
 
     # --- resources ----------------------------------------------------------------------------
 
     @app.post("/cluster/resources/allocate", summary="Allocate EC2/Spot resources", responses=errors(400))
     def allocate(body: AllocateRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """Add instances split by the work's spot share: on-demand at once, spot through requests."""
-        if body.priority not in PRIORITIES:
-            raise ApiError(422, f"priority {body.priority!r} must be one of {', '.join(PRIORITIES)}")
-        if body.strategy not in STRATEGIES:
-            raise ApiError(422, f"strategy {body.strategy!r} must be one of {', '.join(STRATEGIES)}")
-        return scheduler.allocate(body.count, priority=body.priority, strategy=body.strategy, env=body.env,
-                                  actor=actor)
+        return backend.allocate(body.count, priority=body.priority, strategy=body.strategy, env=body.env,
+                                actor=actor)
 
     @app.post("/cluster/resources/spot/request", status_code=201, summary="Request spot instances",
               responses=errors(400, 409))
     def spot_request(body: SpotRequestBody, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """Open spot requests for the pool; fulfilled instances wait idle for the next spot job."""
-        enabled, why = resources.spot_enabled()
-        if not enabled:
-            raise ApiError(409, f"spot is disabled: {why}", resources.spot_status())
-        reqs = [resources.request_spot(actor=actor or "anonymous", max_price=body.max_price).to_dict()
-                for _ in range(body.count)]
-        audit.record("spot_request", actor, ",".join(r["request_id"] for r in reqs),
-                     {"count": body.count, "max_price": body.max_price})
-        return {"requests": reqs}
+        return {"requests": backend.spot_request(body.count, body.max_price, actor=actor)}
 
     @app.post("/cluster/resources/fallback", summary="Fall back to On-Demand", responses=errors(400, 404, 409))
     def fallback(body: FallbackRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """One job to on-demand (pending) or migrated off spot (running); or all new work for a while."""
-        with job_errors(body.job_id):
-            return scheduler.fallback(body.job_id, duration_s=body.duration_s, reason=body.reason, actor=actor)
+        return backend.fallback(body.job_id, duration_s=body.duration_s, reason=body.reason, actor=actor)
 
     @app.get("/cluster/resources/spot/status", summary="Spot request status")
     def spot_status() -> dict[str, Any]:
         """Whether spot is enabled, open requests, the spot pool and the market's quote."""
-        return resources.spot_status()
+        return backend.resources.spot_status()
 
     @app.get("/cluster/resources/spot/history", summary="Spot request history")
     def spot_history(hours: float = Query(24, gt=0, le=24 * 7, description="look back this many hours")
                      ) -> dict[str, Any]:
         """Spot requests of the last `hours`, newest first, with counts per outcome."""
-        reqs = [r.to_dict() for r in resources.history(hours)]
-        by_state: dict[str, int] = {}
-        for r in reqs:
-            by_state[r["state"]] = by_state.get(r["state"], 0) + 1
-        return {"hours": hours, "count": len(reqs), "by_state": by_state, "requests": reqs}
+        return backend.spot_history(hours)
 
     @app.post("/cluster/resources/spot/cancel/{request_id}", summary="Cancel a spot request",
               responses=errors(404, 409))
     def spot_cancel(request_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The cancelled request (a job waiting on it falls back to on-demand); 404 unknown, 409 closed."""
         try:
-            req = resources.cancel_request(request_id, f"cancelled by {actor or 'anonymous'}")
+            return backend.spot_cancel(request_id, actor=actor).to_dict()
         except RequestNotFound as exc:
             raise ApiError(404, str(exc), {"request_id": request_id}) from None
         except RequestConflict as exc:
             raise ApiError(409, str(exc), {"request_id": request_id}) from None
-        audit.record("spot_cancel", actor, request_id, {"job_id": req.job_id})
-        scheduler.wake()
-        return req.to_dict()
 
     # --- alerts, costs, audit -----------------------------------------------------------------
 
     @app.get("/cluster/alerts", summary="Alerts")
     def alerts(open_only: bool = Query(False, alias="open", description="only unresolved alerts")) -> dict[str, Any]:
         """Alerts (no capacity, spot disabled), newest first."""
-        found = [a.to_dict() for a in resources.alerts(open_only=open_only)]
+        found = [a.to_dict() for a in backend.resources.alerts(open_only=open_only)]
         return {"alerts": found, "count": len(found)}
 
     @app.get("/cluster/costs", summary="Costs and spot savings")
@@ -330,54 +278,39 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
               date: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="only runs started that UTC day"),
               ) -> dict[str, Any]:
         """Per client and day: run time, spot share, cost, savings against all on-demand, the SPEC formula."""
-        return cost_report(store.all_runs(), settings.cluster.on_demand.price_per_hour, client=client, date=date)
+        return backend.costs(client=client, date=date)
 
     @app.get("/cluster/audit", summary="Audit log")
     def audit_log(action: str | None = Query(None, description="e.g. job_submit, job_terminate, spot_cancel"),
                   actor: str | None = Query(None), target: str | None = Query(None, description="job or request id"),
                   limit: int = Query(100, ge=1, le=10000)) -> dict[str, Any]:
         """Audit entries, newest first."""
-        entries = audit.read(action=action, actor=actor, target=target, limit=limit)
+        entries = backend.audit.read(action=action, actor=actor, target=target, limit=limit)
         return {"entries": entries, "count": len(entries)}
 
     # --- simulation (providers with a simulated market) ---------------------------------------
 
-    def _sim() -> Any:
-        market = provider.market
-        if not getattr(market, "simulated", False):
-            raise ApiError(404, f"the {provider.name} provider has no simulated market")
-        return market
-
     @app.get("/cluster/sim", summary="Simulated market state", responses=errors(404))
     def sim_state() -> dict[str, Any]:
         """Spot availability, price, fulfilment delay, interruption rate; on-demand availability."""
-        return {**_sim().state(), "notice_s": settings.cluster.notice_s}
+        return backend.sim_state()
 
     @app.post("/cluster/sim/spot", summary="Change the simulated spot market", responses=errors(400, 404))
     def sim_spot(body: SimSpotRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The market after the change."""
-        changes = body.model_dump(exclude_none=True)
-        state = _sim().set_spot(**changes)
-        audit.record("sim_spot", actor, "market", changes)
-        scheduler.wake()
-        return state
+        return backend.sim_spot(body.model_dump(exclude_none=True), actor=actor)
 
     @app.post("/cluster/sim/on_demand", summary="Change simulated on-demand availability",
               responses=errors(400, 404))
     def sim_on_demand(body: SimOnDemandRequest, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The market after the change."""
-        state = _sim().set_on_demand(body.available)
-        audit.record("sim_on_demand", actor, "market", {"available": body.available})
-        scheduler.wake()
-        return state
+        return backend.sim_on_demand(body.available, actor=actor)
 
     @app.post("/cluster/sim/interrupt/{job_id}", summary="Send a spot interruption notice",
               responses=errors(404, 409))
     def sim_interrupt(job_id: str, actor: str | None = ACTOR_HEADER) -> dict[str, Any]:
         """The job with its notice ({"action": "terminate", "time": ...}); reclaimed after notice_s."""
-        _sim()
-        with job_errors(job_id):
-            return scheduler.interrupt(job_id, actor=actor).to_dict()
+        return backend.interrupt(job_id, actor=actor).to_dict()
 
     # --- operations page ----------------------------------------------------------------------
 
@@ -393,18 +326,12 @@ def create_app(settings: DClusterSettings | None = None) -> FastAPI:
         # Strings, not ints: an empty form field must mean "any", not a validation error.
         filters, problems = web.parse_filters(client=client, app=app_name or module, state=state,
                                               exit_code=exit_code)
-        monitor = settings.cluster.monitor
-
-        def hang_limit(app_: str) -> tuple[float, str]:
-            return policy.hang_threshold(store.durations(app_), monitor, settings.job_timeout_s)
-
         nonce = secrets.token_urlsafe(16)
         page = web.render_ops_page(
-            all_jobs=store.list(), filters=filters, problems=problems,
-            cost_report=cost_report(store.all_runs(), settings.cluster.on_demand.price_per_hour,
-                                    client=filters.client),
-            alerts=[a.to_dict() for a in resources.alerts(open_only=True)], hang_limit=hang_limit,
-            now=time.time(), nonce=nonce, version=f"v{__version__} · {provider.name} provider")
+            all_jobs=backend.store.list(), filters=filters, problems=problems,
+            cost_report=backend.costs(client=filters.client),
+            alerts=[a.to_dict() for a in backend.resources.alerts(open_only=True)], hang_limit=backend.hang_limit,
+            now=backend.clock(), nonce=nonce, version=f"v{__version__} · {backend.provider.name} provider")
         return HTMLResponse(page, status_code=422 if problems else 200,
                             headers={"Content-Security-Policy": web.content_security_policy(nonce),
                                      "Cache-Control": "no-store"})

@@ -82,7 +82,7 @@ def throughput(settings: DClusterSettings, jobs: int) -> dict[str, float]:
     from dcluster_client import DClusterClient, JobSpec
 
     with serving(settings) as url:
-        client = DClusterClient(url, retries=1)
+        client = DClusterClient(url, attempts=1)
         start = time.perf_counter()
         ids = [client.submit(JobSpec(client="bench", app="trivial", priority="batch")).job_id for _ in range(jobs)]
         accepted = time.perf_counter() - start
@@ -100,7 +100,7 @@ def overhead(settings: DClusterSettings, jobs: int, client_poll: float) -> dict[
 
     to_running, to_completed, to_client = [], [], []
     with serving(settings) as url:
-        client = DClusterClient(url, retries=1)
+        client = DClusterClient(url, attempts=1)
         for _ in range(jobs):
             job = client.submit(JobSpec(client="bench", app="trivial", priority="batch"))
             status, seen = _wait(client, job.job_id, client_poll)
@@ -121,7 +121,7 @@ def fallback_time(settings: DClusterSettings, timeout_s: float) -> dict[str, flo
     cfg = ClusterConfig.from_mapping({"spot": {"request_timeout_s": timeout_s},
                                       "simulation": {"spot": {"fulfil_delay_s": 3600}}})
     with serving(replace(settings, cluster=cfg)) as url:
-        client = DClusterClient(url, retries=1)
+        client = DClusterClient(url, attempts=1)
         job = client.submit(JobSpec(client="bench", app="trivial", priority="batch"))
         status, _ = _wait(client, job.job_id, 0.05)
     ts = {t["state"]: parse_iso(t["at"]).timestamp() for t in status.raw["transitions"]}

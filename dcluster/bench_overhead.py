@@ -53,7 +53,7 @@ def measure(settings: DClusterSettings, jobs: int, warmup: int, client_poll: flo
 
     samples: dict[str, list[float]] = {k: [] for k in PHASES}
     with serving(settings) as url:
-        client = DClusterClient(url, retries=1)
+        client = DClusterClient(url, attempts=1)
         for i in range(warmup + jobs):
             spec = JobSpec(client="bench", app="smoke", priority="critical",
                            args=["--out", str(out / f"{launcher}-{i}.txt"), "--n", "100"])

@@ -5,15 +5,16 @@ import copy
 import datetime as dt
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from dcluster import statefile
+from dcluster.errors import InvalidTransition, JobNotFound, SpecError
 
 log = logging.getLogger("dcluster.jobs")
 
@@ -60,31 +61,6 @@ def now_iso() -> str:
 def parse_iso(value: str) -> dt.datetime:
     """A timestamp written by now_iso() as an aware datetime."""
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-class SpecError(ValueError):
-    """A job spec the service cannot accept; problems lists every reason."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-class JobNotFound(LookupError):
-    """No job has this id."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found")
-        self.job_id = job_id
-
-
-class InvalidTransition(RuntimeError):
-    """A state change the life cycle does not allow."""
-
-    def __init__(self, job_id: str, current: str, target: str) -> None:
-        allowed = ", ".join(sorted(TRANSITIONS[current])) or "nothing (terminal)"
-        super().__init__(f"job {job_id} cannot go from {current} to {target}; allowed: {allowed}")
-        self.job_id, self.current, self.target = job_id, current, target
 
 
 @dataclass(frozen=True)
@@ -369,7 +345,7 @@ class JobStore:
             if job is None:
                 raise JobNotFound(job_id)
             if state not in TRANSITIONS[job.state]:
-                raise InvalidTransition(job_id, job.state, state)
+                raise InvalidTransition(job_id, job.state, state, TRANSITIONS[job.state])
             at = now_iso()
             previous = job.state
             for name, value in changes.items():
@@ -399,13 +375,5 @@ class JobStore:
             self._save(job)
 
     def _save(self, job: Job) -> None:
-        """Write the job's JSON atomically (temp file + rename), so a crash never leaves half a file."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{job.job_id}.", suffix=".tmp", dir=self._dir)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(job.to_dict(), fh, indent=1, sort_keys=True)
-            os.replace(tmp, self._dir / f"{job.job_id}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write the job's JSON (statefile: a crash never leaves half a file)."""
+        statefile.write_json(self._dir / f"{job.job_id}.json", job.to_dict(), indent=1)

@@ -1,16 +1,14 @@
-"""The resource manager: on-demand and spot pools, spot requests, the spot breaker, alerts.
+"""The resource manager: on-demand and spot pools, spot requests, the spot breaker, autoscaling.
 
-Plain code under one lock, persisted to {state_dir}/resources.json after every change. Times are
+Plain code under one lock, persisted to {state_dir}/resources.json after every change (through
+dcluster.statefile), alerts included (dcluster.alerts keeps their rules). Times are
 epoch seconds (`*_ts`) for arithmetic plus ISO strings for people. One instance runs one job.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +16,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dcluster import policy
+from dcluster import policy, statefile
+from dcluster.alerts import Alert, AlertBook, iso
 from dcluster.config import ClusterConfig
+from dcluster.errors import RequestConflict, RequestNotFound
 from dcluster.policy import ON_DEMAND, SPOT
 from dcluster.providers.base import Market
 
@@ -29,20 +29,6 @@ OPEN, FULFILLED, FAILED, TIMED_OUT, CANCELLED = "open", "fulfilled", "failed", "
 IDLE, BUSY = "idle", "busy"
 MAX_REQUESTS_KEPT = 5000
 REQUEST_RETENTION_S = 7 * 24 * 3600
-MAX_ALERTS_KEPT = 500
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO-8601 UTC with a Z suffix."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class RequestNotFound(LookupError):
-    """No spot request has this id."""
-
-
-class RequestConflict(RuntimeError):
-    """The request's state forbids the action (answered with 409)."""
 
 
 @dataclass
@@ -87,31 +73,10 @@ class SpotRequest:
 
 
 @dataclass
-class Alert:
-    """Something an operator must know about; open until resolved."""
-
-    alert_id: str
-    key: str
-    kind: str
-    message: str
-    raised_ts: float
-    resolved_ts: float | None = None
-    count: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON with readable times."""
-        data = asdict(self)
-        data["raised_at"] = iso(self.raised_ts)
-        data["resolved_at"] = iso(self.resolved_ts) if self.resolved_ts else None
-        data["open"] = self.resolved_ts is None
-        return data
-
-
-@dataclass
 class _State:
     instances: dict[str, Instance] = field(default_factory=dict)
     requests: dict[str, SpotRequest] = field(default_factory=dict)
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: AlertBook = field(default_factory=AlertBook)
     consecutive_failures: int = 0
     disabled_until_ts: float | None = None
     disabled_reason: str = ""
@@ -142,7 +107,7 @@ class ResourceManager:
                 self._s = _State(
                     instances={k: _from(Instance, v) for k, v in raw.get("instances", {}).items()},
                     requests={k: _from(SpotRequest, v) for k, v in raw.get("requests", {}).items()},
-                    alerts=[_from(Alert, a) for a in raw.get("alerts", [])],
+                    alerts=AlertBook([_from(Alert, a) for a in raw.get("alerts", [])]),
                     consecutive_failures=int(raw.get("consecutive_failures", 0)),
                     disabled_until_ts=raw.get("disabled_until_ts"),
                     disabled_reason=str(raw.get("disabled_reason", "")),
@@ -161,20 +126,12 @@ class ResourceManager:
         doc = {
             "instances": {k: asdict(v) for k, v in s.instances.items()},
             "requests": {k: asdict(v) for k, v in s.requests.items()},
-            "alerts": [asdict(a) for a in s.alerts],
+            "alerts": [asdict(a) for a in s.alerts.items],
             "consecutive_failures": s.consecutive_failures, "disabled_until_ts": s.disabled_until_ts,
             "disabled_reason": s.disabled_reason, "last_scale_up_ts": s.last_scale_up_ts,
             "last_scale_down_ts": s.last_scale_down_ts,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".resources.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        statefile.write_json(self.path, doc)
 
     # --- the spot breaker -------------------------------------------------------------------
 
@@ -192,7 +149,7 @@ class ResourceManager:
             # Cool-down over: try spot again; one more failure trips the breaker at once.
             self._s.disabled_until_ts = None
             self._s.consecutive_failures = max(0, self.config.spot.failure_threshold - 1)
-            self._resolve("spot_disabled", now)
+            self._s.alerts.resolve("spot_disabled", now)
             self._save()
             log.info("spot re-enabled after its cool-down")
             return True, ""
@@ -277,11 +234,6 @@ class ResourceManager:
             req.state, req.reason, req.closed_ts = CANCELLED, reason, now
             self._save()
             return _copy(req)
-
-    def request(self, request_id: str) -> SpotRequest:
-        """A snapshot of one request; RequestNotFound if unknown."""
-        with self._lock:
-            return _copy(self._request(request_id))
 
     def history(self, hours: float, now: float | None = None) -> list[SpotRequest]:
         """Requests created in the last `hours`, newest first."""
@@ -450,38 +402,20 @@ class ResourceManager:
         """Open an alert, or count one more occurrence of the open alert with the same key."""
         now = self.clock() if now is None else now
         with self._lock:
-            for alert in self._s.alerts:
-                if alert.key == key and alert.resolved_ts is None:
-                    alert.count += 1
-                    alert.message = message
-                    self._save()
-                    return _copy(alert)
-            alert = Alert(alert_id="al-" + secrets.token_hex(4), key=key, kind=kind, message=message, raised_ts=now)
-            self._s.alerts.append(alert)
-            del self._s.alerts[:-MAX_ALERTS_KEPT]
-            log.warning("alert %s: %s", kind, message)
+            alert = self._s.alerts.raise_(key, kind, message, now)
             self._save()
             return _copy(alert)
 
     def resolve_alert(self, key: str, now: float | None = None) -> None:
         """Close the open alert with this key, if any."""
         with self._lock:
-            if self._resolve(key, self.clock() if now is None else now):
+            if self._s.alerts.resolve(key, self.clock() if now is None else now):
                 self._save()
-
-    def _resolve(self, key: str, now: float) -> bool:
-        found = False
-        for alert in self._s.alerts:
-            if alert.key == key and alert.resolved_ts is None:
-                alert.resolved_ts = now
-                found = True
-        return found
 
     def alerts(self, open_only: bool = False) -> list[Alert]:
         """Alerts, newest first."""
         with self._lock:
-            out = [_copy(a) for a in self._s.alerts if not open_only or a.resolved_ts is None]
-        return sorted(out, key=lambda a: a.raised_ts, reverse=True)
+            return [_copy(a) for a in self._s.alerts.listed(open_only)]
 
     # --- reports ----------------------------------------------------------------------------
 

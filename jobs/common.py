@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dcluster_client.contract import SPARK_MASTER_SET_ENV, SPARK_REMOTE_ENV
 from fraudcore.clients import ClientConfig, ConfigError, get_client, parse_date
 from fraudcore.paths import WorkPaths
 
@@ -51,10 +52,6 @@ def job_context(parser: argparse.ArgumentParser, argv: list[str]) -> JobContext:
     return JobContext(client=client, paths=WorkPaths(warehouse, client.name, day), args=args)
 
 
-# sc://host:port of a resident Spark Connect server (scripts/spark-connect.sh); unset: a JVM of its own.
-SPARK_REMOTE_ENV = "FRAUDBATCH_SPARK_REMOTE"
-
-
 def spark_session(app: str) -> SparkSession:
     """The job's session: UTC, few shuffle partitions (sized for small clusters), no UI.
 
@@ -81,7 +78,7 @@ def spark_session(app: str) -> SparkSession:
         _interrupt_on_sigterm(session)
         return session
     builder = builder.config("spark.ui.enabled", "false")  # static: a Connect server sets it at start
-    if not os.environ.get("SPARK_MASTER_SET"):
+    if not os.environ.get(SPARK_MASTER_SET_ENV):
         # spark-submit sets spark.master; a direct `python -m jobs.run` falls back to local mode.
         builder = builder.config("spark.master", os.environ.get("FRAUDBATCH_SPARK_MASTER", "local[2]"))
     return builder.getOrCreate()

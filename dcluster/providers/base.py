@@ -8,18 +8,6 @@ from typing import Any, Protocol
 from dcluster.models import Job, JobSpec
 
 
-class UnsupportedJob(ValueError):
-    """A job spec this provider cannot run (answered with 422)."""
-
-
-class ProcessLost(RuntimeError):
-    """The job's process is gone and left no exit status (e.g. its host vanished)."""
-
-
-class CapacityUnavailable(RuntimeError):
-    """The provider could not get the capacity the job was placed on (e.g. EC2 had none); nothing was started."""
-
-
 class Market(Protocol):
     """Where capacity comes from: spot quotes and fulfilment, on-demand launches, interruptions."""
 

@@ -1,7 +1,10 @@
-"""The local provider: each job is a spark-submit, python or PyFlink subprocess on this host."""
+"""The local provider: each job is a spark-submit, python or PyFlink subprocess on this host.
+
+It is the launcher; the capacity under each run comes from its capacity source
+(providers/capacity.py): simulated by default, EC2 for the aws provider.
+"""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,12 +16,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dcluster import statefile
+from dcluster.errors import ProcessLost, UnsupportedJob
 from dcluster.models import Job, JobSpec
 from dcluster.policy import ON_DEMAND
-from dcluster.providers.base import ProcessLost, Provider, UnsupportedJob
-from dcluster.providers.simulation import SimulatedMarket
+from dcluster.providers.base import Provider
+from dcluster.providers.capacity import CapacitySource, Lease, SimulatedCapacity
 from dcluster.settings import DClusterSettings
-from jobs.common import SPARK_REMOTE_ENV
+from dcluster_client import contract
 
 # Runs the job and leaves its exit code in a file, so a restarted service can still learn how
 # a job it did not start (and so cannot wait for) has ended.
@@ -48,6 +53,7 @@ class LocalHandle:
     job_id: str
     process: subprocess.Popen[bytes]
     launcher: str = SPARK_SUBMIT
+    lease: Lease | None = None  # the capacity under the run
 
     @property
     def pid(self) -> int:
@@ -62,6 +68,7 @@ class AdoptedHandle:
     job_id: str
     pid: int
     start_ticks: int
+    lease: Lease | None = None  # the capacity under the run
 
 
 class LocalProvider(Provider):
@@ -70,9 +77,10 @@ class LocalProvider(Provider):
     name = "local"
     resident_session_capable = True  # may send jobs to the resident Spark session (Spark Connect)
 
-    def __init__(self, settings: DClusterSettings) -> None:
+    def __init__(self, settings: DClusterSettings, capacity: CapacitySource | None = None) -> None:
         self.settings = settings
-        self.market = SimulatedMarket(settings.cluster.simulation)
+        self.capacity = capacity or SimulatedCapacity(settings.cluster.simulation)
+        self.market = self.capacity.market
 
     @property
     def spark_mode(self) -> bool:
@@ -98,12 +106,16 @@ class LocalProvider(Provider):
             flink_run = str(Path(self.settings.project_root) / "jobs" / "flink" / "run.py")
             return [str(self.settings.flink_launcher), flink_run, job.app, *job.args]
         run_py = str(Path(self.settings.project_root) / "jobs" / "run.py")
-        if self.spark_mode:
-            return [
-                self.settings.spark_submit, "--master", self.settings.spark_master,
-                "--conf", "spark.ui.enabled=false", run_py, job.app, *job.args,
-            ]
-        return [self.settings.spark_submit, run_py, job.app, *job.args]
+        if not self.spark_mode:
+            return [self.settings.spark_submit, run_py, job.app, *job.args]
+        remote: list[str] = []
+        if self.capacity.remote_executors:
+            # Executors are started by the workers on the capacity's hosts and do not inherit the
+            # job's environment: those hosts must hold this interpreter and the checkout at the same paths.
+            remote = ["--conf", f"spark.pyspark.python={self.settings.python}",
+                      "--conf", f"spark.executorEnv.PYTHONPATH={self.settings.project_root.resolve()}"]
+        return [self.settings.spark_submit, *remote, "--master", self.settings.spark_master,
+                "--conf", "spark.ui.enabled=false", run_py, job.app, *job.args]
 
     def launch(self, job: Job) -> Launch:
         """The run's argv and environment: the resident Spark session if the job may use it and it answers."""
@@ -119,7 +131,7 @@ class LocalProvider(Provider):
                           f"resident Spark session {rs.url} does not answer ({down}); running through "
                           "spark-submit instead (start it with scripts/spark-connect.sh start)")
         # The job is a plain client process: the Spark work runs in the resident server's JVM.
-        env[SPARK_REMOTE_ENV] = rs.url
+        env[contract.SPARK_REMOTE_ENV] = rs.url
         run_py = str(Path(self.settings.project_root) / "jobs" / "run.py")
         return Launch([self.settings.python, run_py, job.app, *job.args], env, RESIDENT_SESSION,
                       f"running on the resident Spark session {rs.url}")
@@ -143,24 +155,35 @@ class LocalProvider(Provider):
         env["PYSPARK_PYTHON"] = self.settings.python
         env["PYSPARK_DRIVER_PYTHON"] = self.settings.python
         # jobs.common.spark_session leaves spark.master to spark-submit when this is set.
-        env["SPARK_MASTER_SET"] = "1"
+        env[contract.SPARK_MASTER_SET_ENV] = "1"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         # Only launch() points a run at the resident session, never the service's own environment.
-        env.pop(SPARK_REMOTE_ENV, None)
-        env["DCLUSTER_JOB_ID"] = job.job_id
-        env["DCLUSTER_NAMESPACE"] = job.namespace
-        env["DCLUSTER_ATTEMPT"] = str(job.attempts)
-        env["DCLUSTER_CAPACITY_TYPE"] = job.capacity_type
+        env.pop(contract.SPARK_REMOTE_ENV, None)
+        env[contract.JOB_ID_ENV] = job.job_id
+        env[contract.NAMESPACE_ENV] = job.namespace
+        env[contract.ATTEMPT_ENV] = str(job.attempts)
+        env[contract.CAPACITY_TYPE_ENV] = job.capacity_type
         # A job may touch the heartbeat file (the monitor then expects it to stay fresh), poll the
         # notice file like EC2's spot/instance-action, and keep progress in the checkpoint folder.
-        env["DCLUSTER_HEARTBEAT_FILE"] = str(self._run_file(job.job_id, "heartbeat"))
-        env["DCLUSTER_SPOT_NOTICE_FILE"] = str(self._run_file(job.job_id, "notice.json"))
-        env["DCLUSTER_CHECKPOINT_DIR"] = str(self.checkpoint_dir(job.job_id))
-        env["DCLUSTER_EXIT_FILE"] = str(self._run_file(job.job_id, "exit"))
+        env[contract.HEARTBEAT_FILE_ENV] = str(self._run_file(job.job_id, "heartbeat"))
+        env[contract.SPOT_NOTICE_FILE_ENV] = str(self._run_file(job.job_id, "notice.json"))
+        env[contract.CHECKPOINT_DIR_ENV] = str(self.checkpoint_dir(job.job_id))
+        env[contract.EXIT_FILE_ENV] = str(self._run_file(job.job_id, "exit"))
+        env.update(self.capacity.environment(job))
         return env
 
     def start(self, job: Job) -> LocalHandle:
-        """Launch the job in its own process group, output appended to its log file."""
+        """Lease the run's capacity, then launch the job in its own process group (output to its log)."""
+        lease = self.capacity.acquire(job)
+        try:
+            handle = self._start_process(job)
+        except OSError:
+            self.capacity.release(lease)
+            raise
+        handle.lease = lease
+        return handle
+
+    def _start_process(self, job: Job) -> LocalHandle:
         log_path = self.log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.forget(job.job_id, finished=False)
@@ -185,7 +208,24 @@ class LocalProvider(Provider):
         return LocalHandle(job_id=job.job_id, process=process, launcher=launch.launcher)
 
     def poll(self, handle: LocalHandle | AdoptedHandle) -> int | None:
-        """The launcher's exit code once it has ended; ProcessLost if an adopted one left none."""
+        """The launcher's exit code once it has ended; ProcessLost if an adopted one left none.
+
+        Either way the run is over, and its capacity is given back.
+        """
+        try:
+            code = self._poll_process(handle)
+        except ProcessLost:
+            self._give_back(handle)
+            raise
+        if code is not None:
+            self._give_back(handle)
+        return code
+
+    def _give_back(self, handle: LocalHandle | AdoptedHandle) -> None:
+        if handle.lease is not None:
+            self.capacity.release(handle.lease)
+
+    def _poll_process(self, handle: LocalHandle | AdoptedHandle) -> int | None:
         if isinstance(handle, LocalHandle):
             return handle.process.poll()
         if _start_ticks(handle.pid) == handle.start_ticks:
@@ -196,7 +236,13 @@ class LocalProvider(Provider):
         return code
 
     def terminate(self, handle: LocalHandle | AdoptedHandle, grace_s: float) -> int | None:
-        """SIGTERM the whole group, SIGKILL it after grace_s; returns the launcher's exit code."""
+        """SIGTERM the whole group, SIGKILL it after grace_s, give the capacity back; the launcher's exit code."""
+        try:
+            return self._terminate_process(handle, grace_s)
+        finally:
+            self._give_back(handle)
+
+    def _terminate_process(self, handle: LocalHandle | AdoptedHandle, grace_s: float) -> int | None:
         pgid = handle.pid
         if isinstance(handle, AdoptedHandle) and _start_ticks(pgid) != handle.start_ticks:
             return self.exit_status(handle.job_id)  # the pid may belong to someone else by now
@@ -225,16 +271,22 @@ class LocalProvider(Provider):
     def process_info(self, handle: LocalHandle | AdoptedHandle) -> dict[str, Any]:
         """Pid and kernel start time (together they name the process even after pid reuse), and the launcher."""
         pid = handle.pid
+        lease = self.capacity.record(handle.lease) if handle.lease is not None else {}
         if isinstance(handle, AdoptedHandle):
-            return {"pid": pid, "pid_start": handle.start_ticks}
-        return {"pid": pid, "pid_start": _start_ticks(pid), "launcher": handle.launcher}
+            return {"pid": pid, "pid_start": handle.start_ticks, **lease}
+        return {"pid": pid, "pid_start": _start_ticks(pid), "launcher": handle.launcher, **lease}
 
     def adopt(self, job_id: str, info: dict[str, Any]) -> AdoptedHandle | None:
-        """The recorded process if it still runs (same pid and start time), else None."""
+        """The recorded process if it still runs (same pid and start time), else None (its capacity given back)."""
         pid, ticks = info.get("pid"), info.get("pid_start")
         if not isinstance(pid, int) or ticks is None or _start_ticks(pid) != ticks:
+            self.capacity.abandon(job_id, info)
             return None
-        return AdoptedHandle(job_id=job_id, pid=pid, start_ticks=int(ticks))
+        return AdoptedHandle(job_id=job_id, pid=pid, start_ticks=int(ticks), lease=self.capacity.readopt(job_id, info))
+
+    def interruption_notice(self, handle: LocalHandle | AdoptedHandle) -> dict[str, str] | None:
+        """The capacity's own reclaim notice for the run, if it gives them (EC2's instance-action)."""
+        return self.capacity.notice(handle.lease) if handle.lease is not None else None
 
     def exit_status(self, job_id: str) -> int | None:
         """The exit code the wrapper wrote when the job's process ended."""
@@ -252,11 +304,7 @@ class LocalProvider(Provider):
 
     def notify(self, job_id: str, notice: dict[str, Any]) -> None:
         """Write the notice where the job polls for it (atomically, so it never reads half)."""
-        path = self._run_file(job_id, "notice.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(notice))
-        os.replace(tmp, path)
+        statefile.write_json(self._run_file(job_id, "notice.json"), notice)
 
     def checkpoint_dir(self, job_id: str) -> Path:
         """{state_dir}/checkpoints/{job_id}: kept across attempts, removed when the job ends."""

@@ -18,11 +18,11 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
+from dcluster.errors import UnsupportedJob
 from dcluster.models import Job, JobSpec
-from dcluster.providers.base import UnsupportedJob
 from dcluster.providers.local import AdoptedHandle, Launch, LocalHandle, LocalProvider
 from dcluster.settings import DClusterSettings
-from jobs.flink.common import JOB_TAG
+from dcluster_client.contract import JOB_TAG
 
 DEFAULT_UI_PORT = 8090  # scripts/spark-cluster.sh's default; 8080 is often taken on a workstation
 UI_PORT_ENV = "SPARK_CLUSTER_UI_PORT"  # the same variable scripts/spark-cluster.sh reads

@@ -7,15 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dcluster_client.contract import JOB_ID_ENV, JOB_TAG
 from jobs.common import JobContext, client_day_main, one_line
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
 
 PARALLELISM_ENV = "FRAUDBATCH_FLINK_PARALLELISM"
-# Ends the Flink job's name when DCluster runs it; the standalone provider cancels a terminated
-# job's work on the session cluster by it (dcluster/providers/standalone.py).
-JOB_TAG = "[dcluster:{job_id}]"
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: jobs/ and fraudcore/ for the Python workers
 
 
@@ -39,7 +37,7 @@ def batch_env(app: str) -> StreamExecutionEnvironment:
 
 def job_name(*parts: str) -> str:
     """The Flink job's name: its parts, then JOB_TAG with the DCluster job id when DCluster runs it."""
-    job_id = os.environ.get("DCLUSTER_JOB_ID")
+    job_id = os.environ.get(JOB_ID_ENV)
     return " ".join((*parts, JOB_TAG.format(job_id=job_id)) if job_id else parts)
 
 

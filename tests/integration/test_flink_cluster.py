@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from dcluster.errors import UnsupportedJob
 from dcluster.models import JobSpec as ServiceJobSpec
 from dcluster.models import JobStore
-from dcluster.providers.base import UnsupportedJob
 from dcluster.providers.standalone import StandaloneProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client import JobSpec, run_job

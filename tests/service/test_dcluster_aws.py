@@ -1,27 +1,25 @@
-"""EC2 capacity (dcluster.aws) against a real moto server over HTTP, and the notice watcher against a fake IMDS."""
+"""The EC2 client (dcluster.ec2) against a real moto server over HTTP, and the notice watcher against a fake IMDS."""
 from __future__ import annotations
 
 import json
 import socket
-import time
 import uuid
 from typing import Any
 
 import pytest
 
 from dcluster import policy
-from dcluster.aws import (
+from dcluster.ec2 import (
     ON_DEMAND,
     SPOT,
-    AwsCapacity,
     AwsCapacityError,
-    AwsCapacitySettings,
+    Ec2Client,
+    Ec2Settings,
     InterruptionWatcher,
     MetadataError,
-    SpotTimeout,
     namespace,
 )
-from tests.support.aws import Ec2Wrapper, FakeImds, NoSpotCapacity, client_error
+from tests.support.aws import Ec2Wrapper, FakeImds, client_error
 
 REGION = "us-east-1"
 SPOT_MARKET = {"MarketType": "spot", "SpotOptions": {
@@ -51,10 +49,9 @@ def network(moto_endpoint) -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(moto_endpoint, network) -> AwsCapacitySettings:
-    """Settings for the moto server, with a fast spot poll."""
-    return AwsCapacitySettings(region=REGION, endpoint_url=moto_endpoint, spot_poll_interval_s=0.05,
-                               tags={"cost_centre": "fraud"}, **network)
+def settings(moto_endpoint, network) -> Ec2Settings:
+    """Settings for the moto server."""
+    return Ec2Settings(region=REGION, endpoint_url=moto_endpoint, tags={"cost_centre": "fraud"}, **network)
 
 
 @pytest.fixture
@@ -96,33 +93,6 @@ class _Refusing(Ec2Wrapper):
         return self.real.run_instances(**kwargs)
 
 
-class _NeverFulfilled(Ec2Wrapper):
-    """Spot requests that stay open; after the cancel, EC2 reports the instance moto had launched anyway."""
-
-    def __init__(self, real: Any) -> None:
-        super().__init__(real)
-        self.seen: dict[str, dict[str, Any]] = {}
-        self.cancelled: list[str] = []
-
-    def describe_spot_instance_requests(self, **kwargs: Any) -> Any:
-        if self.cancelled:
-            # What AWS answers when a request was fulfilled just as it was cancelled.
-            return {"SpotInstanceRequests": [
-                {**self.seen[i], "State": "cancelled", "Status": {"Code": "request-canceled-and-instance-running"}}
-                for i in kwargs["SpotInstanceRequestIds"]]}
-        resp = self.real.describe_spot_instance_requests(**kwargs)
-        out = []
-        for req in resp["SpotInstanceRequests"]:
-            self.seen[req["SpotInstanceRequestId"]] = dict(req)
-            out.append({**{k: v for k, v in req.items() if k != "InstanceId"}, "State": "open",
-                        "Status": {"Code": "pending-fulfillment", "Message": "waiting for capacity"}})
-        return {"SpotInstanceRequests": out}
-
-    def cancel_spot_instance_requests(self, **kwargs: Any) -> Any:
-        self.cancelled.extend(kwargs["SpotInstanceRequestIds"])
-        return self.real.cancel_spot_instance_requests(**kwargs)
-
-
 class _TwoPerPage(Ec2Wrapper):
     """Spot price history served two entries per page with NextToken, as EC2 does for long histories."""
 
@@ -148,18 +118,16 @@ def test_capacity_types_are_the_policy_ones():
     assert (SPOT, ON_DEMAND) == (policy.SPOT, policy.ON_DEMAND)
 
 
-def test_on_demand_allocation_launches_tagged_instances(moto_endpoint, settings, job):
+def test_on_demand_launch_runs_tagged_instances(moto_endpoint, settings, job):
     ec2 = _ec2(moto_endpoint)
     sent = _run_instances_params(ec2)
-    alloc = AwsCapacity(settings, ec2_client=ec2).allocate(2, prefer_spot=False, **job)
+    instance_ids = Ec2Client(settings, ec2_client=ec2).run_on_demand(2, **job)
 
-    assert alloc.capacity_type == ON_DEMAND
-    assert alloc.fallback_reason is None
-    assert len(alloc.instance_ids) == 2
+    assert len(instance_ids) == 2
     assert "InstanceMarketOptions" not in sent[0]
     assert (sent[0]["MinCount"], sent[0]["MaxCount"]) == (2, 2)
-    found = AwsCapacity(settings, ec2_client=ec2).instances(_ns(job))
-    assert [i["instance_id"] for i in found] == sorted(alloc.instance_ids)
+    found = Ec2Client(settings, ec2_client=ec2).instances(_ns(job))
+    assert [i["instance_id"] for i in found] == sorted(instance_ids)
     ns = _ns(job)
     for inst in found:
         assert inst["capacity_type"] == ON_DEMAND
@@ -167,25 +135,22 @@ def test_on_demand_allocation_launches_tagged_instances(moto_endpoint, settings,
         assert inst["tags"] == {"Name": ns, "cost_centre": "fraud", "namespace": ns, "client": "syncbank",
                                 "job_id": job["job_id"], "env": "test", "capacity_type": "on_demand",
                                 "managed_by": "dcluster"}
-    for raw in _described(ec2, list(alloc.instance_ids)).values():
+    for raw in _described(ec2, instance_ids).values():
         assert "InstanceLifecycle" not in raw
         assert raw["SubnetId"] == settings.subnet_id
         assert raw["KeyName"] == "dcluster-test"
         assert [g["GroupId"] for g in raw["SecurityGroups"]] == list(settings.security_group_ids)
 
 
-def test_spot_allocation_runs_instances_with_spot_market_options(moto_endpoint, settings, job):
+def test_spot_launch_runs_instances_with_spot_market_options(moto_endpoint, settings, job):
     ec2 = _ec2(moto_endpoint)
     sent = _run_instances_params(ec2)
-    cap = AwsCapacity(settings, ec2_client=ec2)
-    alloc = cap.allocate(1, prefer_spot=True, **job)
+    cap = Ec2Client(settings, ec2_client=ec2)
+    instance_ids = cap.request_spot(1, **job)
 
-    assert alloc.capacity_type == SPOT
-    assert alloc.fallback_reason is None
-    assert alloc.spot_price == cap.current_spot_price()
     assert len(sent) == 1
     assert sent[0]["InstanceMarketOptions"] == SPOT_MARKET
-    (raw,) = _described(ec2, list(alloc.instance_ids)).values()
+    (raw,) = _described(ec2, instance_ids).values()
     assert raw["InstanceLifecycle"] == "spot"
     assert [(i["capacity_type"], i["tags"]["capacity_type"]) for i in cap.instances(_ns(job))] == [(SPOT, SPOT)]
 
@@ -195,32 +160,12 @@ def test_max_price_is_sent_as_plain_decimal(moto_endpoint, settings, job):
     sent = _run_instances_params(ec2)
     from dataclasses import replace
 
-    AwsCapacity(replace(settings, max_spot_price=0.000125), ec2_client=ec2).request_spot(1, **job)
+    Ec2Client(replace(settings, max_spot_price=0.000125), ec2_client=ec2).request_spot(1, **job)
     assert sent[0]["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "0.000125"
 
 
-def test_spot_request_api_request_wait_describe_cancel(moto_endpoint, settings, job):
-    ec2 = _ec2(moto_endpoint)
-    cap = AwsCapacity(settings, ec2_client=ec2)
-    request_ids = cap.request_spot_instances(1, **job)
-
-    assert len(request_ids) == 1 and request_ids[0].startswith("sir-")
-    (described,) = cap.describe_spot_requests(request_ids)
-    assert described["request_id"] == request_ids[0]
-    assert described["state"] == "active"
-    assert described["tags"]["namespace"] == _ns(job)
-    instance_ids = cap.wait_for_spot(request_ids, timeout_s=5)
-    assert instance_ids == [described["instance_id"]]
-    # The request's tags were copied onto the instance, so the namespace finds it.
-    (inst,) = cap.instances(_ns(job))
-    assert (inst["instance_id"], inst["capacity_type"], inst["tags"]["job_id"]) == (instance_ids[0], SPOT,
-                                                                                   job["job_id"])
-    assert cap.cancel_spot_requests(request_ids) == {request_ids[0]: "cancelled"}
-    assert cap.terminate(instance_ids) == {instance_ids[0]: "shutting-down"}
-
-
 def test_terminate_takes_instances_out_of_the_namespace(moto_endpoint, settings, job):
-    cap = AwsCapacity(settings, ec2_client=_ec2(moto_endpoint))
+    cap = Ec2Client(settings, ec2_client=_ec2(moto_endpoint))
     ids = cap.run_on_demand(2, **job)
 
     assert cap.terminate(ids) == {i: "shutting-down" for i in ids}
@@ -233,7 +178,7 @@ def test_terminate_takes_instances_out_of_the_namespace(moto_endpoint, settings,
 
 
 def test_spot_price_history_returns_entries_newest_first(moto_endpoint, settings):
-    cap = AwsCapacity(settings, ec2_client=_ec2(moto_endpoint))
+    cap = Ec2Client(settings, ec2_client=_ec2(moto_endpoint))
     history = cap.spot_price_history(hours=24)
 
     assert history, "moto quotes r5.2xlarge spot prices"
@@ -246,57 +191,12 @@ def test_spot_price_history_returns_entries_newest_first(moto_endpoint, settings
 
 def test_spot_price_history_follows_every_page(moto_endpoint, settings):
     paged = _TwoPerPage(_ec2(moto_endpoint))
-    got = AwsCapacity(settings, ec2_client=paged).spot_price_history()
-    unpaged = AwsCapacity(settings, ec2_client=_ec2(moto_endpoint)).spot_price_history()
+    got = Ec2Client(settings, ec2_client=paged).spot_price_history()
+    unpaged = Ec2Client(settings, ec2_client=_ec2(moto_endpoint)).spot_price_history()
 
     assert len(unpaged) > 2
     assert got == unpaged
     assert paged.tokens == [None] + [str(n) for n in range(2, len(unpaged), 2)]
-
-
-# --------------------------------------------------------------------------- fallbacks
-
-
-def test_price_above_max_goes_on_demand_with_the_reason(moto_endpoint, settings, job):
-    from dataclasses import replace
-
-    ec2 = _ec2(moto_endpoint)
-    sent = _run_instances_params(ec2)
-    price = AwsCapacity(settings, ec2_client=ec2).current_spot_price()
-    assert price is not None
-    cheap = replace(settings, max_spot_price=price / 10)
-    alloc = AwsCapacity(cheap, ec2_client=ec2).allocate(1, prefer_spot=True, **job)
-
-    assert alloc.capacity_type == ON_DEMAND
-    assert alloc.fallback_reason == (f"spot price {price:g} $/h for r5.2xlarge is above "
-                                     f"max_spot_price {price / 10:g} $/h")
-    assert alloc.spot_price == price
-    assert ["InstanceMarketOptions" in p for p in sent] == [False]  # spot was never tried
-    assert [i["capacity_type"] for i in AwsCapacity(settings, ec2_client=ec2).instances(_ns(job))] == [ON_DEMAND]
-
-
-def test_insufficient_spot_capacity_goes_on_demand_with_the_reason(moto_endpoint, settings, job):
-    cap = AwsCapacity(settings, ec2_client=NoSpotCapacity(_ec2(moto_endpoint)))
-    alloc = cap.allocate(2, prefer_spot=True, **job)
-
-    assert alloc.capacity_type == ON_DEMAND
-    assert alloc.fallback_reason == (
-        f"spot launch failed: run_instances failed on EC2 in {REGION} at {settings.endpoint_url}: "
-        "InsufficientInstanceCapacity: We currently do not have sufficient r5.2xlarge capacity.; "
-        "AWS has no r5.2xlarge capacity there right now; try another zone or instance type, or on-demand")
-    assert sorted(i["instance_id"] for i in cap.instances(_ns(job))) == sorted(alloc.instance_ids)
-    assert {i["capacity_type"] for i in cap.instances(_ns(job))} == {ON_DEMAND}
-
-
-def test_no_capacity_in_either_market_is_one_error_naming_both(moto_endpoint, settings, job):
-    cap = AwsCapacity(settings, ec2_client=NoSpotCapacity(_ec2(moto_endpoint), on_demand_too=True))
-    with pytest.raises(AwsCapacityError) as err:
-        cap.allocate(1, prefer_spot=True, **job)
-
-    assert err.value.code == "InsufficientInstanceCapacity"
-    assert err.value.capacity is True
-    assert "(after falling back from spot: spot launch failed: run_instances failed on EC2" in str(err.value)
-    assert cap.instances(_ns(job)) == []
 
 
 @pytest.fixture(scope="module")
@@ -316,13 +216,12 @@ def test_launch_tries_every_subnet_then_the_next_type(moto_endpoint, settings, j
     assert diverse.launch_options() == [("r5.2xlarge", first), ("r5.2xlarge", second_subnet),
                                         ("r5a.2xlarge", first), ("r5a.2xlarge", second_subnet)]
     ec2 = _Refusing(_ec2(moto_endpoint), {("r5.2xlarge", first), ("r5.2xlarge", second_subnet)})
-    cap = AwsCapacity(diverse, ec2_client=ec2)
-    alloc = cap.allocate(1, prefer_spot=True, **job)
+    cap = Ec2Client(diverse, ec2_client=ec2)
+    instance_ids = cap.request_spot(1, **job)
 
     # Spot stays spot: the third option, another type in the first zone, had capacity.
-    assert alloc.capacity_type == SPOT and alloc.fallback_reason is None
     assert ec2.tries == [("r5.2xlarge", first, True), ("r5.2xlarge", second_subnet, True), ("r5a.2xlarge", first, True)]
-    described = _described(ec2.real, list(alloc.instance_ids))[alloc.instance_ids[0]]
+    described = _described(ec2.real, instance_ids)[instance_ids[0]]
     assert (described["InstanceType"], described["SubnetId"]) == ("r5a.2xlarge", first)
 
 
@@ -332,7 +231,7 @@ def test_no_capacity_for_any_option_names_every_refusal(moto_endpoint, settings,
     first = settings.subnet_id
     diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
     every = set(diverse.launch_options())
-    cap = AwsCapacity(diverse, ec2_client=_Refusing(_ec2(moto_endpoint), every))
+    cap = Ec2Client(diverse, ec2_client=_Refusing(_ec2(moto_endpoint), every))
     with pytest.raises(AwsCapacityError) as err:
         cap.run_on_demand(1, **job)
 
@@ -353,111 +252,9 @@ def test_a_settings_error_is_not_retried_on_other_options(moto_endpoint, setting
     diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
     ec2 = _Refusing(_ec2(moto_endpoint), {(settings.instance_type, settings.subnet_id)}, code="InvalidAMIID.Malformed")
     with pytest.raises(AwsCapacityError) as err:
-        AwsCapacity(diverse, ec2_client=ec2).run_on_demand(1, **job)
+        Ec2Client(diverse, ec2_client=ec2).run_on_demand(1, **job)
     assert (err.value.code, err.value.capacity, len(ec2.tries)) == ("InvalidAMIID.Malformed", False, 1)
     assert "check ami_id" in str(err.value)
-
-
-def test_unfulfilled_spot_requests_time_out_are_cancelled_and_late_instances_terminated(
-        moto_endpoint, settings, job):
-    real = _ec2(moto_endpoint)
-    wrapped = _NeverFulfilled(real)
-    cap = AwsCapacity(settings, ec2_client=wrapped)
-    request_ids = cap.request_spot_instances(1, **job)
-
-    started = time.monotonic()
-    with pytest.raises(SpotTimeout) as err:
-        cap.wait_for_spot(request_ids, timeout_s=0.2)
-    elapsed = time.monotonic() - started
-
-    assert 0.2 <= elapsed < 2.0
-    assert err.value.request_ids == request_ids
-    assert wrapped.cancelled == request_ids
-    late = wrapped.seen[request_ids[0]]["InstanceId"]
-    assert str(err.value) == (
-        f"spot requests not fulfilled within 0.2 s on EC2 in {REGION} at {settings.endpoint_url} "
-        f"({request_ids[0]}=pending-fulfillment); cancelled, late instances terminated: {late}")
-    assert _described(real, [late])[late]["State"]["Name"] in ("shutting-down", "terminated")
-
-
-def test_allocate_through_spot_requests_falls_back_after_the_timeout(moto_endpoint, settings, job):
-    from dataclasses import replace
-
-    wrapped = _NeverFulfilled(_ec2(moto_endpoint))
-    cap = AwsCapacity(replace(settings, spot_request_timeout_s=0.2), ec2_client=wrapped)
-    alloc = cap.allocate(1, prefer_spot=True, use_spot_requests=True, **job)
-
-    assert alloc.capacity_type == ON_DEMAND
-    assert alloc.fallback_reason is not None
-    assert alloc.fallback_reason.startswith("spot request timed out: spot requests not fulfilled within 0.2 s")
-    assert len(wrapped.cancelled) == 1
-    assert [(i["instance_id"], i["capacity_type"]) for i in cap.instances(_ns(job))] == [
-        (alloc.instance_ids[0], ON_DEMAND)]
-
-
-class _BadParameters(Ec2Wrapper):
-    """Spot requests EC2 turns down for bad parameters (state failed, no instance)."""
-
-    def __init__(self, real: Any) -> None:
-        super().__init__(real)
-        self.cancelled: list[str] = []
-
-    def describe_spot_instance_requests(self, **kwargs: Any) -> Any:
-        reqs = self.real.describe_spot_instance_requests(**kwargs)["SpotInstanceRequests"]
-        return {"SpotInstanceRequests": [
-            {**{k: v for k, v in r.items() if k != "InstanceId"}, "State": "failed",
-             "Status": {"Code": "bad-parameters", "Message": "The AMI does not support r5.2xlarge."}}
-            for r in reqs]}
-
-    def cancel_spot_instance_requests(self, **kwargs: Any) -> Any:
-        self.cancelled.extend(kwargs["SpotInstanceRequestIds"])
-        return self.real.cancel_spot_instance_requests(**kwargs)
-
-
-def test_failed_spot_request_is_an_error_with_its_status(moto_endpoint, settings, job):
-    wrapped = _BadParameters(_ec2(moto_endpoint))
-    cap = AwsCapacity(settings, ec2_client=wrapped)
-    request_ids = cap.request_spot_instances(1, **job)
-    with pytest.raises(AwsCapacityError) as err:
-        cap.wait_for_spot(request_ids, timeout_s=5)
-
-    assert (err.value.code, err.value.capacity) == ("bad-parameters", False)
-    assert str(err.value) == (
-        f"spot request {request_ids[0]} on EC2 in {REGION} at {settings.endpoint_url} ended failed "
-        "(bad-parameters: The AMI does not support r5.2xlarge.); all 1 requests were cancelled")
-    assert wrapped.cancelled == request_ids
-
-
-class _Throttled(Ec2Wrapper):
-    def describe_spot_price_history(self, **kwargs: Any) -> Any:
-        raise client_error("RequestLimitExceeded", "Request limit exceeded.", "DescribeSpotPriceHistory")
-
-
-def test_unknown_spot_price_goes_on_demand_with_the_reason(moto_endpoint, settings, job):
-    alloc = AwsCapacity(settings, ec2_client=_Throttled(_ec2(moto_endpoint))).allocate(1, prefer_spot=True, **job)
-
-    assert alloc.capacity_type == ON_DEMAND
-    assert alloc.spot_price is None
-    assert alloc.fallback_reason == (
-        f"spot price unknown: describe_spot_price_history failed on EC2 in {REGION} at {settings.endpoint_url}: "
-        "RequestLimitExceeded: Request limit exceeded.; EC2 throttled the account's API calls; "
-        "retry later with fewer calls")
-
-
-def test_spot_timeout_uses_the_injected_clock_and_sleep(moto_endpoint, settings, job):
-    now = [0.0]
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-
-    wrapped = _NeverFulfilled(_ec2(moto_endpoint))
-    cap = AwsCapacity(settings, ec2_client=wrapped, clock=lambda: now[0], sleep=sleep)
-    with pytest.raises(SpotTimeout):
-        cap.wait_for_spot(cap.request_spot_instances(1, **job), timeout_s=0.12)
-
-    assert sleeps == pytest.approx([0.05, 0.05, 0.02])
 
 
 # --------------------------------------------------------------------------- errors
@@ -466,7 +263,7 @@ def test_spot_timeout_uses_the_injected_clock_and_sleep(moto_endpoint, settings,
 def test_launch_without_an_ami_says_what_to_set(moto_endpoint, settings, job):
     from dataclasses import replace
 
-    cap = AwsCapacity(replace(settings, ami_id=""), ec2_client=_ec2(moto_endpoint))
+    cap = Ec2Client(replace(settings, ami_id=""), ec2_client=_ec2(moto_endpoint))
     with pytest.raises(AwsCapacityError, match=r"no ami_id set for launches on EC2 in us-east-1 at http://"):
         cap.run_on_demand(1, **job)
 
@@ -476,7 +273,7 @@ def test_unreachable_endpoint_names_the_endpoint(job):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    cap = AwsCapacity(AwsCapacitySettings(endpoint_url=url, ami_id="ami-12345678"), ec2_client=_ec2(url))
+    cap = Ec2Client(Ec2Settings(endpoint_url=url, ami_id="ami-12345678"), ec2_client=_ec2(url))
     with pytest.raises(AwsCapacityError) as err:
         cap.run_on_demand(1, **job)
 
@@ -488,9 +285,9 @@ def test_unreachable_endpoint_names_the_endpoint(job):
 
 def test_settings_reject_meaningless_values():
     with pytest.raises(ValueError, match="max_spot_price must be above 0"):
-        AwsCapacitySettings(max_spot_price=0)
+        Ec2Settings(max_spot_price=0)
     with pytest.raises(ValueError, match="metadata_url must be an http"):
-        AwsCapacitySettings(metadata_url="169.254.169.254")
+        Ec2Settings(metadata_url="169.254.169.254")
 
 
 # --------------------------------------------------------------------------- interruption notices
@@ -511,20 +308,6 @@ def test_watcher_sees_no_notice_then_the_instance_action():
     action = "/latest/meta-data/spot/instance-action"
     assert imds.log == [("PUT", "/latest/api/token", "21600"), ("GET", action, "token-1"),
                         ("GET", action, "token-1"), ("GET", action, "token-1")]
-
-
-def test_watcher_reads_the_rebalance_recommendation():
-    with FakeImds() as imds:
-        imds.answers[InterruptionWatcher.REBALANCE_PATH] = [
-            (404, ""), (200, json.dumps({"noticeTime": "2026-11-26T05:08:00Z"}))]
-        watcher = InterruptionWatcher(imds.url + "/")
-
-        assert watcher.rebalance_recommended() is None
-        assert watcher.rebalance_recommended() == {"noticeTime": "2026-11-26T05:08:00Z"}
-
-    rebalance = "/latest/meta-data/events/recommendations/rebalance"
-    assert [entry[:2] for entry in imds.log] == [("PUT", "/latest/api/token"), ("GET", rebalance),
-                                                 ("GET", rebalance)]
 
 
 def test_watcher_renews_a_rejected_token_once():
@@ -576,21 +359,27 @@ def test_watcher_without_a_metadata_service_says_what_to_check():
 
 def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instances(moto_endpoint, settings, job):
     ec2 = _ec2(moto_endpoint)
-    cap = AwsCapacity(settings, ec2_client=ec2)
+    cap = Ec2Client(settings, ec2_client=ec2)
     other = {**job, "job_id": uuid.uuid4().hex[:12]}
-    request_ids = cap.request_spot_instances(1, **job)
+    # A spot request left in the namespace (e.g. by an older service), opened directly on EC2.
+    tags = cap.launch_tags(capacity_type=SPOT, **job)
+    resp = ec2.request_spot_instances(
+        SpotPrice="0.5", InstanceCount=1, Type="one-time",
+        LaunchSpecification={"ImageId": settings.ami_id, "InstanceType": settings.instance_type},
+        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}])
+    request_ids = [r["SpotInstanceRequestId"] for r in resp["SpotInstanceRequests"]]
     on_demand = cap.run_on_demand(1, **job)
     kept = cap.run_on_demand(1, **other)
-    (requested,) = cap.describe_spot_requests(request_ids)
+    (requested,) = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=request_ids)["SpotInstanceRequests"]
     assert cap.spot_requests(_ns(job)) == [
-        {"request_id": request_ids[0], "state": "active", "instance_id": requested["instance_id"]}]
+        {"request_id": request_ids[0], "state": "active", "instance_id": requested["InstanceId"]}]
     cancelled: list[list[str]] = []
     ec2.meta.events.register("provide-client-params.ec2.CancelSpotInstanceRequests",
                              lambda params, **_: cancelled.append(params["SpotInstanceRequestIds"]))
 
     released = cap.release(_ns(job))
 
-    assert released == sorted([requested["instance_id"], *on_demand])
+    assert released == sorted([requested["InstanceId"], *on_demand])
     assert cancelled == [request_ids]
     assert cap.spot_requests(_ns(job)) == []
     assert cap.instances(_ns(job)) == []
@@ -598,21 +387,14 @@ def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instanc
     assert cap.release(_ns(job)) == []
 
 
-def test_user_data_goes_with_both_launch_paths(moto_endpoint, settings, job):
+def test_user_data_goes_with_the_launch(moto_endpoint, settings, job):
     from dataclasses import replace
 
     ec2 = _ec2(moto_endpoint)
     sent = _run_instances_params(ec2)
-    requested: list[dict[str, Any]] = []
-    ec2.meta.events.register("provide-client-params.ec2.RequestSpotInstances",
-                             lambda params, **_: requested.append(params["LaunchSpecification"]))
-    cap = AwsCapacity(replace(settings, user_data="#!/bin/sh\necho worker\n"), ec2_client=ec2)
+    cap = Ec2Client(replace(settings, user_data="#!/bin/sh\necho worker\n"), ec2_client=ec2)
     (instance_id,) = cap.run_on_demand(1, **job)
-    (request_id,) = cap.request_spot_instances(1, **job)
 
     assert sent[0]["UserData"] == "#!/bin/sh\necho worker\n"
     attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     assert attr["UserData"]["Value"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="  # base64 of the script, as EC2 keeps it
-    # The request API takes the script base64-encoded already (boto3 encodes it only for run_instances).
-    assert requested[0]["UserData"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="
-    assert request_id.startswith("sir-")

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from dcluster.aws import AwsCapacity, AwsCapacitySettings, InterruptionWatcher
+from dcluster.alerts import iso
 from dcluster.config import ClusterConfig, ConfigError
+from dcluster.ec2 import Ec2Client, Ec2Settings, InterruptionWatcher
 from dcluster.providers import make_provider, provider_types
 from dcluster.providers.aws import AwsProvider, Ec2Market, provider_settings
-from dcluster.resources import iso
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, JobSpec, JobStatus
 from tests.support.aws import FakeImds, NoSpotCapacity
@@ -85,14 +85,14 @@ def _settings(tmp_path: Path, project: Path, aws: dict[str, Any], **cluster: dic
 
 
 def _provider(service: Service) -> AwsProvider:
-    provider = service.server.config.app.state.scheduler.provider
+    provider = service.server.config.app.state.service.provider
     assert isinstance(provider, AwsProvider)
     return provider
 
 
 def _instances(endpoint: str, namespace: str, alive_only: bool = False) -> list[dict[str, Any]]:
     """The job's instances as EC2 describes them (terminated ones too unless alive_only)."""
-    cap = AwsCapacity(AwsCapacitySettings(region=REGION, endpoint_url=endpoint), ec2_client=_ec2(endpoint))
+    cap = Ec2Client(Ec2Settings(region=REGION, endpoint_url=endpoint), ec2_client=_ec2(endpoint))
     return cap.instances(namespace, alive_only=alive_only)
 
 
@@ -114,11 +114,11 @@ def test_the_registry_builds_the_aws_provider_on_an_ec2_market(settings: DCluste
 
     assert isinstance(provider, AwsProvider)
     assert isinstance(provider.market, Ec2Market) and provider.market.simulated is False
-    capacity = provider.spot_capacity.settings
+    capacity = provider.ec2.settings
     # The pools drive the instance types and the price, so the scheduler and EC2 agree on them.
     assert (capacity.instance_type, capacity.max_spot_price) == ("r5.2xlarge", 0.5)
     assert capacity.security_group_ids == (settings.cluster.aws["security_group_ids"][0],)
-    assert provider.on_demand_capacity.settings.instance_type == settings.cluster.on_demand.instance_type
+    assert provider.ec2.settings.on_demand_instance_type == settings.cluster.on_demand.instance_type
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -193,7 +193,7 @@ def test_spark_submit_tells_the_executors_on_the_instances_which_python_and_code
 def test_the_ec2_market_quotes_the_price_history_and_caches_it(moto_endpoint, aws_section):
     now = [0.0]
     ec2 = _ec2(moto_endpoint)
-    cap = AwsCapacity(AwsCapacitySettings(region=REGION, endpoint_url=moto_endpoint, ami_id="ami-1"), ec2_client=ec2)
+    cap = Ec2Client(Ec2Settings(region=REGION, endpoint_url=moto_endpoint, ami_id="ami-1"), ec2_client=ec2)
     market = Ec2Market(cap, price_cache_s=60, capacity_retry_s=30, clock=lambda: now[0])
     calls: list[str] = []
     ec2.meta.events.register("before-call.ec2.DescribeSpotPriceHistory", lambda **_: calls.append("x"))
@@ -281,7 +281,7 @@ def test_ec2_refusing_spot_falls_back_to_on_demand_and_disables_spot(
         settings: DClusterSettings, start_service, moto_endpoint):
     service = start_service(settings)
     provider = _provider(service)
-    provider.ec2_client = NoSpotCapacity(_ec2(moto_endpoint))
+    provider.ec2.ec2_client = NoSpotCapacity(_ec2(moto_endpoint))
     client = service.client
     job = client.submit(JobSpec(client="syncbank", app="ok", priority="batch"))
     done = wait_for(client, job.job_id, terminal, timeout=20)
@@ -315,7 +315,7 @@ def test_no_on_demand_capacity_keeps_the_job_waiting_and_holds_launches_back(
         settings: DClusterSettings, start_service, moto_endpoint):
     service = start_service(settings)
     refusing = _Counted(_ec2(moto_endpoint))
-    _provider(service).ec2_client = refusing
+    _provider(service).ec2.ec2_client = refusing
     client = service.client
     job = client.submit(JobSpec(client="syncbank", app="ok", priority="critical"))
     deadline = time.monotonic() + 10
@@ -379,7 +379,7 @@ def test_after_a_restart_a_run_whose_process_is_gone_has_its_instances_released(
     provider = make_provider(settings)
     assert isinstance(provider, AwsProvider)
     namespace = "s-test-syncbank-restarted01"
-    (instance_id,) = provider.on_demand_capacity.run_on_demand(1, client="syncbank", job_id="restarted01", env="test")
+    (instance_id,) = provider.ec2.run_on_demand(1, client="syncbank", job_id="restarted01", env="test")
     info = {"pid": 2 ** 22 + 1, "pid_start": 123, "capacity_type": "on_demand",  # no such process
             "ec2_instance_ids": [instance_id], "namespace": namespace}
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from dcluster.logs import error_line
 from dcluster.models import InvalidTransition, JobStore
 from dcluster.models import JobSpec as ServiceJobSpec
 from dcluster.providers.local import LocalProvider
-from dcluster.scheduler import error_line
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterError, JobFailed, JobSpec, run_job
 from tests.support import REPO

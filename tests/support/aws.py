@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dcluster.aws import (
+from dcluster.ec2 import (
     InterruptionWatcher,
 )
 

@@ -1,24 +1,22 @@
-"""EC2 capacity for DCluster through boto3: spot and on-demand launches, spot prices, termination, notices.
+"""The one EC2 client of DCluster (boto3): launches, spot prices, release by namespace, IMDSv2 notices.
 
-Plain code with an injectable boto3 EC2 client (and clock and sleep), so the resource manager can
-call it and tests can point it at a moto server. boto3, botocore and requests are imported on
-first use; nothing is read at import time.
+Plain code with an injectable boto3 EC2 client, so the aws provider's capacity source calls it
+and tests point it at a moto server. Every EC2 call goes through `Ec2Client._call`, which turns
+a botocore failure into an `AwsCapacityError` that names the call, the region and what to check.
+boto3, botocore and requests are imported on first use; nothing is read at import time.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 SPOT, ON_DEMAND = "spot", "on_demand"  # the capacity types of dcluster.policy
 MANAGED_BY = "dcluster"
 INTERRUPTION_ACTIONS = ("terminate", "stop", "hibernate")
-# Spot request states that will never bring an instance (AWS keeps "open" requests trying).
-CLOSED_REQUEST_STATES = frozenset({"failed", "cancelled", "closed"})
 # Error codes that mean "AWS cannot give this capacity now", not a mistake in the settings: the
 # caller falls back, and the resource manager counts them toward disabling spot for a while.
 CAPACITY_CODES = frozenset({
@@ -70,25 +68,18 @@ class AwsCapacityError(RuntimeError):
         self.capacity = capacity  # True: AWS had no capacity or a limit was hit (fall back, count it)
 
 
-class SpotTimeout(AwsCapacityError):
-    """Spot requests not fulfilled in time; they were cancelled and any late instance terminated."""
-
-    def __init__(self, message: str, *, request_ids: Sequence[str]) -> None:
-        super().__init__(message, operation="wait_for_spot", code="timeout", capacity=True)
-        self.request_ids = list(request_ids)
-
-
 class MetadataError(RuntimeError):
     """The instance metadata service could not be read or answered something unexpected."""
 
 
 @dataclass(frozen=True)
-class AwsCapacitySettings:
+class Ec2Settings:
     """Where and what DCluster launches on EC2."""
 
     region: str = "us-east-1"
     endpoint_url: str | None = None  # a VPC endpoint, or a moto server in tests; None: AWS's own
-    instance_type: str = "r5.2xlarge"
+    instance_type: str = "r5.2xlarge"  # of spot launches
+    on_demand_instance_type: str | None = None  # of on-demand launches; None: instance_type
     ami_id: str = ""  # image every instance boots; required before the first launch
     subnet_id: str | None = None  # None: the default VPC's subnet AWS picks
     # Tried in order when EC2 has no capacity for instance_type in subnet_id: every subnet (zone)
@@ -98,8 +89,6 @@ class AwsCapacitySettings:
     security_group_ids: tuple[str, ...] = ()
     key_name: str | None = None
     max_spot_price: float = 0.5  # $ per instance-hour; a market price above it goes on-demand
-    spot_request_timeout_s: float = 300.0  # an open spot request older than this is given up
-    spot_poll_interval_s: float = 5.0  # how often open spot requests are described while waiting
     product_description: str = "Linux/UNIX"  # the price series the AMI's platform pays
     tags: dict[str, str] = field(default_factory=dict)  # extra tags on everything launched (cost centre, …)
     metadata_url: str = "http://169.254.169.254"  # the instance metadata service (IMDSv2)
@@ -109,8 +98,6 @@ class AwsCapacitySettings:
         problems = []
         if self.max_spot_price <= 0:
             problems.append("max_spot_price must be above 0")
-        if self.spot_request_timeout_s <= 0 or self.spot_poll_interval_s <= 0:
-            problems.append("spot_request_timeout_s and spot_poll_interval_s must be above 0")
         if not self.metadata_url.startswith(("http://", "https://")):
             problems.append("metadata_url must be an http(s) url")
         if self.alternative_subnet_ids and not self.subnet_id:
@@ -118,47 +105,32 @@ class AwsCapacitySettings:
         if problems:
             raise ValueError("AWS capacity settings: " + "; ".join(problems))
 
-
-    def launch_options(self) -> list[tuple[str, str | None]]:
+    def launch_options(self, instance_type: str | None = None) -> list[tuple[str, str | None]]:
         """(instance type, subnet) pairs in the order launches try them; the first is the configured one."""
-        types = dict.fromkeys((self.instance_type, *self.alternative_instance_types))
+        types = dict.fromkeys((instance_type or self.instance_type, *self.alternative_instance_types))
         subnets = dict.fromkeys((self.subnet_id, *self.alternative_subnet_ids))
         return [(t, s) for t in types for s in subnets]
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """Instances launched for one job, on which market, and why not spot when it fell back."""
+class Ec2Client:
+    """Launches, finds and terminates the EC2 instances of DCluster's runs."""
 
-    capacity_type: str
-    instance_ids: tuple[str, ...]
-    fallback_reason: str | None = None
-    spot_price: float | None = None  # the market price seen when spot was considered ($/h)
-
-
-class AwsCapacity:
-    """Launches, finds and terminates EC2 instances for DCluster, spot first with on-demand fallback."""
-
-    def __init__(self, settings: AwsCapacitySettings, ec2_client: Any | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: Ec2Settings, ec2_client: Any | None = None) -> None:
         self.settings = settings
-        self._ec2 = ec2_client
-        self.clock = clock
-        self.sleep = sleep
+        self.ec2_client = ec2_client  # None: a boto3 client on first use; swappable (tests wrap it)
 
     @property
     def ec2(self) -> Any:
         """The boto3 EC2 client, created on first use (so the object can be built before a fork)."""
-        if self._ec2 is None:
+        if self.ec2_client is None:
             import boto3
             from botocore.config import Config
 
-            self._ec2 = boto3.client(
+            self.ec2_client = boto3.client(
                 "ec2", region_name=self.settings.region, endpoint_url=self.settings.endpoint_url,
                 config=Config(retries={"mode": "standard", "max_attempts": 3}),
             )
-        return self._ec2
+        return self.ec2_client
 
     @property
     def where(self) -> str:
@@ -209,21 +181,23 @@ class AwsCapacity:
             "MaxPrice": _price_text(self.settings.max_spot_price), "SpotInstanceType": "one-time",
             "InstanceInterruptionBehavior": "terminate"}}
         return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT),
-                            market)
+                            self.settings.instance_type, market)
 
     def run_on_demand(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Launch `count` on-demand instances with the job's tags; all or none."""
         return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env,
-                                                    capacity_type=ON_DEMAND))
+                                                    capacity_type=ON_DEMAND),
+                            self.settings.on_demand_instance_type or self.settings.instance_type)
 
-    def _launch(self, count: int, tags: list[dict[str, str]], market: dict[str, Any] | None = None) -> list[str]:
+    def _launch(self, count: int, tags: list[dict[str, str]], first_type: str,
+                market: dict[str, Any] | None = None) -> list[str]:
         """Instances of the first launch option EC2 has capacity for; one error naming every refusal.
 
         Only a capacity refusal moves on to the next option: a wrong AMI, subnet or credential
         would fail the same way everywhere, so it is raised at once.
         """
         self._check_launch(count, "run_instances", "launches")
-        options = self.settings.launch_options()
+        options = self.settings.launch_options(first_type)
         refusals: list[tuple[str, str | None, AwsCapacityError]] = []
         for instance_type, subnet_id in options:
             kwargs = self._run_kwargs(count, tags, instance_type, subnet_id)
@@ -274,144 +248,6 @@ class AwsCapacity:
             out["KeyName"] = s.key_name
         return out
 
-    # --- legacy spot requests ---------------------------------------------------------------
-
-    def request_spot_instances(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
-        """Open `count` one-time spot requests (the request API); returns their request ids."""
-        s = self.settings
-        self._check_launch(count, "request_spot_instances", "spot requests")
-        tags = self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT)
-        spec: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": s.instance_type, **self._placement()}
-        if s.user_data:
-            # Unlike run_instances, a launch specification takes the script already base64-encoded.
-            spec["UserData"] = base64.b64encode(s.user_data.encode()).decode()
-        resp = self._call(
-            "request_spot_instances", SpotPrice=_price_text(s.max_spot_price), InstanceCount=count,
-            Type="one-time", InstanceInterruptionBehavior="terminate",
-            # AWS closes the request itself at ValidUntil, so a caller that dies while waiting
-            # cannot leave a request that launches instances nobody uses.
-            ValidUntil=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=s.spot_request_timeout_s),
-            LaunchSpecification=spec,
-            TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}],
-        )
-        return [r["SpotInstanceRequestId"] for r in resp["SpotInstanceRequests"]]
-
-    def describe_spot_requests(self, request_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """State, status code and message, instance id and tags of each spot request."""
-        if not request_ids:
-            return []
-        resp = self._call("describe_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))
-        return [
-            {"request_id": r["SpotInstanceRequestId"], "state": r.get("State", ""),
-             "status": (r.get("Status") or {}).get("Code", ""),
-             "message": (r.get("Status") or {}).get("Message", ""),
-             "instance_id": r.get("InstanceId"),
-             "tags": {t["Key"]: t["Value"] for t in r.get("Tags", [])}}
-            for r in resp.get("SpotInstanceRequests", [])
-        ]
-
-    def cancel_spot_requests(self, request_ids: Sequence[str]) -> dict[str, str]:
-        """Cancel spot requests; returns each one's state after the call (instances keep running)."""
-        if not request_ids:
-            return {}
-        resp = self._call("cancel_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))
-        return {r["SpotInstanceRequestId"]: r.get("State", "") for r in resp.get("CancelledSpotInstanceRequests", [])}
-
-    def wait_for_spot(self, request_ids: Sequence[str], timeout_s: float | None = None) -> list[str]:
-        """Instance ids of the requests once all are fulfilled; SpotTimeout (after cleaning up) when not in time."""
-        ids = list(request_ids)
-        timeout = self.settings.spot_request_timeout_s if timeout_s is None else timeout_s
-        deadline = self.clock() + timeout
-        while True:
-            requests = self._describe_tolerant(ids)
-            statuses = {r["request_id"]: r["status"] or r["state"] for r in requests}
-            by_id = {r["request_id"]: r for r in requests}
-            if len(by_id) == len(ids) and all(r["instance_id"] and r["state"] == "active" for r in by_id.values()):
-                self._tag_fulfilled(list(by_id.values()))
-                return [by_id[i]["instance_id"] for i in ids]
-            dead = [r for r in requests if r["state"] in CLOSED_REQUEST_STATES and not r["instance_id"]]
-            if dead:
-                self.release_spot_requests(ids)
-                first = dead[0]
-                raise AwsCapacityError(
-                    f"spot request {first['request_id']} on {self.where} ended {first['state']} "
-                    f"({first['status']}: {first['message']}); all {len(ids)} requests were cancelled",
-                    operation="wait_for_spot", code=first["status"] or first["state"],
-                    capacity=first["status"] in CAPACITY_CODES)
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                late = self.release_spot_requests(ids)
-                seen = ", ".join(f"{i}={statuses.get(i, 'not visible yet')}" for i in ids)
-                raise SpotTimeout(
-                    f"spot requests not fulfilled within {timeout:g} s on {self.where} ({seen}); cancelled"
-                    + (f", late instances terminated: {', '.join(late)}" if late else ""), request_ids=ids)
-            self.sleep(min(self.settings.spot_poll_interval_s, remaining))
-
-    def release_spot_requests(self, request_ids: Sequence[str]) -> list[str]:
-        """Cancel the requests and terminate any instance they launched; returns those instance ids."""
-        self.cancel_spot_requests(request_ids)
-        # A request can be fulfilled between the last look and the cancel; cancelling does not stop
-        # its instance, so it would run (and be paid for) with no job on it.
-        late = [r["instance_id"] for r in self._describe_tolerant(list(request_ids)) if r["instance_id"]]
-        if late:
-            self.terminate(late)
-        return late
-
-    def _describe_tolerant(self, request_ids: list[str]) -> list[dict[str, Any]]:
-        try:
-            return self.describe_spot_requests(request_ids)
-        except AwsCapacityError as exc:
-            # EC2 is eventually consistent: a request made a moment ago may not be visible yet.
-            if exc.code.startswith("InvalidSpotInstanceRequestID.NotFound"):
-                return []
-            raise
-
-    def _tag_fulfilled(self, requests: list[dict[str, Any]]) -> None:
-        # Instances do not inherit their spot request's tags; copy them so instances(namespace) finds them.
-        for req in requests:
-            tags = [{"Key": k, "Value": v} for k, v in req["tags"].items() if not k.startswith("aws:")]
-            if tags:
-                self._call("create_tags", Resources=[req["instance_id"]], Tags=tags)
-
-    # --- the policy -------------------------------------------------------------------------
-
-    def allocate(self, count: int, *, prefer_spot: bool, client: str, job_id: str, env: str,
-                 use_spot_requests: bool = False) -> Allocation:
-        """Spot first when preferred, on-demand on a high price, a failed launch or a timeout (SPEC §3)."""
-        job = {"client": client, "job_id": job_id, "env": env}
-        if not prefer_spot:
-            return Allocation(ON_DEMAND, tuple(self.run_on_demand(count, **job)))
-        price, reason = self._spot_price_check()
-        if reason is None:
-            try:
-                if use_spot_requests:
-                    ids = self.wait_for_spot(self.request_spot_instances(count, **job))
-                else:
-                    ids = self.request_spot(count, **job)
-                return Allocation(SPOT, tuple(ids), spot_price=price)
-            except SpotTimeout as exc:
-                reason = f"spot request timed out: {exc}"
-            except AwsCapacityError as exc:
-                reason = f"spot launch failed: {exc}"
-        try:
-            ids = self.run_on_demand(count, **job)
-        except AwsCapacityError as exc:
-            # Both markets failed (SPEC §3 "no capacity at all"): the caller alerts and the job waits.
-            raise AwsCapacityError(f"{exc} (after falling back from spot: {reason})", operation=exc.operation,
-                                   code=exc.code, capacity=exc.capacity) from exc
-        return Allocation(ON_DEMAND, tuple(ids), fallback_reason=reason, spot_price=price)
-
-    def _spot_price_check(self) -> tuple[float | None, str | None]:
-        """The current spot price and, when spot should not be tried at that price, why."""
-        try:
-            price = self.current_spot_price()
-        except AwsCapacityError as exc:
-            return None, f"spot price unknown: {exc}"
-        if price is not None and price > self.settings.max_spot_price:
-            return price, (f"spot price {price:g} $/h for {self.settings.instance_type} is above "
-                           f"max_spot_price {self.settings.max_spot_price:g} $/h")
-        return price, None
-
     # --- instances --------------------------------------------------------------------------
 
     def terminate(self, instance_ids: Iterable[str]) -> dict[str, str]:
@@ -448,6 +284,13 @@ class AwsCapacity:
             {"Name": "tag:namespace", "Values": [namespace]}, {"Name": "state", "Values": ["open", "active"]}])
         return [{"request_id": r["SpotInstanceRequestId"], "state": r.get("State", ""),
                  "instance_id": r.get("InstanceId")} for r in resp.get("SpotInstanceRequests", [])]
+
+    def cancel_spot_requests(self, request_ids: list[str]) -> dict[str, str]:
+        """Cancel spot requests; each one's state after the call (their instances keep running)."""
+        if not request_ids:
+            return {}
+        resp = self._call("cancel_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))
+        return {r["SpotInstanceRequestId"]: r.get("State", "") for r in resp.get("CancelledSpotInstanceRequests", [])}
 
     def release(self, namespace: str, instance_ids: Iterable[str] = ()) -> list[str]:
         """Cancel the namespace's live spot requests, terminate its instances (and `instance_ids`); ids terminated."""
@@ -507,11 +350,10 @@ class AwsCapacity:
 
 
 class InterruptionWatcher:
-    """Reads this instance's spot interruption and rebalance notices from the metadata service (IMDSv2)."""
+    """Reads the spot interruption notice of an instance from the metadata service (IMDSv2)."""
 
     TOKEN_PATH = "/latest/api/token"
     ACTION_PATH = "/latest/meta-data/spot/instance-action"
-    REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 
     def __init__(self, metadata_url: str = "http://169.254.169.254", session: Any | None = None, *,
                  timeout_s: float = 2.0, token_ttl_s: int = 21600,
@@ -542,15 +384,6 @@ class InterruptionWatcher:
                 or not isinstance(body.get("time"), str):
             raise MetadataError(f"unexpected spot instance-action from {self.metadata_url}: {body!r}")
         return {"action": str(body["action"]), "time": str(body["time"])}
-
-    def rebalance_recommended(self) -> dict[str, str] | None:
-        """The rebalance recommendation ({"noticeTime": …}), the earlier hint of a reclaim, or None."""
-        body = self._get(self.REBALANCE_PATH)
-        if body is None:
-            return None
-        if not isinstance(body, Mapping) or not isinstance(body.get("noticeTime"), str):
-            raise MetadataError(f"unexpected rebalance recommendation from {self.metadata_url}: {body!r}")
-        return {"noticeTime": str(body["noticeTime"])}
 
     def _get(self, path: str) -> Any | None:
         """The JSON at path, None on 404; the token is renewed once if the service rejects it."""
