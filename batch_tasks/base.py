@@ -15,11 +15,11 @@ from pathlib import Path
 
 import luigi
 
-from batch_tasks.config import batch_tasks, dcluster, objectstore, tables
+from batch_tasks.config import batch_tasks, dcluster, settings
 from batch_tasks.params import ClientParameter, DayParameter
 from batch_tasks.targets import StageTarget, listing, raw_is_current
-from fraudcore.clients import ClientConfig, get_client
 from fraudcore.paths import WorkPaths, done_meta
+from pipeline.day import ClientDay
 
 logger = logging.getLogger("luigi-interface")
 
@@ -39,12 +39,13 @@ class ClientDayTask(luigi.Task):
     stage: str = ""  # warehouse stage folder this task writes (docs/architecture.md)
 
     @cached_property
-    def client_config(self) -> ClientConfig:
-        return get_client(self.client, batch_tasks().registry_path())
+    def day(self) -> ClientDay:
+        """The client-day this task works on, resolved once per task from the configured settings."""
+        return settings().resolve(self.client, self.date)
 
-    @cached_property
+    @property
     def paths(self) -> WorkPaths:
-        return WorkPaths(batch_tasks().warehouse_path(), self.client, self.date)
+        return self.day.paths
 
     def output(self):
         # Wrapper and external tasks have no stage of their own.
@@ -52,7 +53,7 @@ class ClientDayTask(luigi.Task):
 
     def input_listing(self) -> list:
         """The day's input as listed once in this run (bucket prefix and inbox)."""
-        return listing(objectstore().store(), self.client_config, self.date, self.paths)
+        return listing(self.day)
 
     def current_input(self) -> str | None:
         """Id of the input snapshot the day's stages must be made from; None while raw/ is stale."""
@@ -92,7 +93,7 @@ class SparkJobTask(ClientDayTask):
 
     def priority_class(self) -> str:
         # A critical client's jobs never run on reclaimable capacity.
-        return "critical" if self.client_config.priority == "critical" else self.capacity_class
+        return "critical" if self.day.client.priority == "critical" else self.capacity_class
 
     def run(self) -> None:
         from dcluster_client.client import JobSpec
@@ -123,7 +124,7 @@ def _rows_from(meta: dict) -> dict[str, int]:
 
 
 def _record(task: ClientDayTask, status: str, seconds: float, message: str = "") -> None:
-    from storage.tables import RunRecord
+    from storage.model import RunRecord
 
     rows: dict[str, int] = {}
     if status == "DONE" and task.stage and task.paths.done(task.stage).is_file():
@@ -137,11 +138,8 @@ def _record(task: ClientDayTask, status: str, seconds: float, message: str = "")
         status=status, started_ms=now_ms - int(seconds * 1000), finished_ms=now_ms,
         duration_s=round(seconds, 3), rows=rows, message=message[:2000],
     )
-    store = tables().store()
-    try:
+    with task.day.tables() as store:
         store.record_run(record)
-    finally:
-        store.close()
 
 
 @ClientDayTask.event_handler(luigi.Event.START)

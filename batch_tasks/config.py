@@ -42,57 +42,54 @@ class objectstore(luigi.Config):  # noqa: N801
     sse = luigi.Parameter(default="")
     kms_key_id = luigi.Parameter(default="")
 
-    def store(self):
-        """The configured object store; FRAUDBATCH_* environment variables win."""
-        from storage.objectstore import ObjectStoreSettings, make_object_store
+    def settings(self):
+        """[objectstore] with the FRAUDBATCH_* environment variables winning."""
+        from storage.objectstore import ObjectStoreSettings
 
         defaults = ObjectStoreSettings(
             backend=self.backend, root=str(project_path(self.root)),
             endpoint_url=self.endpoint_url or None, region=self.region,
             sse=self.sse or None, kms_key_id=self.kms_key_id or None,
         )
-        return make_object_store(ObjectStoreSettings.from_env(defaults))
+        return ObjectStoreSettings.from_env(defaults)
 
 
 class tables(luigi.Config):  # noqa: N801
-    """[tables]: DFE rows, results rows and run records."""
+    """[tables]: DFE rows, results rows and run records.
 
-    backend = luigi.Parameter(default="sqlite")
-    sqlite_path = luigi.Parameter(default="var/tables/fraudbatch.sqlite")
-    cassandra_hosts = luigi.Parameter(default="127.0.0.1", description="comma-separated contact points")
-    cassandra_port = luigi.IntParameter(default=9042)
-    cassandra_keyspace = luigi.Parameter(default="fraud")
-    cassandra_local_dc = luigi.Parameter(default="datacenter1")
-    cassandra_username = luigi.Parameter(default="")
-    cassandra_tls_ca_file = luigi.Parameter(default="", description="PEM CA; set, the driver speaks TLS")
-    cassandra_tls_cert_file = luigi.Parameter(default="")
-    cassandra_tls_key_file = luigi.Parameter(default="")
-    cassandra_replication = luigi.Parameter(default="SimpleStrategy:1")
-    cassandra_consistency = luigi.Parameter(default="LOCAL_QUORUM")
-    cassandra_write_concurrency = luigi.IntParameter(default=96)
-    cassandra_write_processes = luigi.IntParameter(default=2)
-    cassandra_writer_driver = luigi.Parameter(default="native", description="native (C++ driver) or python")
+    One parameter per luigi.cfg key of storage.model.TABLE_SETTINGS, where each key is declared
+    and documented once (added below the class); the password has no key
+    (FRAUDBATCH_CASSANDRA_PASSWORD only).
+    """
+
+    def settings(self):
+        """[tables] with the FRAUDBATCH_* environment variables winning; relative files from the project root."""
+        from storage.model import TABLE_SETTINGS, TableStoreSettings
+
+        values = {s.cfg: getattr(self, s.cfg) for s in TABLE_SETTINGS if s.cfg}
+        return TableStoreSettings.from_env(TableStoreSettings.from_cfg(values, lambda p: str(project_path(p))))
 
     def store(self):
         """The configured table store; FRAUDBATCH_* environment variables win."""
-        from storage.tables import TableStoreSettings, make_table_store
+        from storage.tables import make_table_store
 
-        # The password never comes from luigi.cfg: FRAUDBATCH_CASSANDRA_PASSWORD only.
-        defaults = TableStoreSettings(
-            backend=self.backend, sqlite_path=str(project_path(self.sqlite_path)),
-            cassandra_hosts=tuple(h.strip() for h in self.cassandra_hosts.split(",") if h.strip()),
-            cassandra_port=self.cassandra_port, cassandra_keyspace=self.cassandra_keyspace,
-            cassandra_local_dc=self.cassandra_local_dc, cassandra_username=self.cassandra_username,
-            cassandra_tls_ca_file=str(project_path(self.cassandra_tls_ca_file)) if self.cassandra_tls_ca_file else "",
-            cassandra_tls_cert_file=str(project_path(self.cassandra_tls_cert_file)) if self.cassandra_tls_cert_file else "",
-            cassandra_tls_key_file=str(project_path(self.cassandra_tls_key_file)) if self.cassandra_tls_key_file else "",
-            cassandra_replication=self.cassandra_replication, cassandra_consistency=self.cassandra_consistency,
-            cassandra_write_concurrency=self.cassandra_write_concurrency,
-            cassandra_write_processes=self.cassandra_write_processes,
-            cassandra_writer_driver=self.cassandra_writer_driver,
-        )
-        return make_table_store(TableStoreSettings.from_env(defaults))
+        return make_table_store(self.settings())
 
+
+def _declare_table_parameters() -> None:
+    # luigi finds a Config's parameters on the class when it reads them, so they can be added
+    # after the class statement (with the __set_name__ call the class statement would make).
+    from storage.model import TABLE_SETTINGS
+
+    for s in TABLE_SETTINGS:
+        if s.cfg:
+            kind = luigi.IntParameter if s.kind is int else luigi.Parameter
+            param = kind(default=s.cfg_text, description=s.doc)
+            param.__set_name__(tables, s.cfg)
+            setattr(tables, s.cfg, param)
+
+
+_declare_table_parameters()
 
 class dcluster(luigi.Config):  # noqa: N801
     """[dcluster]: the job service."""
@@ -116,3 +113,16 @@ class fp(luigi.Config):  # noqa: N801
         from fp_ferry.client import FPClient
 
         return FPClient(os.environ.get("FP_URL") or self.url)
+
+
+def settings():
+    """The pipeline's Settings from [batch_tasks], [objectstore] and [tables]; environment variables win."""
+    from pipeline.day import Settings
+
+    return Settings(warehouse=batch_tasks().warehouse_path(), objectstore=objectstore().settings(),
+                    open_tables=_open_table_store, registry=batch_tasks().registry_path())
+
+
+def _open_table_store():
+    # A module function, not a bound method, so Settings pickles by reference along with luigi's tasks.
+    return tables().store()

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from batch_tasks.base import ClientDayTask, SparkJobTask
-from batch_tasks.config import tables
 from batch_tasks.ingest import LogTimeFileOrganizer
-from fraudbatch import steps
+from pipeline import features
 
 
 class VirtualNodeGenerator(SparkJobTask):
@@ -37,11 +36,7 @@ class CassandraDfeWriter(ClientDayTask):
         return Rawlogconverter(**self.day_kwargs())
 
     def run(self) -> None:
-        store = tables().store()
-        try:
-            meta = steps.store_dfe(self.paths, store, self.client_config, progress=self._progress)
-        finally:
-            store.close()
+        meta = features.store_dfe(self.day, progress=self._progress)
         self.set_status_message(f"{meta['rows']} DFE rows written")
 
     def _progress(self, done: int, total: int) -> None:

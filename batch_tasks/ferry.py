@@ -4,7 +4,7 @@ from __future__ import annotations
 from batch_tasks.base import ClientDayTask
 from batch_tasks.config import fp
 from batch_tasks.features import VirtualNodeGenerator
-from fraudbatch import steps
+from pipeline import ferry
 
 
 class BatchFeaturePlatformFerry(ClientDayTask):
@@ -16,8 +16,7 @@ class BatchFeaturePlatformFerry(ClientDayTask):
         return VirtualNodeGenerator(**self.day_kwargs())
 
     def run(self) -> None:
-        meta = steps.ferry_batch(self.paths, fp().client(), self.client_config, self.date,
-                                 fp().batch_size, progress=self._progress)
+        meta = ferry.ferry_batch(self.day, fp().client(), fp().batch_size, progress=self._progress)
         self.set_status_message(f"{meta.get('batches')} batches, {meta.get('records')} records, "
                                 f"{meta.get('duplicates')} already applied")
 
@@ -35,6 +34,5 @@ class CronFeaturePlatformFerry(ClientDayTask):
         return VirtualNodeGenerator(**self.day_kwargs())
 
     def run(self) -> None:
-        meta = steps.ferry_cron(self.paths, fp().client(), self.client_config,
-                                fp().realtime_window_minutes)
+        meta = ferry.ferry_cron(self.day, fp().client(), fp().realtime_window_minutes)
         self.set_status_message(f"{meta.get('records')} recent records pushed")

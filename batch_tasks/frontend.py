@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from batch_tasks.aggregation import ResultAgg
 from batch_tasks.base import ClientDayTask, run_id
-from batch_tasks.config import tables
-from fraudbatch import steps
+from pipeline import frontend
+from pipeline.runs import run_info
 
 
 class CampaignFrontendData(ClientDayTask):
@@ -16,7 +16,7 @@ class CampaignFrontendData(ClientDayTask):
         return ResultAgg(**self.day_kwargs())
 
     def run(self) -> None:
-        meta = steps.frontend_campaigns(self.paths)
+        meta = frontend.frontend_campaigns(self.day)
         self.set_status_message(f"{meta['campaigns']} campaigns, {meta['graphs']} graphs")
 
 
@@ -29,7 +29,7 @@ class FrontendDataGen(ClientDayTask):
         return ResultAgg(**self.day_kwargs())
 
     def run(self) -> None:
-        steps.frontend_data(self.paths, self.client_config)
+        frontend.frontend_data(self.day)
 
 
 class FrontendResultGenerator(ClientDayTask):
@@ -42,12 +42,7 @@ class FrontendResultGenerator(ClientDayTask):
                 "data": FrontendDataGen(**self.day_kwargs())}
 
     def run(self) -> None:
-        store = tables().store()
-        try:
-            seconds = steps.latest_task_seconds(store, self.client, self.date)
-        finally:
-            store.close()
-        steps.frontend_report(self.paths, self.client_config, seconds, run_id(), steps.code_version())
+        frontend.frontend_report(self.day, run_info(self.day, run_id()))
 
 
 class FrontendResultWriter(ClientDayTask):
@@ -59,5 +54,5 @@ class FrontendResultWriter(ClientDayTask):
         return FrontendResultGenerator(**self.day_kwargs())
 
     def run(self) -> None:
-        meta = steps.assemble_results(self.paths)
+        meta = frontend.assemble_results(self.day)
         self.set_status_message(f"staged results for {meta['risk_rows']} users")

@@ -1,28 +1,18 @@
 """Ingest and preprocessing: raw client data → clean events → hourly organised events."""
 from __future__ import annotations
 
-import logging
-
 import luigi
 
 from batch_tasks.base import ClientDayTask, SparkJobTask
-from batch_tasks.config import objectstore
-from fraudbatch import steps
-
-logger = logging.getLogger("luigi-interface")
+from batch_tasks.targets import RawDataTarget
+from pipeline import ingest
 
 
 class RawClientDay(luigi.ExternalTask, ClientDayTask):
     """The client's raw data for the day in its bucket; missing → the run exits `missing_data`."""
 
-    def complete(self) -> bool:
-        store = objectstore().store()
-        found = bool(steps.raw_data_keys(store, self.client_config, self.date, self.input_listing()))
-        if not found:
-            logger.warning("no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
-                           self.client, self.date, store.url(self.client_config.bucket,
-                                                              steps.raw_prefix(self.client_config, self.date)))
-        return found
+    def output(self):
+        return RawDataTarget(self.day, self.input_listing)
 
 
 class Fetcher(ClientDayTask):
@@ -38,8 +28,7 @@ class Fetcher(ClientDayTask):
         return RawClientDay(**self.day_kwargs())
 
     def run(self) -> None:
-        meta = steps.fetch_raw(objectstore().store(), self.client_config, self.date, self.paths,
-                               listing=self.input_listing(), progress=self._progress)
+        meta = ingest.fetch_raw(self.day, listing=self.input_listing(), progress=self._progress)
         changes = meta["changes"]
         what = (f"{changes['added']} added, {changes['changed']} changed, {changes['removed']} removed "
                 "since the last fetch; " if changes else "")

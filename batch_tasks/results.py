@@ -5,13 +5,13 @@ import time
 
 from batch_tasks.aggregation import ResultAggLite
 from batch_tasks.base import ClientDayTask, run_id
-from batch_tasks.config import objectstore, tables
 from batch_tasks.ferry import BatchFeaturePlatformFerry
 from batch_tasks.frontend import FrontendResultWriter
 from batch_tasks.ingest import Fetcher
 from batch_tasks.targets import ResultsTarget
-from fraudbatch import steps
 from fraudcore.paths import done_meta
+from pipeline import labeling, monitor, results
+from pipeline.runs import run_info
 
 
 class ResultSender(ClientDayTask):
@@ -29,27 +29,21 @@ class ResultSender(ClientDayTask):
 
     def output(self):
         staged = self.paths.stage("results_staging")
-        return {"results": ResultsTarget(self.client_config.bucket,
-                                         steps.results_prefix(self.client_config, self.date), self.current_input,
-                                         staged_id=lambda: done_meta(staged).get("staged_id")),
+        return {"results": ResultsTarget(self.day.bucket, self.day.results_prefix, self.current_input,
+                                         staged_id=lambda: done_meta(staged).get("staged_id"),
+                                         store=self.day.store),
                 "notified": super().output()}
 
     def run(self) -> None:
-        store = objectstore().store()
         if not self.output()["results"].exists():
             started = time.monotonic()
-            table_store = tables().store()
-            try:
-                seconds = steps.latest_task_seconds(table_store, self.client, self.date)
-            finally:
-                table_store.close()
-            meta = steps.send_results(store, self.client_config, self.date, self.paths, run_id(),
-                                      steps.code_version(), seconds, started, progress=self._progress)
+            meta = results.send_results(self.day, run_info(self.day, run_id()), started,
+                                        progress=self._progress)
             self.set_status_message(f"sent {meta['files']} files to {meta['url']}: {meta['users']} users, "
                                     f"{meta['flagged_users']} flagged")
-        if self.client_config.notify_url:
-            self.set_status_message(f"notifying {self.client_config.notify_url}")
-        steps.notify_client(store, self.client_config, self.date, self.paths)
+        if self.day.client.notify_url:
+            self.set_status_message(f"notifying {self.day.client.notify_url}")
+        results.notify_client(self.day)
 
     def _progress(self, done: int, total: int) -> None:
         self.set_progress_percentage(int(100 * done / max(total, 1)))
@@ -64,7 +58,7 @@ class Labeling(ClientDayTask):
         return {"risk": ResultAggLite(**self.day_kwargs()), "raw": Fetcher(**self.day_kwargs())}
 
     def run(self) -> None:
-        meta = steps.labeling(self.paths)
+        meta = labeling.labeling(self.day)
         self.set_status_message(f"labelled users: {meta.get('labelled_users', 0)}")
 
 
@@ -78,9 +72,5 @@ class MonitorTracker(ClientDayTask):
                 "ferry": BatchFeaturePlatformFerry(**self.day_kwargs())}
 
     def run(self) -> None:
-        store = tables().store()
-        try:
-            meta = steps.monitor(self.paths, store, self.client_config, self.date)
-        finally:
-            store.close()
+        meta = monitor.monitor(self.day)
         self.set_status_message(f"{meta['tasks']} task runs recorded, {meta['failed']} failed")

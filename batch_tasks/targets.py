@@ -11,6 +11,7 @@ luigi forks its workers, so every process of one run agrees on it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,10 @@ from collections.abc import Callable
 import luigi
 
 from fraudcore.paths import WorkPaths, done_meta, is_done
+from pipeline.day import ClientDay
+from pipeline.layout import MANIFEST, SUCCESS
+
+logger = logging.getLogger("luigi-interface")
 
 RUN_STARTED = time.time()
 _listings: dict[tuple[str, str], list] = {}
@@ -32,14 +37,14 @@ def new_run() -> None:
         RUN_STARTED = time.time()
 
 
-def listing(store, client, day, paths: WorkPaths) -> list:
+def listing(day: ClientDay) -> list:
     """The day's input listing (bucket and inbox), listed once per run and process."""
-    from fraudbatch import steps
+    from pipeline.ingest import list_input
 
-    key = (client.name, day.isoformat())
+    key = (day.name, day.date.isoformat())
     with _lock:
         if key not in _listings:
-            _listings[key] = steps.list_input(store, client, day, paths)
+            _listings[key] = list_input(day)
         return _listings[key]
 
 
@@ -71,6 +76,31 @@ class StageTarget(luigi.LocalTarget):
         return made_from is not None and made_from == self._current_input()
 
 
+class RawDataTarget(luigi.Target):
+    """The day's raw data files in the client's bucket: exists once any logs/, events/ or transactions/ file landed.
+
+    Asks the day's input listing of this run, so the Fetcher copies what this check saw. An
+    unreachable store fails the check rather than reading as "no data".
+    """
+
+    def __init__(self, day: ClientDay, listed: Callable[[], list]) -> None:
+        self.day = day
+        self._listed = listed
+
+    def exists(self) -> bool:
+        from pipeline.ingest import raw_data_keys
+
+        if raw_data_keys(self._listed()):
+            return True
+        logger.warning("no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
+                       self.day.name, self.day.date, self.path)
+        return False
+
+    @property
+    def path(self) -> str:
+        return self.day.url(self.day.raw_prefix)
+
+
 class ObjectTarget(luigi.Target):
     """One object in a bucket; exists() asks the store and lets its errors through."""
 
@@ -82,9 +112,9 @@ class ObjectTarget(luigi.Target):
     @property
     def store(self):
         if self._store is None:
-            from batch_tasks.config import objectstore
+            from batch_tasks.config import settings
 
-            self._store = objectstore().store()
+            self._store = settings().object_store()
         return self._store
 
     def exists(self) -> bool:
@@ -106,7 +136,7 @@ class ResultsTarget(ObjectTarget):
 
     def __init__(self, bucket: str, prefix: str, current_input: Callable[[], str | None],
                  staged_id: Callable[[], str | None], store=None) -> None:
-        super().__init__(bucket, prefix + "_SUCCESS", store)
+        super().__init__(bucket, prefix + SUCCESS, store)
         self.prefix = prefix
         self._current_input = current_input
         self._staged_id = staged_id
@@ -116,7 +146,7 @@ class ResultsTarget(ObjectTarget):
 
         if not super().exists():
             return False
-        manifest = json.loads(self.store.get_bytes(self.bucket, self.prefix + "_manifest.json"))
+        manifest = json.loads(self.store.get_bytes(self.bucket, self.prefix + MANIFEST))
         if manifest.get("input_snapshot") is None or manifest.get("input_snapshot") != self._current_input():
             return False
         staged = self._staged_id()

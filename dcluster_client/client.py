@@ -1,4 +1,4 @@
-"""A thin requests-based client for the DCluster REST API; the session is injectable for tests."""
+"""The client of the DCluster REST API, over dcluster_client.jsonhttp; the session is injectable for tests."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import requests
+from dcluster_client.jsonhttp import HttpFailure, JsonHttpClient, NoAnswer, RetryPolicy, Session
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
 
@@ -95,24 +95,28 @@ class DClusterClient:
     def __init__(
         self,
         base_url: str,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         timeout: float = 10,
-        retries: int = 3,
+        attempts: int = 3,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         actor: str | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        """`attempts` is the total number of tries of a request (1: never retried), as RetryPolicy says."""
         self.actor = actor  # sent as X-Actor, the "who" of the service's audit log
-        self.session = session or requests.Session()
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._sleep = sleep
+        self.http = JsonHttpClient(
+            base_url, retry=RetryPolicy(attempts, backoff_s), on_error=_http_error, on_no_answer=_unreachable,
+            session=session, timeout=timeout, sleep=sleep, service="DCluster",
+        )
+        self.base_url = self.http.base_url
 
     def submit(self, spec: JobSpec) -> JobStatus:
         """Submit a job; with an idempotency key an active job with that key is returned instead."""
-        return JobStatus.from_json(self._request("POST", "/cluster/job/submit", json=spec.to_dict()))
+        # Without a key a resent submit could start a second job, so it is resent only when the
+        # first never reached the service.
+        body = self._request("POST", "/cluster/job/submit", json=spec.to_dict(),
+                             idempotent=spec.idempotency_key is not None)
+        return JobStatus.from_json(body)
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current status."""
@@ -139,12 +143,12 @@ class DClusterClient:
                  env: str | None = None) -> dict[str, Any]:
         """Add instances to the pools, split by the work's spot share."""
         body = {"count": count, "priority": priority, "strategy": strategy, "env": env}
-        return self._request("POST", "/cluster/resources/allocate", json=body)
+        return self._request("POST", "/cluster/resources/allocate", json=body, idempotent=False)
 
     def request_spot(self, count: int = 1, max_price: float | None = None) -> list[dict[str, Any]]:
         """Open spot requests for the pool; returns them."""
         body = {"count": count, "max_price": max_price}
-        return self._request("POST", "/cluster/resources/spot/request", json=body)["requests"]
+        return self._request("POST", "/cluster/resources/spot/request", json=body, idempotent=False)["requests"]
 
     def fallback(self, job_id: str | None = None, *, duration_s: float | None = None,
                  reason: str = "") -> dict[str, Any]:
@@ -195,40 +199,24 @@ class DClusterClient:
         """Where a person can read the job's full log."""
         return f"{self.base_url}/cluster/job/{job_id}/log"
 
-    def _request(self, method: str, path: str, *, text: bool = False, **kwargs: Any) -> Any:
-        url = self.base_url + path
-        attempts = max(1, self.retries)
-        for attempt in range(1, attempts + 1):
-            try:
-                if self.actor:
-                    kwargs.setdefault("headers", {})["X-Actor"] = self.actor
-                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-                break
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # Submits carry an idempotency key and terminate is safe to repeat, so a retry
-                # after a lost answer never starts a second job.
-                if attempt == attempts:
-                    raise DClusterUnavailable(
-                        f"DCluster at {self.base_url} is unreachable: {exc}; start it with "
-                        "`dcluster-server` or check [dcluster] url in luigi.cfg"
-                    ) from exc
-                self._sleep(self.backoff_s * 2 ** (attempt - 1))
-        if response.status_code >= 400:
-            raise _http_error(method, path, response)
-        return response.text if text else response.json()
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded answer; terminate, status and the other calls are safe to resend (idempotent=True)."""
+        headers = {"X-Actor": self.actor} if self.actor else None
+        return self.http.call(method, path, headers=headers, **kwargs)
 
 
-def _http_error(method: str, path: str, response: requests.Response) -> DClusterError:
-    """A DClusterError carrying the service's message, or the raw body when it sent no JSON."""
-    detail: Any = None
-    try:
-        body = response.json()
-        message = str(body.get("error") or body.get("detail") or body)
-        detail = body.get("detail")
-    except (ValueError, AttributeError):
-        message = response.text.strip()[:500] or response.reason or "no message"
+def _http_error(failure: HttpFailure) -> DClusterError:
+    """A DClusterError carrying the service's message and, from a JSON error body, its detail."""
+    detail = failure.body.get("detail") if isinstance(failure.body, dict) else None
     return DClusterError(
-        f"DCluster {method} {path} answered {response.status_code}: {message}",
-        status_code=response.status_code,
+        f"DCluster {failure.method} {failure.path} answered {failure.status}: {failure.message}",
+        status_code=failure.status,
         detail=detail,
+    )
+
+
+def _unreachable(failure: NoAnswer) -> DClusterUnavailable:
+    return DClusterUnavailable(
+        f"DCluster at {failure.base_url} is unreachable: {failure.error}; start it with "
+        "`dcluster-server` or check [dcluster] url in luigi.cfg"
     )

@@ -1,14 +1,12 @@
-"""Thin HTTP client of the Feature Platform API, with retries on connection errors."""
+"""Thin client of the Feature Platform API, over the platform's one JSON HTTP client (docs/adr/0016)."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
-import requests
-
-log = logging.getLogger(__name__)
+from dcluster_client.jsonhttp import HttpFailure, JsonHttpClient, NoAnswer, RetryPolicy, Session
 
 
 class FPError(Exception):
@@ -32,15 +30,17 @@ class FPUnavailable(FPError):
 class FPClient:
     """Client of one FP service; `session` is injectable so tests can swap the transport."""
 
-    def __init__(self, base_url: str, session: requests.Session | None = None, timeout: float = 10,
-                 retries: int = 3, backoff: float = 0.5,
+    def __init__(self, base_url: str, session: Session | None = None, timeout: float = 10,
+                 attempts: int = 4, backoff_s: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.session = session if session is not None else requests.Session()
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self._sleep = sleep
+        """`attempts` is the total number of tries of a request (1: never retried), as RetryPolicy says."""
+        # Every call is safe to resend: batch ingest is idempotent on batch id and real-time
+        # ingest merges edges, so a try that did reach the server is not applied twice.
+        self.http = JsonHttpClient(
+            base_url, retry=RetryPolicy(attempts, backoff_s), on_error=_fp_error, on_no_answer=_unreachable,
+            session=session, timeout=timeout, sleep=sleep, service="FP",
+        )
+        self.base_url = self.http.base_url
 
     def push_batch(self, client: str, batch_id: str, records: list[dict]) -> dict:
         """Push one batch; the answer says `duplicate: true` when the batch id was applied before."""
@@ -67,34 +67,8 @@ class FPClient:
         """The service's counters."""
         return self._request("GET", "/fp/v1/metrics")
 
-    def _request(self, method: str, path: str, json: dict | None = None, missing_ok: bool = False):
-        """Send with retries on connection errors; decode JSON; map HTTP errors to FPError."""
-        url = self.base_url + path
-        attempts = self.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                resp = self.session.request(method, url, json=json, timeout=self.timeout)
-                break
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # Safe to resend: batch ingest is idempotent on batch id and real-time ingest
-                # merges edges, so an attempt that did reach the server is not applied twice.
-                if attempt == attempts:
-                    raise FPUnavailable(
-                        f"Feature Platform at {self.base_url} is unreachable: {exc} (after {attempts} "
-                        "attempts); start it with `fp-server` or check [fp] url in luigi.cfg"
-                    ) from exc
-                delay = self.backoff * 2 ** (attempt - 1)
-                log.warning("FP %s %s failed (%s); retry %d/%d in %.1fs", method, path, exc, attempt,
-                            self.retries, delay)
-                self._sleep(delay)
-        if resp.status_code == 404 and missing_ok:
-            return None
-        if resp.status_code >= 400:
-            raise FPError(resp.status_code, _error_message(resp))
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise FPError(resp.status_code, f"response of {method} {path} is not JSON: {resp.text[:200]!r}") from exc
+    def _request(self, method: str, path: str, json: dict | None = None, missing_ok: bool = False) -> Any:
+        return self.http.call(method, path, json=json, missing_ok=missing_ok)
 
 
 def _seg(value: str) -> str:
@@ -102,14 +76,12 @@ def _seg(value: str) -> str:
     return quote(str(value), safe="")
 
 
-def _error_message(resp: requests.Response) -> str:
-    """The server's error message from a JSON error body, else the start of the raw body."""
-    try:
-        doc = resp.json()
-    except ValueError:
-        return resp.text[:500] or resp.reason or "no message"
-    if isinstance(doc, dict):
-        for key in ("error", "detail", "message"):
-            if doc.get(key):
-                return str(doc[key])
-    return str(doc)[:500]
+def _fp_error(failure: HttpFailure) -> FPError:
+    return FPError(failure.status, failure.message)
+
+
+def _unreachable(failure: NoAnswer) -> FPUnavailable:
+    return FPUnavailable(
+        f"Feature Platform at {failure.base_url} is unreachable: {failure.error} (after {failure.attempts} "
+        "attempts); start it with `fp-server` or check [fp] url in luigi.cfg"
+    )

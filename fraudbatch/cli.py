@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from fraudbatch import days, jobs_cli, recovery, services
-from fraudcore.clients import ConfigError, get_client, load_registry, parse_date
+from fraudcore.clients import ClientConfig, ConfigError, get_client, load_registry, parse_date
+from pipeline.day import ClientDay
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,21 +70,20 @@ def run_luigi(task: str, client: str, date: str, *, workers: int = 5, local_sche
     return subprocess.call(argv, cwd=PROJECT_ROOT, env=luigi_env())
 
 
-def _object_store():
-    from storage.objectstore import ObjectStoreSettings, make_object_store
+def client_day(client: ClientConfig, date: str) -> ClientDay:
+    """The client-day of a validated client, with the pipeline's settings (luigi.cfg, FRAUDBATCH_* variables)."""
+    from batch_tasks.config import settings
 
-    defaults = ObjectStoreSettings(backend="local", root=str(var_dir() / "objectstore"))
-    return make_object_store(ObjectStoreSettings.from_env(defaults))
+    return settings().client_day(client, parse_date(date))
 
 
-def ensure_sample_data(client: str, date: str, events: int, seed: int) -> None:
+def ensure_sample_data(day: ClientDay, events: int, seed: int) -> None:
     """Generate the client-day's sample data unless raw data is already there."""
-    from fraudbatch.steps import raw_data_keys
+    from pipeline.ingest import bucket_listing, raw_data_keys
 
-    cfg = get_client(client)
-    store = _object_store()
-    if raw_data_keys(store, cfg, parse_date(date)):
-        print(f"raw data for {client} {date} already present: {store.url(cfg.bucket, f'rawdata/{client}/{date}/')}")
+    client, date = day.name, day.date.isoformat()
+    if raw_data_keys(bucket_listing(day)):
+        print(f"raw data for {client} {date} already present: {day.url(day.raw_prefix)}")
         return
     argv = [str(BIN / "fraudbatch-datagen"), "--client", client, "--date", date, "--events", str(events),
             "--seed", str(seed), "--truth-dir", str(var_dir() / "truth")]
@@ -96,19 +96,17 @@ def ensure_sample_data(client: str, date: str, events: int, seed: int) -> None:
         raise SystemExit("sample data generation failed (see above)")
 
 
-def _results_paths(client: str, date: str) -> tuple[str, Path | None]:
-    cfg = get_client(client)
-    store = _object_store()
-    prefix = f"results/{client}/{date}/"
-    url = store.url(cfg.bucket, prefix)
+def _results_paths(day: ClientDay) -> tuple[str, Path | None]:
+    url = day.url(day.results_prefix)
     local = Path(url[len("file://"):]) if url.startswith("file://") else None
     return url, local
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _validate(args.client, args.date)
+    client = _validate(args.client, args.date)
     os.environ.setdefault("FRAUDBATCH_OBJECTSTORE_ROOT", str(var_dir() / "objectstore"))
-    ensure_sample_data(args.client, args.date, args.events, args.seed)
+    day = client_day(client, args.date)
+    ensure_sample_data(day, args.events, args.seed)
     if os.environ.get("FRAUDBATCH_TABLES_BACKEND") == "cassandra":
         # The Cassandra table store needs its local node up and the schema applied (README "Cassandra").
         subprocess.run([str(PROJECT_ROOT / "scripts" / "cassandra.sh"), "start"], check=True)
@@ -122,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code = run_luigi("MonitorTracker", args.client, args.date, workers=args.workers)
     finally:
         services.stop(started, var_dir())
-    url, local = _results_paths(args.client, args.date)
+    url, local = _results_paths(day)
     if code == 0:
         print(f"\nresults: {url}")
         if local is not None:
@@ -207,8 +205,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "FRAUDBATCH_SQLITE_PATH": str(bench_var / "tables.sqlite"),
     }
     os.environ.update(env_over)
+    day = client_day(get_client(args.client), args.date)
     t0 = time.monotonic()
-    ensure_sample_data(args.client, args.date, args.events, args.seed)
+    ensure_sample_data(day, args.events, args.seed)
     gen_s = time.monotonic() - t0
     specs = services.service_specs(var_dir())
     started = services.start([specs["dcluster"], specs["fp"]], var_dir(), env=luigi_env())
@@ -221,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if code != 0:
         print(f"benchmark run failed with exit code {code}")
         return code
-    _, local = _results_paths(args.client, args.date)
+    _, local = _results_paths(day)
     summary = json.loads((local / "reports" / "summary.json").read_text()) if local else {}
     print(f"\nbenchmark: {args.events} events requested, {summary.get('records_read')} records read, "
           f"{summary.get('users')} users, {summary.get('flagged_users')} flagged, "
@@ -255,13 +254,15 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(client: str, date: str) -> None:
+def _validate(client: str, date: str) -> ClientConfig:
+    """The client's registry entry; a bad client or date exits 2 with one line."""
     try:
-        get_client(client)
+        config = get_client(client)
         parse_date(date)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(BAD_ARGUMENT_EXIT) from None
+    return config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
     """Carry out one `jobs` action; 0 on success, 1 when DCluster refused or could not be reached."""
     url = args.url or os.environ.get("DCLUSTER_URL") or DEFAULT_URL
     actor = getattr(args, "actor", None) or current_user()
-    client = DClusterClient(url, timeout=10, retries=1, actor=actor)
+    client = DClusterClient(url, timeout=10, attempts=1, actor=actor)
     try:
         if args.action == "list":
             jobs = client.jobs(client=args.client, state=args.state, app=args.app, capacity=args.capacity,

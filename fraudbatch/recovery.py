@@ -12,74 +12,18 @@ final and complete, and the command to run. rerun invalidates a stage and every 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shutil
 import sys
-import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraudcore import snapshot
-from fraudcore.clients import ClientConfig, ConfigError
-from fraudcore.paths import STAGES, WorkPaths, done_meta, is_done
+from fraudcore.clients import ConfigError
+from fraudcore.paths import STAGES
+from pipeline.day import ClientDay
+from pipeline.status import DayStatus, day_status, invalidate
 
 # Exit code of a wrapper or `fraudbatch run` whose day completed but had files set aside.
 PARTIAL_EXIT = 15
-
-
-@dataclass
-class StageState:
-    stage: str
-    task: str
-    state: str  # done | stale | failed | missing
-    message: str = ""
-
-
-@dataclass
-class DayStatus:
-    client: str
-    date: str
-    stages: list[StageState]
-    changes: snapshot.Changes
-    fetched: bool
-    final: dict
-    partial: bool
-    files_quarantined: list[dict] = field(default_factory=list)
-    results: dict = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return all(s.state == "done" for s in self.stages if s.task != "-")
-
-    def next_step(self) -> str:
-        """The command a person should run now, with why."""
-        day = f"--client {self.client} --date {self.date}"
-        failed = [s for s in self.stages if s.state == "failed"]
-        if failed:
-            return (f"{failed[0].task} failed: fix the cause named above (for a bad file, replace or remove "
-                    f"it in the bucket), then `fraudbatch run {day}`; the day fetches what changed. To make "
-                    f"a stage again from scratch: `fraudbatch rerun {day} --from {failed[0].stage}`")
-        if not self.fetched:
-            return f"not fetched yet: `fraudbatch run {day}` (or wait for the cron run)"
-        if self.changes or any(s.state == "stale" for s in self.stages):
-            return (f"the bucket changed since the last fetch: the next scheduled run re-ingests it, or "
-                    f"now: `fraudbatch run {day}`")
-        if not self.complete:
-            return f"unfinished: `fraudbatch run {day}`"
-        return "nothing to do: every stage is current" + ("" if self.final.get("final") else
-                                                           " (provisional until the day closes)")
-
-    def as_dict(self) -> dict:
-        return {
-            "client": self.client, "date": self.date, "complete": self.complete, "partial": self.partial,
-            **self.final, "changes": {"added": list(self.changes.added), "changed": list(self.changes.changed),
-                                      "removed": list(self.changes.removed)},
-            "stages": [vars(s) for s in self.stages], "files_quarantined": self.files_quarantined,
-            "results": self.results, "next": self.next_step(),
-        }
 
 
 def stage_tasks() -> dict[str, str]:
@@ -92,57 +36,6 @@ def stage_tasks() -> dict[str, str]:
         if getattr(cls, "stage", "") and cls.stage not in out:
             out[cls.stage] = name
     return out
-
-
-def day_status(client: ClientConfig, day: dt.date, paths: WorkPaths, store, runs: Iterable = (),
-               now: dt.datetime | None = None) -> DayStatus:
-    """Where the client-day stands; `runs` are its run records (storage.tables.RunRecord)."""
-    from fraudbatch import steps
-
-    listing = steps.list_input(store, client, day, paths, now=now)
-    raw = done_meta(paths.stage("raw"))
-    fetched = snapshot.from_doc(raw.get("snapshot"))
-    changes = snapshot.diff(fetched, listing) if raw else snapshot.Changes()
-    current = raw.get("input") if raw and not changes else None
-    latest: dict[str, object] = {}
-    for r in sorted(runs, key=lambda r: r.finished_ms):
-        latest[r.task] = r
-    tasks = stage_tasks()
-    stages = []
-    for stage in STAGES:
-        task = tasks.get(stage, "-")
-        run = latest.get(task)
-        if run is not None and run.status == "FAILED":
-            stages.append(StageState(stage, task, "failed", run.message.splitlines()[-1] if run.message else ""))
-        elif is_done(paths.stage(stage)):
-            made = done_meta(paths.stage(stage)).get("input")
-            stages.append(StageState(stage, task, "done" if made and made == current else "stale"))
-        elif task != "-":
-            stages.append(StageState(stage, task, "missing"))
-    # Ferry in real-time mode and labels are optional branches; show them only when they ran.
-    stages = [s for s in stages if not (s.state == "missing" and s.stage in ("ferry_cron",))]
-    connector = paths.stage("connector") / "stats.json"
-    stats = json.loads(connector.read_text(encoding="utf-8")) if connector.is_file() else {}
-    quarantined = [{"source_file": f["source_file"], "reason": f.get("reason", "")}
-                   for f in stats.get("files") or [] if isinstance(f, dict) and f.get("status") == "quarantined"]
-    keys = [f.key for f in listing]
-    return DayStatus(client.name, day.isoformat(), stages, changes, bool(raw),
-                     snapshot.closure(client, day, keys, now or dt.datetime.now(dt.UTC)).as_dict(),
-                     bool(stats.get("partial")), quarantined, _results(store, client, day, current))
-
-
-def _results(store, client: ClientConfig, day: dt.date, current: str | None) -> dict:
-    from fraudbatch import steps
-    from storage.errors import ObjectNotFound
-
-    prefix = steps.results_prefix(client, day)
-    try:
-        manifest = json.loads(store.get_bytes(client.bucket, prefix + "_manifest.json"))
-    except (ObjectNotFound, ValueError):
-        return {"sent": False, "url": store.url(client.bucket, prefix)}
-    return {"sent": store.exists(client.bucket, prefix + "_SUCCESS"), "url": store.url(client.bucket, prefix),
-            "version": manifest.get("version"), "final": manifest.get("final"),
-            "current": manifest.get("input_snapshot") == current and current is not None}
 
 
 def format_status(st: DayStatus) -> str:
@@ -163,26 +56,6 @@ def format_status(st: DayStatus) -> str:
     return "\n".join(lines)
 
 
-def invalidate(paths: WorkPaths, from_stage: str) -> list[str]:
-    """Move aside `from_stage` and every stage after it (last first); the names removed.
-
-    Each folder is renamed to a hidden sibling in one step, so a reader sees a stage whole or
-    not at all, and then deleted. raw/ invalidated means every file is downloaded again.
-    """
-    if from_stage not in STAGES:
-        raise ConfigError(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-    chosen = list(STAGES[STAGES.index(from_stage):])
-    removed = []
-    for stage in reversed(chosen):
-        folder = paths.stage(stage)
-        if folder.exists():
-            aside = folder.parent / f".{stage}.invalidated-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-            removed.append(stage)
-    return list(reversed(removed))
-
-
 def resolve_stage(name: str) -> str:
     """A stage folder name, from a stage name or the task that writes it (Connector -> connector)."""
     if name in STAGES:
@@ -197,23 +70,18 @@ def resolve_stage(name: str) -> str:
 
 # --- command line -----------------------------------------------------------------------------
 
-def _context(client_name: str, date: str):
-    from batch_tasks.config import batch_tasks, objectstore, tables
-    from fraudcore.clients import get_client, parse_date
+def client_day(client_name: str, date: str) -> ClientDay:
+    """The client-day named on the command line, from the pipeline's settings."""
+    from batch_tasks.config import settings
 
-    cfg = get_client(client_name, batch_tasks().registry_path())
-    day = parse_date(date)
-    return cfg, day, WorkPaths(batch_tasks().warehouse_path(), cfg.name, day), objectstore().store(), tables()
+    return settings().resolve(client_name, date)
 
 
 def status_of(client_name: str, date: str) -> DayStatus:
-    cfg, day, paths, store, tables = _context(client_name, date)
-    table_store = tables.store()
-    try:
-        runs = table_store.list_runs(cfg.name, day.isoformat())
-    finally:
-        table_store.close()
-    return day_status(cfg, day, paths, store, runs)
+    day = client_day(client_name, date)
+    with day.tables() as tables:
+        runs = tables.list_runs(day.name, day.date.isoformat())
+    return day_status(day, stage_tasks(), runs)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -226,8 +94,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     from fraudbatch.cli import run_luigi
 
     stage = resolve_stage(args.from_stage)
-    _cfg, _day, paths, _store, _tables = _context(args.client, args.date)
-    removed = invalidate(paths, stage)
+    removed = invalidate(client_day(args.client, args.date).paths, stage)
     print(f"invalidated {args.client} {args.date} from {stage}: "
           + (", ".join(removed) if removed else "nothing was there yet"), flush=True)
     return run_luigi(args.task, args.client, args.date, workers=args.workers,

@@ -237,7 +237,7 @@ def classify(rel: str, markers: Collection[str] = MARKERS) -> tuple[str, str | N
         return NOT_RECOGNISED, None, "hidden_file", "hidden files are not read"
     top = folders[0]
     if top == LABELS:
-        # The labeling step reads labels/*.csv exactly (fraudbatch.steps.labeling).
+        # The labeling step reads labels/*.csv exactly (pipeline.labeling.labeling).
         if len(folders) == 1 and name.endswith(".csv"):
             return EXPECTED, None, "labels", "labels, read by the labeling step"
         return NOT_RECOGNISED, None, "not_a_labels_file", "the labeling step reads labels/*.csv only"

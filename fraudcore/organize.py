@@ -127,7 +127,7 @@ def inbox_meta(rows: int, from_day: dt.date, digest: str = "") -> dict:
     """The _DONE metadata of an inbox folder.
 
     `digest` sums a hash of every record, so the same records written again have the same
-    digest and the receiving day's input does not change (fraudbatch.steps.inbox_files):
+    digest and the receiving day's input does not change (pipeline.ingest.inbox_files):
     two days whose files carry records for each other settle instead of invalidating each
     other on every run.
     """

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from storage.tables import TableStoreSettings
+from storage.model import TableStoreSettings, setting
 
 BENCH_CLIENT = "bench"
 DAY_MS = int(dt.datetime(2025, 11, 21, tzinfo=dt.UTC).timestamp() * 1000)
@@ -65,7 +65,7 @@ def _python_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n
     """The simplest fast write with the Python driver: prepared INSERT, execute_concurrent_with_args."""
     from cassandra.concurrent import execute_concurrent_with_args
 
-    from storage.cassandra_store import build_cluster
+    from storage.cassandra_session import build_cluster
     from storage.dfe_writer import INSERT_DFE
 
     cluster = build_cluster(settings)
@@ -78,7 +78,8 @@ def _python_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n
 
 async def _native_ceiling_async(settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int,
                                 concurrency: int) -> None:
-    from storage.dfe_writer import INSERT_DFE, native_cluster
+    from storage.cassandra_session import native_cluster
+    from storage.dfe_writer import INSERT_DFE
 
     session = await native_cluster(settings).create_session()
     insert = await session.create_prepared(INSERT_DFE.format(ks=settings.cassandra_keyspace))
@@ -166,7 +167,7 @@ def _truncate(session: Any, keyspace: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run warm-up, then ceiling and writer in alternating order; print rows/s, CPU per row and the ratio."""
-    base = TableStoreSettings.from_env(environ={**os.environ, "FRAUDBATCH_TABLES_BACKEND": "cassandra"})
+    base = TableStoreSettings.from_env(environ={**os.environ, setting("backend").env: "cassandra"})
     p = argparse.ArgumentParser(prog="python -m storage.bench_dfe", description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="writer and ceiling processes")
@@ -182,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true", help="skip counting the rows afterwards")
     args = p.parse_args(argv)
 
-    from storage import cassandra_store
-    from storage.cassandra_store import CassandraTableStore, connect
+    from storage import cassandra_session
+    from storage.cassandra_session import connect
+    from storage.cassandra_store import CassandraTableStore
     from storage.migrations import apply_migrations
 
     # A shared, overloaded machine can stall the node for seconds; the ceiling has no retries, so
     # both sides get a patient per-request timeout instead of failing the run.
-    cassandra_store.REQUEST_TIMEOUT_S = 60.0
+    cassandra_session.REQUEST_TIMEOUT_S = 60.0
 
     settings = replace(base, cassandra_keyspace=args.keyspace)
     settings.validate()

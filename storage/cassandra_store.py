@@ -2,33 +2,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import ssl
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from cassandra import ConsistencyLevel, DriverException, OperationTimedOut, Timeout, Unavailable
-from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
-from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
-from cassandra.protocol import ErrorMessage
+from cassandra.cluster import Cluster, Session
 from cassandra.query import PreparedStatement
 
+from storage.cassandra_session import RETRY_DELAYS_S, open_session, retrying
+from storage.dfe_writer import INSERT_DFE, write_dfe_rows
 from storage.errors import StorageError
-from storage.tables import DfeRow, RunRecord, TableStoreSettings, _check_client, _check_date
+from storage.model import DfeRow, RunRecord, TableStoreSettings, check_client, check_date
 
-__all__ = ["CassandraTableStore", "CassandraWriteError", "build_cluster", "connect", "retrying", "token_slices"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CassandraTableStore", "datetime_to_ms", "ms_to_datetime", "token_slices"]
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _MS = dt.timedelta(milliseconds=1)
 
 # Named CQL templates; {ks} is the validated keyspace identifier, every value is a bind marker.
 _CQL = {
-    "insert_dfe": "INSERT INTO {ks}.dfe_data (client_id, user_id, timestamp, feature_vector) VALUES (?, ?, ?, ?)",
+    "insert_dfe": INSERT_DFE,
     "read_dfe": "SELECT user_id, timestamp, feature_vector FROM {ks}.dfe_data WHERE client_id = ? AND user_id = ?",
     # count_dfe scans the table in token slices: the partition key is (client_id, user_id), so a
     # client's rows are spread over the whole ring. Fine for checks and reports, not a hot path.
@@ -50,26 +42,6 @@ _MIN_TOKEN, _MAX_TOKEN = -(2 ** 63), 2 ** 63 - 1
 _COUNT_SLICES = 64
 _SCAN_TIMEOUT_S = 120.0
 
-# Seconds the driver waits for one request; a timed-out write is retried like a refused one.
-REQUEST_TIMEOUT_S = 12.0
-
-# Bounded retries for a node that is down or restarting: about 15 s in all before giving up.
-RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
-
-T = TypeVar("T")
-
-# Errors that a node coming back (or a less busy one) can cure; anything else fails at once.
-TRANSIENT_ERRORS = (NoHostAvailable, OperationTimedOut, ConnectionException, Unavailable, Timeout, OSError)
-
-
-class CassandraWriteError(StorageError):
-    """A write to Cassandra failed after its retries; the message names the node to check."""
-
-
-def _where(settings: TableStoreSettings) -> str:
-    hosts = ",".join(settings.cassandra_hosts)
-    return f"check the node at {hosts}:{settings.cassandra_port} and credentials"
-
 
 def ms_to_datetime(ms: int) -> dt.datetime:
     """Epoch milliseconds as the naive UTC datetime the driver binds to a TIMESTAMP."""
@@ -81,82 +53,6 @@ def datetime_to_ms(value: dt.datetime) -> int:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return (value - _EPOCH) // _MS
-
-
-def ssl_context_for(settings: TableStoreSettings) -> ssl.SSLContext | None:
-    """A verifying TLS context when a CA file is configured (SPEC §8), else None for plaintext."""
-    if not settings.cassandra_tls_ca_file:
-        return None
-    ctx = ssl.create_default_context(cafile=settings.cassandra_tls_ca_file)
-    if settings.cassandra_tls_cert_file:
-        ctx.load_cert_chain(settings.cassandra_tls_cert_file, settings.cassandra_tls_key_file)
-    return ctx
-
-
-def build_cluster(settings: TableStoreSettings, *, request_timeout: float | None = None) -> Cluster:
-    """An unconnected driver Cluster for the settings: token-aware routing, consistency, TLS, auth."""
-    profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cassandra_local_dc)),
-        consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_consistency.upper()],
-        request_timeout=REQUEST_TIMEOUT_S if request_timeout is None else request_timeout,
-    )
-    auth = None
-    if settings.cassandra_username:
-        auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password)
-    return Cluster(
-        list(settings.cassandra_hosts), port=int(settings.cassandra_port),
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile}, auth_provider=auth,
-        ssl_context=ssl_context_for(settings),
-        # v4 rather than v5: v5 frames every request with checksums computed in Python, which cost
-        # about 15 % more client CPU per row in the DFE benchmark; pinning also skips negotiation.
-        protocol_version=4,
-        # Off: the rows are small and the CPU is better spent on serialising them.
-        compression=False,
-        connect_timeout=5.0,
-        # A restarted node is picked up within a second or two instead of the default minutes.
-        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=4.0),
-    )
-
-
-def _open(settings: TableStoreSettings) -> tuple[Cluster, Session]:
-    """A connected (cluster, session), or the driver's own error."""
-    cluster = build_cluster(settings)
-    try:
-        return cluster, cluster.connect()
-    except BaseException:
-        cluster.shutdown()
-        raise
-
-
-def connect(settings: TableStoreSettings, *, delays: Iterable[float] = RETRY_DELAYS_S) -> tuple[Cluster, Session]:
-    """A connected (cluster, session), retried with backoff; StorageError naming the node otherwise."""
-    return retrying(settings, "connect failed", lambda: _open(settings), delays, error=StorageError)
-
-
-def retrying(settings: TableStoreSettings, action: str, fn: Callable[[], T],
-             delays: Iterable[float] = RETRY_DELAYS_S, error: type[StorageError] = CassandraWriteError,
-             what: str = "") -> T:
-    """fn() retried with backoff on transient errors (node down, timeouts); then `error` naming the node."""
-    waits = list(delays)
-    for attempt in range(len(waits) + 1):
-        try:
-            return fn()
-        except CassandraWriteError:
-            raise
-        except TRANSIENT_ERRORS as exc:
-            if attempt == len(waits):
-                raise error(f"Cassandra {action}: {what}{_describe(exc)} (after {attempt + 1} attempts); "
-                            f"{_where(settings)}") from exc
-            log.warning("Cassandra %s: %s; retrying in %.1f s", action, _describe(exc), waits[attempt])
-            time.sleep(waits[attempt])
-        except (DriverException, ErrorMessage) as exc:
-            # A rejected statement (missing keyspace, bad credentials) will not heal by waiting.
-            raise error(f"Cassandra {action}: {what}{_describe(exc)}; {_where(settings)}") from exc
-    raise AssertionError("unreachable")
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class CassandraTableStore:
@@ -185,8 +81,8 @@ class CassandraTableStore:
     def session(self) -> Session:
         """The connected session (connecting with bounded retries on first use)."""
         if self._session is None:
-            # Plain _open: the caller's retrying() owns the backoff and the error message.
-            self._cluster, self._session = _open(self.settings)
+            # One attempt: the caller's retrying() owns the backoff and the error message.
+            self._cluster, self._session = open_session(self.settings)
         return self._session
 
     def prepared(self, name: str) -> PreparedStatement:
@@ -209,9 +105,7 @@ class CassandraTableStore:
         return retrying(self.settings, "read failed", run, self.retry_delays, error=StorageError, what=f"{action}: ")
 
     def write_dfe(self, client: str, rows: Iterable[DfeRow]) -> int:
-        from storage.dfe_writer import write_dfe_rows
-
-        _check_client(client)
+        check_client(client)
         return write_dfe_rows(
             self.settings, client, ((r.user_id, r.timestamp_ms, r.feature_vector) for r in rows),
             processes=self.settings.cassandra_write_processes,
@@ -220,37 +114,37 @@ class CassandraTableStore:
         )
 
     def read_dfe(self, client: str, user_id: str) -> list[DfeRow]:
-        _check_client(client)
+        check_client(client)
         found = self._read("read_dfe", "read_dfe", (client, user_id))
         # The table clusters by timestamp DESC, so rows already come newest first.
         return [DfeRow(r.user_id, datetime_to_ms(r.timestamp),
                        {str(k): float(v) for k, v in (r.feature_vector or {}).items()}) for r in found]
 
     def count_dfe(self, client: str) -> int:
-        _check_client(client)
+        check_client(client)
         return sum(self._read("count_dfe", "count_dfe_slice", (lo, hi, client), timeout=_SCAN_TIMEOUT_S)[0][0]
                    for lo, hi in token_slices(_COUNT_SLICES))
 
     def iter_dfe_keys(self, client: str) -> Iterator[tuple[str, int]]:
         """Every (user_id, timestamp_ms) of the client's DFE rows, by a paged scan of the table."""
-        _check_client(client)
+        check_client(client)
         for lo, hi in token_slices(_COUNT_SLICES):
             for r in self._read("scan_dfe", "keys_dfe_slice", (lo, hi), timeout=_SCAN_TIMEOUT_S):
                 if r.client_id == client:
                     yield r.user_id, datetime_to_ms(r.timestamp)
 
     def write_result(self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int) -> None:
-        _check_client(client)
+        check_client(client)
         self._write("write_result", "insert_result",
                     (client, job_id, result_type, result_data, ms_to_datetime(created_at_ms)))
 
     def read_results(self, client: str, job_id: str) -> dict[str, str]:
-        _check_client(client)
+        check_client(client)
         return {r.result_type: r.result_data for r in self._read("read_results", "read_results", (client, job_id))}
 
     def record_run(self, run: RunRecord) -> None:
-        _check_client(run.client)
-        day = dt.date.fromisoformat(_check_date(run.date))
+        check_client(run.client)
+        day = dt.date.fromisoformat(check_date(run.date))
         self._write("record_run", "insert_run", (
             run.client, day, run.task, run.run_id, run.status, ms_to_datetime(run.started_ms),
             None if run.finished_ms is None else ms_to_datetime(run.finished_ms),
@@ -259,8 +153,8 @@ class CassandraTableStore:
         ))
 
     def list_runs(self, client: str, date: str | dt.date) -> list[RunRecord]:
-        _check_client(client)
-        day_text = _check_date(date)
+        check_client(client)
+        day_text = check_date(date)
         found = self._read("list_runs", "list_runs", (client, dt.date.fromisoformat(day_text)))
         runs = [
             RunRecord(client, day_text, r.task, r.run_id, r.status, datetime_to_ms(r.started_at),

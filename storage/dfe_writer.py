@@ -25,30 +25,27 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 from cassandra.murmur3 import murmur3
 
-from storage.cassandra_store import (
+from storage.cassandra_session import (
     RETRY_DELAYS_S,
     TRANSIENT_ERRORS,
-    CassandraTableStore,
     CassandraWriteError,
-    _describe,
-    _where,
+    describe_error,
+    native_cluster,
+    node_hint,
+    open_session,
     retrying,
 )
-from storage.tables import TableStoreSettings, _check_client
+from storage.model import WRITER_DRIVERS, TableStoreSettings, check_client
 
-__all__ = ["INSERT_DFE", "WRITER_DRIVERS", "native_cluster", "owner_of", "write_dfe_rows"]
+__all__ = ["INSERT_DFE", "SessionSource", "owner_of", "write_dfe_rows"]
 
 log = logging.getLogger(__name__)
 
 INSERT_DFE = "INSERT INTO {ks}.dfe_data (client_id, user_id, timestamp, feature_vector) VALUES (?, ?, ?, ?)"
-
-WRITER_DRIVERS = ("native", "python")
 
 # Rows a worker process needs to be worth its start-up (own connection, prepare): below this
 # many rows per process the write stays in the calling process.
@@ -61,6 +58,13 @@ PROGRESS_EVERY = 2_000
 DfeTuple = tuple[str, int, Mapping[str, float]]
 Progress = Callable[[int, int], None]
 OnRows = Callable[[int], None]
+
+
+class SessionSource(Protocol):
+    """Something holding a connected Python-driver session, such as the Cassandra table store."""
+
+    @property
+    def session(self) -> Any: ...
 
 
 def _routing_key(client: bytes, user_id: str) -> bytes:
@@ -92,7 +96,7 @@ def _fail(settings: TableStoreSettings, client: str, failed: int, size: int, err
     tries = f" after {attempts} attempts" if attempts else ""
     return CassandraWriteError(
         f"Cassandra write failed: {failed} of {size} DFE rows of {client} not written{tries} "
-        f"({_describe(error)}); {_where(settings)}")
+        f"({describe_error(error)}); {node_hint(settings)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,49 +119,6 @@ def _native_transient() -> tuple[type[BaseException], ...]:
             e.CassErrorServerTruncateError, e.CassErrorSslClosed, OSError,
         )
     return _NATIVE_TRANSIENT
-
-
-class _ApacheCassandraNoise(logging.Filter):
-    """Drops the driver's note that Apache Cassandra (unlike ScyllaDB) has no shards to route to."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "SHARD-AWARENESS" not in record.getMessage()
-
-
-logging.getLogger("acsylla").addFilter(_ApacheCassandraNoise())
-
-# cpp-driver verification flags: the chain against the CA, and the node's address against the
-# certificate. acsylla's enum has no combined member and its factory reads `.value`.
-_VERIFY_PEER_CERT_AND_IDENTITY = SimpleNamespace(value=0x01 | 0x02)
-
-
-def native_cluster(settings: TableStoreSettings, *, request_timeout: float | None = None) -> Any:
-    """An acsylla Cluster for the settings: token-aware over the local DC, consistency, TLS, auth.
-
-    Protocol v4 like the Python driver; one I/O thread and one connection per host, which the
-    C++ driver multiplexes over thousands of streams.
-    """
-    import acsylla
-
-    from storage import cassandra_store
-
-    tls: dict[str, Any] = {}
-    if settings.cassandra_tls_ca_file:
-        tls = {"ssl_enabled": True, "ssl_trusted_cert": Path(settings.cassandra_tls_ca_file).read_text(),
-               "ssl_verify_flags": _VERIFY_PEER_CERT_AND_IDENTITY}
-        if settings.cassandra_tls_cert_file:
-            tls["ssl_cert"] = Path(settings.cassandra_tls_cert_file).read_text()
-            tls["ssl_private_key"] = Path(settings.cassandra_tls_key_file).read_text()
-    return acsylla.create_cluster(
-        list(settings.cassandra_hosts), port=int(settings.cassandra_port),
-        username=settings.cassandra_username or None, password=settings.cassandra_password or None,
-        protocol_version=4, consistency=settings.cassandra_consistency.upper(),
-        load_balance_dc_aware=settings.cassandra_local_dc, token_aware_routing=True,
-        connect_timeout=5.0,
-        request_timeout=cassandra_store.REQUEST_TIMEOUT_S if request_timeout is None else request_timeout,
-        exponential_reconnect_base_delay_ms=500, exponential_reconnect_max_delay_ms=4000,
-        num_threads_io=1, log_level="warn", **tls,
-    )
 
 
 def _native_timestamp(ms: int) -> int | Decimal:
@@ -217,20 +178,20 @@ async def _native_write(settings: TableStoreSettings, client: str, rows: Sequenc
             break
         except transient as exc:
             if attempt == len(delays):
-                raise CassandraWriteError(f"Cassandra write failed: connect: {_describe(exc)} (after {attempt + 1} "
-                                          f"attempts); {_where(settings)}") from exc
-            log.warning("Cassandra write failed: connect: %s; retrying in %.1f s", _describe(exc), delays[attempt])
+                raise CassandraWriteError(f"Cassandra write failed: connect: {describe_error(exc)} (after {attempt + 1} "
+                                          f"attempts); {node_hint(settings)}") from exc
+            log.warning("Cassandra write failed: connect: %s; retrying in %.1f s", describe_error(exc), delays[attempt])
             await asyncio.sleep(delays[attempt])
         except Exception as exc:  # noqa: BLE001 - bad credentials, TLS refused: say so at once
-            raise CassandraWriteError(f"Cassandra write failed: connect: {_describe(exc)}; "
-                                      f"{_where(settings)}") from exc
+            raise CassandraWriteError(f"Cassandra write failed: connect: {describe_error(exc)}; "
+                                      f"{node_hint(settings)}") from exc
     assert session is not None
     try:
         try:
             insert = await session.create_prepared(INSERT_DFE.format(ks=settings.cassandra_keyspace))
         except Exception as exc:  # noqa: BLE001 - a missing keyspace or table will not heal by waiting
-            raise CassandraWriteError(f"Cassandra write failed: prepare: {_describe(exc)}; "
-                                      f"{_where(settings)}") from exc
+            raise CassandraWriteError(f"Cassandra write failed: prepare: {describe_error(exc)}; "
+                                      f"{node_hint(settings)}") from exc
         pending: Sequence[int] = indexes
         for attempt in range(len(delays) + 1):
             failed, unsent = await _native_pass(session, insert, client, rows, pending, concurrency, on_rows)
@@ -242,7 +203,7 @@ async def _native_write(settings: TableStoreSettings, client: str, rows: Sequenc
             if attempt == len(delays):
                 raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, attempt + 1)
             log.warning("Cassandra write: %d of %d DFE rows not written (%s); retrying in %.1f s",
-                        len(failed) + len(unsent), len(pending), _describe(error), delays[attempt])
+                        len(failed) + len(unsent), len(pending), describe_error(error), delays[attempt])
             await asyncio.sleep(delays[attempt])
             # In input order, so a repeated key still ends on its last row.
             pending = sorted([i for i, _ in failed] + unsent)
@@ -287,7 +248,7 @@ def _python_write(session: Any, insert: Any, settings: TableStoreSettings, clien
             if attempt == len(delays):
                 raise _fail(settings, client, len(failed), size, error, attempt + 1)
             log.warning("Cassandra write: %d of %d DFE rows failed (%s); retrying in %.1f s",
-                        len(failed), size, _describe(error), delays[attempt])
+                        len(failed), size, describe_error(error), delays[attempt])
             time.sleep(delays[attempt])
             pending = [params for params, _ in failed]
         on_rows(size)
@@ -295,19 +256,21 @@ def _python_write(session: Any, insert: Any, settings: TableStoreSettings, clien
 
 def _python_session_write(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
                           indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
-                          store: CassandraTableStore | None = None) -> None:
-    own = store is None
-    if store is None:
-        store = CassandraTableStore(settings, retry_delays=delays)
+                          store: SessionSource | None = None) -> None:
+    own: Any = None
     try:
-        session = retrying(settings, "write failed", lambda: store.session, delays, what="connect: ")
+        if store is None:
+            own, session = retrying(settings, "write failed", lambda: open_session(settings), delays,
+                                    what="connect: ")
+        else:
+            session = retrying(settings, "write failed", lambda: store.session, delays, what="connect: ")
         insert = retrying(settings, "write failed",
                           lambda: session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace)), delays,
                           what="prepare: ")
         _python_write(session, insert, settings, client, rows, indexes, concurrency, delays, on_rows)
     finally:
-        if own:
-            store.close()
+        if own is not None:
+            own.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +289,7 @@ def _last_per_key(rows: Sequence[DfeTuple], indexes: Sequence[int]) -> Sequence[
 
 def _write_part(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
                 indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
-                store: CassandraTableStore | None = None) -> None:
+                store: SessionSource | None = None) -> None:
     """Write rows[i] for i in indexes (a partition's rows are all in one part) with the chosen driver."""
     unique = _last_per_key(rows, indexes)
     if len(unique) < len(indexes):
@@ -351,7 +314,7 @@ def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequen
         _write_part(driver, settings, client, rows, indexes, concurrency, delays, on_rows)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
         errors.put(str(exc) if isinstance(exc, CassandraWriteError)
-                   else f"Cassandra write failed: {_describe(exc)}; {_where(settings)}")
+                   else f"Cassandra write failed: {describe_error(exc)}; {node_hint(settings)}")
         raise SystemExit(1) from None
 
 
@@ -363,7 +326,7 @@ def write_dfe_rows(
     concurrency: int | None = None,
     progress: Progress | None = None,
     *,
-    store: CassandraTableStore | None = None,
+    store: SessionSource | None = None,
     retry_delays: Sequence[float] = RETRY_DELAYS_S,
     driver: str | None = None,
 ) -> int:
@@ -374,7 +337,7 @@ def write_dfe_rows(
     (through `store`'s session with the Python driver). When a key repeats, its last row is kept.
     Failures are retried with backoff, then CassandraWriteError.
     """
-    _check_client(client)
+    check_client(client)
     settings.validate()
     use = driver or settings.cassandra_writer_driver
     if use not in WRITER_DRIVERS:
@@ -438,7 +401,7 @@ def _write_forked(driver: str, settings: TableStoreSettings, client: str, rows: 
     crashed = [f"{w.name} exit {w.exitcode}" for w in workers if w.exitcode != 0]
     if crashed:
         raise CassandraWriteError(f"Cassandra write failed: writer processes died ({', '.join(crashed)}); "
-                                  f"{_where(settings)}")
+                                  f"{node_hint(settings)}")
     report(done.value, len(rows))
     return len(rows)
 

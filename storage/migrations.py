@@ -11,26 +11,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from storage.errors import StorageConfigError, StorageError
+from storage.errors import StorageError
+from storage.model import Replication, TableStoreSettings, check_identifier, parse_replication, setting
 
 __all__ = [
-    "Migration", "MigrationError", "Replication", "apply_migrations", "check_identifier", "load_migrations",
-    "main", "parse_replication", "render_statements", "split_statements",
+    "Migration", "MigrationError", "apply_migrations", "load_migrations", "main", "render_statements",
+    "split_statements",
 ]
 
 CQL_DIR = Path(__file__).resolve().parent.parent / "cql"
 _FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.cql$")
-_IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-_DC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER_RE = re.compile(r"\$\{([a-z_]+)\}")
-_STRATEGIES = {"SimpleStrategy", "NetworkTopologyStrategy"}
 
 
 class MigrationError(StorageError):
@@ -49,52 +48,6 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Replication:
-    """A keyspace replication: SimpleStrategy with one factor, or NetworkTopologyStrategy per data centre."""
-
-    strategy: str
-    factors: tuple[tuple[str, int], ...]
-
-    def cql(self) -> str:
-        """The CQL map literal, rendered from validated parts only."""
-        if self.strategy == "SimpleStrategy":
-            return f"{{'class': 'SimpleStrategy', 'replication_factor': {self.factors[0][1]}}}"
-        per_dc = ", ".join(f"'{dc}': {n}" for dc, n in self.factors)
-        return f"{{'class': 'NetworkTopologyStrategy', {per_dc}}}"
-
-
-def parse_replication(spec: str) -> Replication:
-    """`SimpleStrategy:1` or `NetworkTopologyStrategy:dc1=3,dc2=2` as a Replication; bad specs are refused."""
-    how = ("use SimpleStrategy:<factor> or NetworkTopologyStrategy:<dc>=<factor>[,<dc>=<factor>…] "
-           "(FRAUDBATCH_CASSANDRA_REPLICATION)")
-    strategy, sep, rest = (spec or "").strip().partition(":")
-    if not sep or strategy not in _STRATEGIES or not rest:
-        raise StorageConfigError(f"invalid replication {spec!r}: {how}")
-    try:
-        if strategy == "SimpleStrategy":
-            factors: tuple[tuple[str, int], ...] = (("replication_factor", int(rest)),)
-        else:
-            pairs = [p.split("=", 1) for p in rest.split(",")]
-            factors = tuple((dc.strip(), int(n)) for dc, n in pairs)
-    except ValueError:
-        raise StorageConfigError(f"invalid replication {spec!r}: {how}") from None
-    for dc, n in factors:
-        if not (1 <= n <= 20) or not _DC_RE.match(dc):
-            raise StorageConfigError(f"invalid replication {spec!r}: factors 1-20, data centre names "
-                                     f"matching {_DC_RE.pattern}; {how}")
-    if len({dc for dc, _ in factors}) != len(factors):
-        raise StorageConfigError(f"invalid replication {spec!r}: a data centre is named twice")
-    return Replication(strategy, factors)
-
-
-def check_identifier(name: str, what: str = "keyspace") -> str:
-    """The name when it is a safe lower-case CQL identifier; StorageConfigError otherwise."""
-    if not isinstance(name, str) or not _IDENT_RE.match(name):
-        raise StorageConfigError(f"invalid {what} name {name!r}: must match {_IDENT_RE.pattern}")
-    return name
 
 
 def load_migrations(cql_dir: Path = CQL_DIR) -> list[Migration]:
@@ -230,8 +183,6 @@ def apply_migrations(
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Console entry: connect with the table store settings (flags win) and apply pending migrations."""
-    from storage.tables import TableStoreSettings
-
     base = TableStoreSettings.from_env(environ=_cassandra_env())
     p = argparse.ArgumentParser(prog="python -m storage.migrations", description=__doc__.splitlines()[0])
     p.add_argument("--hosts", default=",".join(base.cassandra_hosts), help="comma-separated contact points")
@@ -241,9 +192,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--replication", default=base.cassandra_replication)
     p.add_argument("--cql-dir", type=Path, default=CQL_DIR)
     args = p.parse_args(list(argv) if argv is not None else None)
-    from dataclasses import replace
-
-    from storage.cassandra_store import connect
+    # Imported here so parsing and rendering the schema files never loads the driver.
+    from storage.cassandra_session import connect
 
     settings = replace(base, backend="cassandra", cassandra_hosts=tuple(h.strip() for h in args.hosts.split(",")),
                        cassandra_port=args.port, cassandra_keyspace=args.keyspace,
@@ -267,9 +217,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 def _cassandra_env() -> dict[str, str]:
     """The process environment with the backend forced to cassandra (the runner needs no SQLite path)."""
-    import os
-
-    return {**os.environ, "FRAUDBATCH_TABLES_BACKEND": "cassandra"}
+    return {**os.environ, setting("backend").env: "cassandra"}
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from storage.cassandra_store import CassandraTableStore, CassandraWriteError
+from storage.cassandra_session import CassandraWriteError
+from storage.cassandra_store import CassandraTableStore
 from storage.dfe_writer import write_dfe_rows
-from storage.tables import DfeRow
+from storage.model import DfeRow
 from tests.support import REPO
 from tests.support.cassandra import node_script
 
@@ -24,7 +25,7 @@ ROWS = 100_000
 # Writes ROWS rows with two worker processes, printing progress; the settings come as JSON.
 WRITER = """
 import json, sys
-from storage.tables import TableStoreSettings
+from storage.model import TableStoreSettings
 from storage.dfe_writer import write_dfe_rows
 raw = json.loads(sys.argv[1]); raw["cassandra_hosts"] = tuple(raw["cassandra_hosts"])
 settings = TableStoreSettings(**raw)

@@ -11,7 +11,8 @@ from storage import dfe_writer
 from storage.cassandra_store import CassandraTableStore
 from storage.errors import StorageConfigError
 from storage.migrations import MigrationError, apply_migrations
-from storage.tables import DfeRow, RunRecord, TableStore, make_table_store
+from storage.model import DfeRow, RunRecord, TableStore
+from storage.tables import make_table_store
 
 pytestmark = pytest.mark.cassandra
 
@@ -130,7 +131,7 @@ def test_writer_processes_split_by_token_and_rerun_is_idempotent(cassandra_setti
 
 
 def test_migrations_are_recorded_skipped_and_refuse_a_changed_file(cassandra_settings, tmp_path):
-    from storage.cassandra_store import connect
+    from storage.cassandra_session import connect
     from storage.migrations import CQL_DIR
 
     for f in CQL_DIR.glob("*.cql"):
@@ -161,7 +162,7 @@ def test_migrations_are_recorded_skipped_and_refuse_a_changed_file(cassandra_set
 
 
 def test_dfe_and_results_tables_are_exactly_as_the_spec(cassandra_settings):
-    from storage.cassandra_store import connect
+    from storage.cassandra_session import connect
 
     cluster, session = connect(cassandra_settings)
     try:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.cassandra_store import CassandraTableStore, CassandraWriteError, connect
-from storage.dfe_writer import WRITER_DRIVERS, write_dfe_rows
+from storage.cassandra_session import CassandraWriteError, connect
+from storage.cassandra_store import CassandraTableStore
+from storage.dfe_writer import write_dfe_rows
 from storage.errors import StorageError
-from storage.tables import DfeRow, TableStoreSettings
+from storage.model import WRITER_DRIVERS, DfeRow, TableStoreSettings
 from tests.support import REPO
 from tests.support.cassandra import fresh_keyspace, node_script
 

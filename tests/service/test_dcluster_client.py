@@ -181,7 +181,7 @@ def test_connection_errors_are_retried_with_backoff_then_succeed():
             raise failures.pop(0)
         return 200, {"status": "ok", "provider": "local", "running": 0, "pending": 0, "version": "0.1.0"}
 
-    client, adapter, sleeps = make_client(handler, retries=3, backoff_s=0.5)
+    client, adapter, sleeps = make_client(handler, attempts=3, backoff_s=0.5)
     assert client.health()["status"] == "ok"
     assert len(adapter.calls) == 3
     assert sleeps == [0.5, 1.0]
@@ -191,7 +191,7 @@ def test_unreachable_service_raises_dcluster_unavailable():
     def handler(request: requests.PreparedRequest) -> tuple[int, object]:
         raise requests.ConnectionError("Connection refused")
 
-    client, adapter, sleeps = make_client(handler, retries=3, backoff_s=0.25)
+    client, adapter, sleeps = make_client(handler, attempts=3, backoff_s=0.25)
     with pytest.raises(DClusterUnavailable) as err:
         client.status("abc123def456")
     assert str(err.value) == (

@@ -250,7 +250,7 @@ def test_no_capacity_at_all_queues_the_job_and_alerts(settings: DClusterSettings
 def test_resource_endpoints_costs_and_audit(settings: DClusterSettings, start_service):
     service = start_service(settings)
     url = service.url
-    client = DClusterClient(url, retries=1, actor="ops-alice")
+    client = DClusterClient(url, attempts=1, actor="ops-alice")
 
     # Explicit allocation: 10 prod instances of normal work at cost_optimized = 7 spot + 3 on-demand.
     allocated = client.allocate(10, priority="normal", strategy="cost_optimized", env="prod")
@@ -363,7 +363,7 @@ def server_process(tmp_path: Path, project: Path) -> Iterator[Callable[[], tuple
 
 def test_crashed_service_readopts_live_jobs_and_reschedules_lost_ones(server_process, tmp_path: Path):
     proc, url = server_process()
-    client = DClusterClient(url, retries=1)
+    client = DClusterClient(url, attempts=1)
     pids_file, gate = tmp_path / "pids", tmp_path / "gate"
     survivor = client.submit(JobSpec(client="syncbank", app="gated", args=[str(gate)]))
     victim = client.submit(JobSpec(client="syncbank", app="sleepy", args=["--seconds", "0.5", "--pids",
@@ -378,7 +378,7 @@ def test_crashed_service_readopts_live_jobs_and_reschedules_lost_ones(server_pro
     assert gone(victim_pids)
 
     _, url = server_process()
-    client = DClusterClient(url, retries=1)
+    client = DClusterClient(url, attempts=1)
     adopted = client.status(survivor.job_id)
     assert adopted.state == "RUNNING"
     assert adopted.message.startswith("re-adopted after a service restart (pid ")

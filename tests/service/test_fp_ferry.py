@@ -173,7 +173,7 @@ def response(status: int, body: object) -> requests.Response:
 def test_client_retries_then_raises_unavailable() -> None:
     session = FailingSession(failures=99)
     sleeps: list[float] = []
-    fp = FPClient("http://fp.test:8092/", session=session, retries=3, backoff=0.5, sleep=sleeps.append)
+    fp = FPClient("http://fp.test:8092/", session=session, attempts=4, backoff_s=0.5, sleep=sleeps.append)
     with pytest.raises(FPUnavailable) as err:
         fp.push_batch("acme", "b1", [])
     assert len(session.calls) == 4 and sleeps == [0.5, 1.0, 2.0]
@@ -185,7 +185,7 @@ def test_client_retries_then_raises_unavailable() -> None:
 
 def test_client_recovers_after_transient_failures() -> None:
     session = FailingSession(failures=2, response=response(200, {"status": "ok"}))
-    fp = FPClient("http://fp.test", session=session, retries=3, sleep=lambda _: None)
+    fp = FPClient("http://fp.test", session=session, attempts=4, sleep=lambda _: None)
     assert fp.health() == {"status": "ok"} and len(session.calls) == 3
 
 

@@ -88,7 +88,7 @@ def fp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture()
 def fp(fp_url: str) -> FPClient:
-    return FPClient(fp_url, retries=0)
+    return FPClient(fp_url, attempts=1)
 
 
 def features_of(fp: FPClient, client: str, entity: str) -> dict:
@@ -175,7 +175,7 @@ def test_realtime_ingest_and_cache_invalidation(fp: FPClient) -> None:
 
 def test_metrics_count_ingest_reads_and_cache_hits(tmp_path: Path) -> None:
     with running_fp(tmp_path / "m.sqlite") as url:
-        fp = FPClient(url, retries=0)
+        fp = FPClient(url, attempts=1)
         fp.push_batch("acme", "m-1", BATCH_A)
         fp.push_batch("acme", "m-1", BATCH_A)
         fp.push_realtime("acme", BATCH_B[:2])
@@ -222,7 +222,7 @@ def test_feature_reads_are_audited_and_setting_changes_recorded(tmp_path: Path) 
     db = tmp_path / "features.sqlite"
     audit = tmp_path / "audit.jsonl"
     with running_fp(db) as url:
-        FPClient(url, retries=0).push_batch("acme", "acme-b1", BATCH_A)
+        FPClient(url, attempts=1).push_batch("acme", "acme-b1", BATCH_A)
         assert requests.get(f"{url}/fp/v1/features/acme/u1", headers={"X-Actor": "risk-api"}, timeout=5).ok
         assert requests.get(f"{url}/fp/v1/features/acme/nobody", timeout=5).status_code == 404
     with running_fp(db, cache_ttl_seconds=30.0) as url:  # restarted with one setting changed

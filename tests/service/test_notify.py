@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fraudbatch import steps
 from fraudcore.clients import ClientConfig, ConfigError, load_registry
 from fraudcore.notify import NotifyError, idempotency_key, results_ready, send, signature
 from fraudcore.paths import WorkPaths
+from pipeline.day import ClientDay
+from pipeline.results import notify_client
 from storage.objectstore import LocalObjectStore
 from tests.support.receiver import Receiver
 
@@ -100,7 +101,7 @@ def _sent_day(tmp_path: Path) -> tuple[LocalObjectStore, WorkPaths]:
 def test_step_notifies_with_what_is_in_the_bucket_and_marks_it_done(tmp_path: Path, receiver: Receiver):
     store, paths = _sent_day(tmp_path)
     client = ClientConfig(name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK")
-    meta = steps.notify_client(store, client, DAY, paths, environ={"DEMO_HOOK": "k"})
+    meta = notify_client(ClientDay(client, paths, lambda: store), environ={"DEMO_HOOK": "k"})
     assert meta == {"notified": True, "status": 200, "attempts": 1,
                     "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest()}
     body = json.loads(receiver.requests[0][1])
@@ -112,7 +113,7 @@ def test_step_notifies_with_what_is_in_the_bucket_and_marks_it_done(tmp_path: Pa
 
 def test_step_without_a_url_only_marks_it_done(tmp_path: Path):
     store, paths = _sent_day(tmp_path)
-    assert steps.notify_client(store, ClientConfig(name="demo", bucket="demo-bucket"), DAY, paths) == {
+    assert notify_client(ClientDay(ClientConfig(name="demo", bucket="demo-bucket"), paths, lambda: store)) == {
         "notified": False}
     assert paths.done("result_sender").exists()
 
@@ -121,7 +122,7 @@ def test_a_named_secret_that_is_not_set_stops_before_sending(tmp_path: Path, rec
     store, paths = _sent_day(tmp_path)
     client = ClientConfig(name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK")
     with pytest.raises(RuntimeError, match=r"^client demo signs notifications with \$DEMO_HOOK, which is not set"):
-        steps.notify_client(store, client, DAY, paths, environ={})
+        notify_client(ClientDay(client, paths, lambda: store), environ={})
     assert receiver.requests == [] and not paths.done("result_sender").exists()
 
 
@@ -130,9 +131,9 @@ def test_a_failed_notification_leaves_the_step_undone(tmp_path: Path, receiver: 
     receiver.statuses = [400]
     client = ClientConfig(name="demo", bucket="demo-bucket", notify_url=receiver.url)
     with pytest.raises(NotifyError):
-        steps.notify_client(store, client, DAY, paths)
+        notify_client(ClientDay(client, paths, lambda: store))
     assert not paths.done("result_sender").exists()  # the next ResultSender run notifies again
-    assert steps.notify_client(store, client, DAY, paths)["notified"] is True
+    assert notify_client(ClientDay(client, paths, lambda: store))["notified"] is True
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from storage.tables import TableStoreSettings
+from storage.model import TableStoreSettings
 from tests.support import REPO
 
 SCRIPT = REPO / "scripts" / "cassandra.sh"
@@ -27,7 +27,7 @@ def node_script(*args: str, check: bool = True, timeout: float = 600) -> subproc
 
 def fresh_keyspace(settings: TableStoreSettings, keyspace: str, fp_keyspace: str) -> TableStoreSettings:
     """Drop and re-create `keyspace` through the migration runner; settings that point at it."""
-    from storage.cassandra_store import connect
+    from storage.cassandra_session import connect
     from storage.migrations import apply_migrations
 
     cluster, session = connect(settings)

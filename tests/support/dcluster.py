@@ -82,7 +82,7 @@ class Service:
         config = uvicorn.Config(create_app(self.settings), log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.client = DClusterClient(self.url, timeout=10, retries=1)
+        self.client = DClusterClient(self.url, timeout=10, attempts=1)
 
     def start(self) -> Service:
         self.thread.start()

@@ -7,7 +7,7 @@ import pytest
 
 from storage import dfe_writer
 from storage.errors import StorageConfigError
-from storage.tables import TableStoreSettings
+from storage.model import TableStoreSettings
 
 
 @pytest.mark.parametrize("ms", [0, 1, 999, 1_000, 1_763_683_200_000, 1_763_683_200_123, 1_763_683_200_999,

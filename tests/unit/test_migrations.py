@@ -11,13 +11,11 @@ from storage.migrations import (
     CQL_DIR,
     MigrationError,
     apply_migrations,
-    check_identifier,
     load_migrations,
-    parse_replication,
     render_statements,
     split_statements,
 )
-from storage.tables import TableStoreSettings
+from storage.model import TableStoreSettings, check_identifier, parse_replication
 
 VALUES = {"keyspace": "fraud", "fp_keyspace": "fp_features",
           "replication": "{'class': 'SimpleStrategy', 'replication_factor': 1}"}

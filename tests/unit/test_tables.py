@@ -8,14 +8,9 @@ import sqlite3
 import pytest
 
 from storage.errors import StorageConfigError, StorageError
-from storage.tables import (
-    DfeRow,
-    RunRecord,
-    SQLiteTableStore,
-    TableStore,
-    TableStoreSettings,
-    make_table_store,
-)
+from storage.model import DfeRow, RunRecord, TableStore, TableStoreSettings
+from storage.sqlite_store import SQLiteTableStore
+from storage.tables import make_table_store
 
 
 @pytest.fixture
