@@ -12,6 +12,7 @@ import time
 import uuid
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 
@@ -20,6 +21,9 @@ from batch_tasks.params import ClientParameter, DayParameter
 from batch_tasks.targets import StageTarget, listing, raw_is_current
 from fraudcore.paths import WorkPaths, done_meta
 from pipeline.day import ClientDay
+
+if TYPE_CHECKING:
+    from dcluster_client.client import JobSpec
 
 logger = logging.getLogger("luigi-interface")
 
@@ -95,15 +99,20 @@ class SparkJobTask(ClientDayTask):
         # A critical client's jobs never run on reclaimable capacity.
         return "critical" if self.day.client.priority == "critical" else self.capacity_class
 
-    def run(self) -> None:
+    def job_spec(self) -> JobSpec:
+        """The job this task submits; keyed by task_id so a restarted worker re-attaches to it."""
         from dcluster_client.client import JobSpec
-        from dcluster_client.runner import run_job, stop_remote_work_on_sigterm
 
-        spec = JobSpec(
+        return JobSpec(
             client=self.client, env=batch_tasks().env, engine=self.engine, app=self.app,
             args=self.job_args(), priority=self.priority_class(), strategy=self.strategy,
             idempotency_key=self.task_id,
         )
+
+    def run(self) -> None:
+        from dcluster_client.runner import run_job, stop_remote_work_on_sigterm
+
+        spec = self.job_spec()
         self.set_status_message(f"submitting {self.app} to DCluster")
         with stop_remote_work_on_sigterm():  # a killed worker takes its remote job with it
             status = run_job(dcluster().client(), spec, poll_interval=batch_tasks().poll_interval,

@@ -36,15 +36,14 @@ import datetime as dt
 import gzip
 import io
 import json
-import os
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fraudcore import atomic
 from fraudcore.clients import ClientConfig
 
 FOLDERS = ("logs", "events", "transactions")
@@ -696,8 +695,6 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
     date_s = day.isoformat()
     rel_root = Path("rawdata") / client.name / date_s
     final_root = Path(out_dir) / rel_root
-    final_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = final_root.parent / f".{date_s}.tmp-{uuid.uuid4().hex[:8]}"
     tf = _TimeFormatter(tz_offset)
     uids = [u.uid for u in d.users]
     encode = json.JSONEncoder(sort_keys=True, ensure_ascii=True).encode
@@ -712,6 +709,7 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
                                           ("ip", "device_id", "browser_fingerprint", "user_agent", "country"))
     k_email, k_phone, k_amount, k_cur, k_merchant = (rmap.get(c, c) for c in
                                                      ("email_domain", "phone", "amount", "currency", "merchant_id"))
+    tmp_root = atomic.temp_dir_for(final_root)
     try:
         for folder in FOLDERS:
             (tmp_root / folder).mkdir(parents=True)
@@ -788,7 +786,7 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
             w.writerows(label_rows)
         written_paths.append(final_root / "labels" / "labels.csv")
 
-        _replace_dir(tmp_root, final_root)
+        atomic.replace_dir(tmp_root, final_root)  # readers never see a half-written client-day
     finally:
         if tmp_root.exists():
             shutil.rmtree(tmp_root, ignore_errors=True)
@@ -878,7 +876,7 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
         "files": file_rows,
     }
     truth_path = Path(truth_dir) / client.name / date_s / "truth.json"
-    _write_text_atomic(truth_path, json.dumps(truth, sort_keys=True, indent=2) + "\n")
+    atomic.write_json(truth_path, truth)
 
     return GenerationReport(
         client=client.name, date=date_s, root=final_root, truth_path=truth_path, files=written_paths,
@@ -927,21 +925,3 @@ def _corrupt_json(rec: dict, kind: str, k_user: str, k_time: str, k_amount: str,
     elif kind == "bad_amount":
         rec[k_amount] = rng.choice(_BAD_AMOUNTS)
     return encode(rec)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put `tmp` in place of `final`, so readers never see a half-written client-day."""
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

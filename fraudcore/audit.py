@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fraudcore.paths import atomic_write_bytes
+from fraudcore import atomic
 
 ANONYMOUS = "anonymous"
 
@@ -71,12 +71,8 @@ class AuditLog:
             kept = [line for line in lines if not _older(line, cutoff)]
             if len(kept) == len(lines):
                 return 0
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with atomic.atomic_file(self.path, "w") as fh:
                 fh.writelines(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
         return len(lines) - len(kept)
 
     def read(self, *, action: str | None = None, actor: str | None = None, target: str | None = None,
@@ -161,5 +157,5 @@ def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[st
     }
     entry = audit.record("config_change", actor or operator(), source, detail)
     # Saved after the entry: a crash in between records the change again, never loses it.
-    atomic_write_bytes(Path(applied_path), (json.dumps(current, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    atomic.write_text(Path(applied_path), json.dumps(current, indent=1, sort_keys=True) + "\n")
     return entry

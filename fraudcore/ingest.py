@@ -1116,7 +1116,7 @@ def keep_bad_files(raw_dir: Path, dest: Path, summaries: Iterable[dict]) -> dict
 
     The copies are hard links where the file system allows (raw files are never rewritten in place).
     """
-    from fraudcore.paths import write_json
+    from fraudcore.atomic import write_json
 
     reasons: dict[str, dict] = {}
     for s in summaries:

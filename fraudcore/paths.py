@@ -4,12 +4,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from fraudcore import atomic
 
 DONE = "_DONE"
 
@@ -84,24 +84,18 @@ def atomic_dir(final: Path, meta: dict | None = None) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `final`; on success replace `final` with it, _DONE last.
 
     `meta` is serialised into _DONE after the block ends, so the caller may fill it in the block.
+    The swap is fraudcore.atomic's, the project's one writer: _DONE is written and fsynced
+    through a temporary sibling, the folder renamed over `final`, and the parent fsynced. The
+    files the block writes are not fsynced one by one (a stage can hold many part files).
 
     A failure leaves `final` untouched (a previous complete output stays complete) and removes
     the temporary folder, so a retry starts clean and never sees half-written data.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = atomic.temp_dir_for(final)
     try:
         yield tmp
-        (tmp / DONE).write_text(json.dumps(meta or {}, sort_keys=True) + "\n", encoding="utf-8")
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        atomic.write_text(tmp / DONE, json.dumps(meta or {}, sort_keys=True) + "\n")
+        atomic.replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -109,21 +103,3 @@ def atomic_dir(final: Path, meta: dict | None = None) -> Iterator[Path]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file through a temporary sibling so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, doc: object) -> None:
-    """Deterministic JSON (sorted keys, 2-space indent, trailing newline)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n", encoding="utf-8")

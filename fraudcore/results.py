@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from fraudcore.paths import atomic_write_bytes
+from fraudcore import atomic
 
 RISK_COLUMNS = ("user_id", "risk_score", "is_flagged", "campaign_id", "reason_codes")
 MANIFEST = "_manifest.json"
@@ -88,7 +88,7 @@ def write_risk_scores_csv_gz(rows: Iterable[dict], path: Path) -> int:
     # mtime=0 and a fixed inner name keep the gzip header free of time and temp-file names.
     with gzip.GzipFile(filename="risk_scores.csv", mode="wb", fileobj=buf, compresslevel=6, mtime=0) as gz:
         gz.write(_csv_text(table).encode("utf-8"))
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic.write_bytes(Path(path), buf.getvalue())
     return len(table)
 
 
@@ -174,8 +174,8 @@ def write_manifest_and_success(results_dir: Path, manifest: dict) -> None:
     root = Path(results_dir)
     # Drop a stale marker first: a crash before the new one lands must read as "not done".
     (root / SUCCESS).unlink(missing_ok=True)
-    atomic_write_bytes(root / MANIFEST, manifest_bytes(manifest))
-    atomic_write_bytes(root / SUCCESS, b"")
+    atomic.write_bytes(root / MANIFEST, manifest_bytes(manifest))
+    atomic.write_bytes(root / SUCCESS, b"")
     # Coarse filesystem clocks (or files copied with future mtimes) could make _SUCCESS look
     # older than a file written before it; readers rely on it being the newest.
     newest = max((p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != SUCCESS),

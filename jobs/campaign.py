@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore.atomic import write_json
 from fraudcore.campaigns import build_campaign, find_groups, member_record, sort_campaigns
-from fraudcore.paths import is_done, write_json
+from fraudcore.paths import is_done
 from fraudcore.scoring import merge_windows
 from jobs.common import JobContext, run_main
 

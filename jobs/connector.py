@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore.atomic import write_json
 from fraudcore.clients import ClientConfig
 from fraudcore.ingest import (
     DATA,
@@ -25,7 +26,6 @@ from fraudcore.ingest import (
     reconcile,
     scan_raw_dir,
 )
-from fraudcore.paths import write_json
 from jobs.common import (
     events_schema,
     flat_map_rows,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from fraudcore.paths import write_json
+from fraudcore.atomic import write_json
 from jobs.campaign import require_done
 from jobs.common import EVENT_FIELDS, JobContext, read_organized_events, run_main
 

@@ -12,6 +12,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from fraudcore.atomic import write_json
 from fraudcore.organize import (
     DUPLICATE_KEY,
     DUPLICATE_ORDER,
@@ -24,7 +25,7 @@ from fraudcore.organize import (
     remove_folder,
     stale_inbox_folders,
 )
-from fraudcore.paths import atomic_dir, is_done, write_json
+from fraudcore.paths import atomic_dir, is_done
 from jobs.common import (
     EVENT_FIELDS,
     events_schema,

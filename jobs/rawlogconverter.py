@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore.atomic import write_json
 from fraudcore.features import FEATURE_NAMES, GRAPH_KEYS, time_ordered, user_features
-from fraudcore.paths import write_json
 from jobs.common import JobContext, map_rows, read_organized_events, run_main
 
 if TYPE_CHECKING:

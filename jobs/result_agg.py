@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
-from fraudcore.paths import read_json, write_json
+from fraudcore.atomic import write_json
+from fraudcore.paths import read_json
 from fraudcore.summary import build_summary
 from jobs.campaign import require_done
 from jobs.common import JobContext, client_day_main, read_parquet_rows

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudcore.paths import read_json, write_json
+from fraudcore.atomic import write_json
+from fraudcore.paths import read_json
 from fraudcore.scoring import merge_windows, risk_row
 from jobs.campaign import feature_windows, require_done
 from jobs.common import JobContext, map_rows, run_main

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from fraudcore import atomic
 from jobs.common import spark_session
 
 
@@ -19,9 +19,6 @@ def main(argv: list[str]) -> int:
         count = spark.range(args.n).count()
     finally:
         spark.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(f"{count}\n")
-    os.replace(tmp, args.out)  # readers never see a half-written count
+    atomic.write_text(args.out, f"{count}\n")  # readers never see a half-written count
     print(f"smoke: counted {count}")
     return 0

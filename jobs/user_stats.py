@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore.atomic import write_json
 from fraudcore.features import USER_STATS_FIELDS, user_stats
-from fraudcore.paths import write_json
 from jobs.common import JobContext, map_rows, read_organized_events, run_main
 from jobs.rawlogconverter import events_by_user, user_events
 

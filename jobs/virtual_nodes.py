@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore.atomic import write_json
 from fraudcore.graph import HEXTET_PATTERN, IPV4_PATTERN, NODE_TYPES, WHITESPACE
-from fraudcore.paths import write_json
 from jobs.common import JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:

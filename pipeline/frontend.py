@@ -5,7 +5,8 @@ import shutil
 import uuid
 
 from fraudcore import snapshot
-from fraudcore.paths import DONE, WorkPaths, done_meta, read_json, write_json
+from fraudcore.atomic import write_json
+from fraudcore.paths import DONE, WorkPaths, done_meta, read_json
 from pipeline.day import ClientDay
 from pipeline.runs import RunInfo
 from pipeline.warehouse import campaigns, labeling_doc, risk_rows

@@ -1,7 +1,7 @@
 """labeling/: the day's flags against the client's labels."""
 from __future__ import annotations
 
-from fraudcore.paths import write_json
+from fraudcore.atomic import write_json
 from pipeline.day import ClientDay
 from pipeline.warehouse import risk_rows
 

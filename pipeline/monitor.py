@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from fraudcore.paths import write_json
+from fraudcore.atomic import write_json
 from pipeline.day import ClientDay
 from pipeline.warehouse import labeling_doc
 

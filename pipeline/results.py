@@ -6,7 +6,8 @@ import os
 import shutil
 import time
 
-from fraudcore.paths import done_meta, read_json, write_json
+from fraudcore.atomic import write_json
+from fraudcore.paths import done_meta, read_json
 from pipeline.day import ClientDay, Progress
 from pipeline.layout import MANIFEST, SUCCESS, SUMMARY
 from pipeline.runs import RunInfo

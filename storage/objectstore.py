@@ -5,12 +5,12 @@ import builtins
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from fraudcore import atomic
 from storage.errors import ObjectNotFound, StorageConfigError, StorageError
 
 __all__ = [
@@ -22,8 +22,9 @@ PathLike = str | os.PathLike[str]
 
 SSE_MODES = ("AES256", "aws:kms")
 
-# Temporary files of in-flight local writes: ".{name}.tmp-{32 hex}" next to the target.
-_TMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+# Temporary files of in-flight local writes, next to the target: fraudcore.atomic's
+# ".{name}.tmp-{8 hex}", and the ".{name}.tmp-{32 hex}" an interrupted write of older releases left.
+_TMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]{8}(?:[0-9a-f]{24})?$")
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -81,7 +82,7 @@ class ObjectStore(Protocol):
 
 
 class LocalObjectStore:
-    """Objects as files `{root}/{bucket}/{key}`; writes are atomic (temp file + os.replace)."""
+    """Objects as files `{root}/{bucket}/{key}`; writes are atomic (through fraudcore.atomic)."""
 
     def __init__(self, root: PathLike) -> None:
         self.root = Path(root).absolute()
@@ -190,18 +191,9 @@ class LocalObjectStore:
 
 
 def _atomic_local_write(target: Path, write: Callable[[Any], object]) -> None:
-    """`target` replaced by what `write` puts into a temporary sibling; readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            # fsync before the rename so a crash cannot leave a renamed but empty file.
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """`target` replaced by what `write` streams into a temporary sibling; readers never see half a file."""
+    with atomic.atomic_file(target) as f:
+        write(f)
 
 
 # --------------------------------------------------------------------------- S3
@@ -286,16 +278,11 @@ class S3ObjectStore:
             raise self._error(exc, "read of", bucket, key) from exc
 
     def download_file(self, bucket: str, key: str, path: PathLike) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
         try:
-            self.client.download_file(bucket, key, str(tmp))
-            os.replace(tmp, target)
+            # download_fileobj fetches large objects in parallel ranged parts, like download_file.
+            _atomic_local_write(Path(path), lambda f: self.client.download_fileobj(bucket, key, f))
         except Exception as exc:
             raise self._error(exc, "download of", bucket, key) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def list(self, bucket: str, prefix: str = "") -> builtins.list[ObjectInfo]:
         out = []

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
+from fraudcore import atomic
 from jobs.flink.common import batch_env, job_name
 
 
@@ -33,9 +33,6 @@ def main(argv: list[str]) -> int:
               .reduce(lambda a, b: (a[0], a[1] + b[1])))
     with counts.execute_and_collect(job_name("smoke")) as results:
         count = sum(c for _, c in results)  # one row (a single key), none for an empty range
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(f"{count}\n")
-    os.replace(tmp, args.out)  # readers never see a half-written count
+    atomic.write_text(args.out, f"{count}\n")  # readers never see a half-written count
     print(f"smoke: counted {count} with Flink", flush=True)
     return 0

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fraudcore.atomic import write_json
 from fraudcore.features import USER_STATS_FIELDS, user_stats
-from fraudcore.paths import write_json
 from jobs.common import JobContext
 from jobs.flink.common import batch_env, flink_main, job_name
 from jobs.rawlogconverter import USER_EVENT_COLUMNS  # Spark jobs import PySpark lazily: safe to share

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fraudcore.atomic import write_json
 from fraudcore.campaigns import campaign_id
-from fraudcore.paths import DONE, read_json, write_json
+from fraudcore.paths import DONE, read_json
 from jobs.common import EVENT_FIELDS, read_parquet_rows
 
 DAY = "2025-11-21"

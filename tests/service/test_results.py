@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fraudcore.atomic import write_json
 from fraudcore.frontend import campaign_graph, campaign_list, hourly_timeline, score_distribution
-from fraudcore.paths import write_json
 from fraudcore.report import render_report
 from fraudcore.results import (
     STAGES,

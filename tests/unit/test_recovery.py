@@ -12,8 +12,9 @@ import pytest
 
 from batch_tasks import targets
 from fraudbatch import recovery
+from fraudcore.atomic import write_json
 from fraudcore.clients import ClientConfig, ConfigError
-from fraudcore.paths import STAGES, WorkPaths, write_json
+from fraudcore.paths import STAGES, WorkPaths
 from pipeline import ingest, layout, status
 from pipeline.day import ClientDay
 from storage.model import RunRecord

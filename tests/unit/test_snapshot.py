@@ -13,8 +13,9 @@ import pytest
 
 from batch_tasks import targets
 from fraudcore import snapshot
+from fraudcore.atomic import write_json
 from fraudcore.clients import ClientConfig
-from fraudcore.paths import WorkPaths, done_meta, write_json
+from fraudcore.paths import WorkPaths, done_meta
 from fraudcore.snapshot import InputFile
 from pipeline import ingest, layout, results
 from pipeline.day import ClientDay
