@@ -52,6 +52,10 @@ test-e2e: install flink-env ## the e2e tier: whole client-days through the real 
 lint: install ## ruff
 	$(BIN)/ruff check .
 
+check: install ## ruff format --check, ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 bench: install ## generate a 1,000,000-event client-day and time every stage
 	$(BIN)/fraudbatch bench --events 1000000
 
@@ -90,5 +94,5 @@ bench-overhead: install ## per-job DCluster overhead of a trivial Spark job, wit
 clean: ## remove generated data, logs and service state (var/)
 	rm -rf var
 
-.PHONY: help install flink-env demo test test-unit test-service test-integration test-e2e lint bench services-up services-down cassandra-up \
+.PHONY: help install flink-env demo test test-unit test-service test-integration test-e2e lint check bench services-up services-down cassandra-up \
 	cassandra-down bench-cassandra flink-cluster-up flink-cluster-down connect-up connect-down bench-overhead clean

@@ -1,6 +1,7 @@
 """Job state and its rules: spec validation, the life cycle, idempotency and persistence."""
 from __future__ import annotations
 
+import builtins
 import copy
 import datetime as dt
 import json
@@ -301,7 +302,7 @@ class JobStore:
             jobs.sort(key=lambda j: (j.submitted_at, j.job_id), reverse=True)
             return [copy.deepcopy(j) for j in jobs[:limit]]
 
-    def in_state(self, states: Iterable[str]) -> list[Job]:
+    def in_state(self, states: Iterable[str]) -> builtins.list[Job]:
         """Snapshots of jobs in any of the states: highest priority first, then oldest first."""
         wanted = set(states)
         with self._lock:
@@ -317,7 +318,7 @@ class JobStore:
                 out[j.state] += 1
             return out
 
-    def all_runs(self) -> list[tuple[Job, dict[str, Any]]]:
+    def all_runs(self) -> builtins.list[tuple[Job, dict[str, Any]]]:
         """Every finished run with a snapshot of its job (the cost ledger's rows)."""
         with self._lock:
             return [(copy.deepcopy(j), dict(r)) for j in self._jobs.values() for r in j.runs
@@ -337,7 +338,7 @@ class JobStore:
             return copy.deepcopy(job)
 
     def transition(self, job_id: str, state: str, reason: str, *, exit_code: int | None = None,
-                   message: str | None = None, log_tail: list[str] | None = None,
+                   message: str | None = None, log_tail: builtins.list[str] | None = None,
                    **changes: Any) -> Job:
         """Move a job to a new state (InvalidTransition if the life cycle forbids it), record and save."""
         with self._lock:
@@ -365,7 +366,7 @@ class JobStore:
             log.info("job %s %s -> %s: %s", job_id, previous, state, reason)
             return copy.deepcopy(job)
 
-    def set_log_tail(self, job_id: str, tail: list[str]) -> None:
+    def set_log_tail(self, job_id: str, tail: builtins.list[str]) -> None:
         """Replace a job's log tail, saving only when it changed."""
         with self._lock:
             job = self._jobs.get(job_id)

@@ -73,7 +73,7 @@ class DClusterSettings:
         """Settings from DCLUSTER_* variables (e.g. DCLUSTER_PORT=9000), then explicit overrides."""
         environ = os.environ if environ is None else environ
         base = cls()
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         config_path = overrides.get("config_path") or environ.get(CONFIG_ENV) or None
         root = Path(str(overrides.get("project_root") or environ.get(ENV_PREFIX + "PROJECT_ROOT")
                         or base.project_root))

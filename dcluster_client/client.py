@@ -133,63 +133,64 @@ class DClusterClient:
 
     def health(self) -> dict[str, Any]:
         """The service's health document."""
-        return self._request("GET", "/cluster/health")
+        return self._object("GET", "/cluster/health")
 
     def log(self, job_id: str) -> str:
         """The job's full log."""
-        return self._request("GET", f"/cluster/job/{job_id}/log", text=True)
+        text: str = self._request("GET", f"/cluster/job/{job_id}/log", text=True)
+        return text
 
     def allocate(self, count: int = 1, *, priority: str = "normal", strategy: str = "balanced",
                  env: str | None = None) -> dict[str, Any]:
         """Add instances to the pools, split by the work's spot share."""
         body = {"count": count, "priority": priority, "strategy": strategy, "env": env}
-        return self._request("POST", "/cluster/resources/allocate", json=body, idempotent=False)
+        return self._object("POST", "/cluster/resources/allocate", json=body, idempotent=False)
 
     def request_spot(self, count: int = 1, max_price: float | None = None) -> list[dict[str, Any]]:
         """Open spot requests for the pool; returns them."""
         body = {"count": count, "max_price": max_price}
-        return self._request("POST", "/cluster/resources/spot/request", json=body, idempotent=False)["requests"]
+        return self._items("POST", "/cluster/resources/spot/request", "requests", json=body, idempotent=False)
 
     def fallback(self, job_id: str | None = None, *, duration_s: float | None = None,
                  reason: str = "") -> dict[str, Any]:
         """Move one job (or, without job_id, all new work for duration_s) to on-demand."""
         body = {"job_id": job_id, "duration_s": duration_s, "reason": reason}
-        return self._request("POST", "/cluster/resources/fallback", json=body)
+        return self._object("POST", "/cluster/resources/fallback", json=body)
 
     def spot_status(self) -> dict[str, Any]:
         """Whether spot is enabled, open requests, the spot pool and market."""
-        return self._request("GET", "/cluster/resources/spot/status")
+        return self._object("GET", "/cluster/resources/spot/status")
 
     def spot_history(self, hours: float = 24) -> dict[str, Any]:
         """Spot requests of the last `hours`."""
-        return self._request("GET", "/cluster/resources/spot/history", params={"hours": hours})
+        return self._object("GET", "/cluster/resources/spot/history", params={"hours": hours})
 
     def cancel_spot_request(self, request_id: str) -> dict[str, Any]:
         """Cancel an open spot request; DClusterError 409 once it is closed."""
-        return self._request("POST", f"/cluster/resources/spot/cancel/{request_id}")
+        return self._object("POST", f"/cluster/resources/spot/cancel/{request_id}")
 
     def alerts(self, open_only: bool = False) -> list[dict[str, Any]]:
         """Alerts, newest first."""
         params = {"open": "true"} if open_only else {}
-        return self._request("GET", "/cluster/alerts", params=params)["alerts"]
+        return self._items("GET", "/cluster/alerts", "alerts", params=params)
 
     def costs(self, client: str | None = None, date: str | None = None) -> dict[str, Any]:
         """Cost, spot share and savings per client and day, with the run ledger."""
         params = {k: v for k, v in {"client": client, "date": date}.items() if v is not None}
-        return self._request("GET", "/cluster/costs", params=params)
+        return self._object("GET", "/cluster/costs", params=params)
 
     def audit(self, **filters: str | int) -> list[dict[str, Any]]:
         """Audit entries matching action=, actor=, target= (and limit=), newest first."""
         params = {k: v for k, v in filters.items() if v is not None}
-        return self._request("GET", "/cluster/audit", params=params)["entries"]
+        return self._items("GET", "/cluster/audit", "entries", params=params)
 
     def sim_spot(self, **changes: float | bool) -> dict[str, Any]:
         """Change the simulated spot market (available, price, fulfil_delay_s, interruption_rate_per_hour)."""
-        return self._request("POST", "/cluster/sim/spot", json=changes)
+        return self._object("POST", "/cluster/sim/spot", json=changes)
 
     def sim_on_demand(self, available: bool) -> dict[str, Any]:
         """Make simulated on-demand launches succeed or fail."""
-        return self._request("POST", "/cluster/sim/on_demand", json={"available": available})
+        return self._object("POST", "/cluster/sim/on_demand", json={"available": available})
 
     def interrupt(self, job_id: str) -> JobStatus:
         """Deliver a (simulated) spot interruption notice to a job running on spot."""
@@ -203,6 +204,16 @@ class DClusterClient:
         """The decoded answer; terminate, status and the other calls are safe to resend (idempotent=True)."""
         headers = {"X-Actor": self.actor} if self.actor else None
         return self.http.call(method, path, headers=headers, **kwargs)
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A call that the API answers with a JSON object."""
+        answer: dict[str, Any] = self._request(method, path, **kwargs)
+        return answer
+
+    def _items(self, method: str, path: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """A call that the API answers with a JSON object holding a list of objects under `key`."""
+        items: list[dict[str, Any]] = self._request(method, path, **kwargs)[key]
+        return items
 
 
 def _http_error(failure: HttpFailure) -> DClusterError:

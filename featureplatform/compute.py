@@ -8,6 +8,7 @@ recomputed from the stored contributions, so they are exact whatever the arrival
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 USER = "user"
 NODE = "node"
@@ -22,7 +23,7 @@ USER_FEATURES = (
 NODE_FEATURES = ("node_type", "users", "events", "is_super")
 
 
-def contribution(record: Mapping[str, object]) -> dict:
+def contribution(record: Mapping[str, Any]) -> dict:
     """The stored form of one record: exactly CONTRIBUTION_FIELDS, with plain int/bool values."""
     return {
         "user_id": str(record["user_id"]),
@@ -69,7 +70,7 @@ def merge_records(existing: Mapping[tuple[str, str], Mapping], records: Iterable
     return merged
 
 
-def user_features(contributions: Iterable[Mapping[str, object]]) -> dict:
+def user_features(contributions: Iterable[Mapping[str, Any]]) -> dict:
     """Network-graph features of one user from all of its (user, node) contributions."""
     devices: set[str] = set()
     ips: set[str] = set()

@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class FPSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> FPSettings:
         """Defaults, then FP_* environment variables, then explicit keyword overrides."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"FP_{f.name.upper()}")
             if raw is None or raw == "":

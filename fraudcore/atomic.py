@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def _sibling(path: Path, kind: str) -> Path:
@@ -29,7 +29,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of `path` for writing; on a clean exit it replaces `path`.
 
     On an exception the temporary file is removed and `path` is left as it was.
@@ -40,7 +40,7 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(target, "tmp")
     try:
-        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+        with open(tmp, mode, encoding="utf-8" if mode == "w" else None) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

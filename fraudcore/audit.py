@@ -41,7 +41,7 @@ class AuditLog:
         self._next_prune = 0.0
         self.prune()
 
-    def record(self, action: str, actor: str | None, target: str, detail: Mapping[str, Any] | None = None) -> dict:
+    def record(self, action: str, actor: str | None, target: str, detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Append an entry (flushed before returning, so a crash right after keeps it)."""
         now = self._clock()
         if now >= self._next_prune:
@@ -76,14 +76,14 @@ class AuditLog:
         return len(lines) - len(kept)
 
     def read(self, *, action: str | None = None, actor: str | None = None, target: str | None = None,
-             limit: int = 1000) -> list[dict]:
+             limit: int = 1000) -> list[dict[str, Any]]:
         """Matching entries, newest first."""
         with self._lock:
             try:
                 lines = self.path.read_text(encoding="utf-8").splitlines()
             except FileNotFoundError:
                 return []
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for line in reversed(lines):
             try:
                 entry = json.loads(line)
@@ -132,7 +132,7 @@ def operator() -> str:
 
 
 def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[str, Any], *,
-                         source: str, actor: str | None = None) -> dict | None:
+                         source: str, actor: str | None = None) -> dict[str, Any] | None:
     """Record config_change when `config` differs from the one saved at `applied_path`; save it.
 
     The detail names every changed key with its old and new value (and keys added or removed),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
+from typing import Any
 
 # A device, browser fingerprint, phone number or single IP is personal enough that sharing one
 # already ties two accounts together.
@@ -141,7 +142,7 @@ def campaign_id(client: str, date: object, members: Iterable[str]) -> str:
     return "cmp-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:12]
 
 
-def member_record(stats: Mapping | None, features: Mapping | None) -> dict:
+def member_record(stats: Mapping[str, Any] | None, features: Mapping[str, Any] | None) -> dict[str, Any]:
     """One member as campaign_signals reads it: the user_stats row over the DFE features."""
     return {**(features or {}), **(stats or {})}
 
@@ -154,14 +155,14 @@ def _number(value: object) -> float:
     return 0.0 if math.isnan(number) else number
 
 
-def member_velocity(member: Mapping) -> float:
+def member_velocity(member: Mapping[str, Any]) -> float:
     """Peak transactions per 10 minutes: the DFE feature, else the user_stats count."""
     if member.get("transaction_velocity") is not None:
         return _number(member["transaction_velocity"])
     return _number(member.get("max_tx_per_10min"))
 
 
-def member_failed_ratio(member: Mapping) -> float:
+def member_failed_ratio(member: Mapping[str, Any]) -> float:
     """Share of failed logins: the DFE feature, else computed from the user_stats counts."""
     if member.get("login_failed_ratio") is not None:
         return min(1.0, max(0.0, _number(member["login_failed_ratio"])))
@@ -170,7 +171,7 @@ def member_failed_ratio(member: Mapping) -> float:
     return failed / attempts if attempts else 0.0
 
 
-def is_new(member: Mapping) -> bool:
+def is_new(member: Mapping[str, Any]) -> bool:
     """Whether the member signed up that day."""
     return bool(member.get("is_new_account"))
 
@@ -187,7 +188,7 @@ def densest_window(times: Iterable[int], width_ms: int) -> int:
     return best
 
 
-def campaign_signals(members: list[Mapping], shared_nodes: list[Mapping]) -> dict[str, float]:
+def campaign_signals(members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """The named 0-1 signals of one group of accounts.
 
     `members` are member_record dicts; `shared_nodes` are the group's shared non-super nodes as
@@ -231,10 +232,10 @@ def is_fraud_ring(size: int, score: int) -> bool:
 
 
 def group_nodes(groups: list[list[str]], node_users: Mapping[str, Iterable[str]],
-                node_types: Mapping[str, str]) -> list[list[dict]]:
+                node_types: Mapping[str, str]) -> list[list[dict[str, Any]]]:
     """Per group, its shared nodes (used by two or more of its members) as {node_id, node_type, users}."""
     where = {u: i for i, g in enumerate(groups) for u in g}
-    out: list[list[dict]] = [[] for _ in groups]
+    out: list[list[dict[str, Any]]] = [[] for _ in groups]
     for node in sorted(node_users):
         per_group = Counter(where[u] for u in set(node_users[node]) if u in where)
         for gi, count in sorted(per_group.items()):
@@ -244,14 +245,14 @@ def group_nodes(groups: list[list[str]], node_users: Mapping[str, Iterable[str]]
 
 
 def find_groups(node_users: Mapping[str, Iterable[str]], node_types: Mapping[str, str],
-                new_accounts: Mapping[str, int] | None = None) -> list[tuple[list[str], list[dict]]]:
+                new_accounts: Mapping[str, int] | None = None) -> list[tuple[list[str], list[dict[str, Any]]]]:
     """Groups of two or more linked users, each with its shared nodes, sorted by first member."""
     pairs = link_pairs(node_users, node_types, new_accounts)
     groups = [g for g in connected_components(pairs) if len(g) >= 2]
     return list(zip(groups, group_nodes(groups, node_users, node_types), strict=True))
 
 
-def build_campaign(client: str, date: object, members: list[Mapping], shared_nodes: list[Mapping]) -> dict:
+def build_campaign(client: str, date: object, members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One *campaign* record (docs/architecture.md) from its member records and shared nodes."""
     ids = sorted(str(m["user_id"]) for m in members)
     signals = campaign_signals(members, shared_nodes)
@@ -267,6 +268,6 @@ def build_campaign(client: str, date: object, members: list[Mapping], shared_nod
     }
 
 
-def sort_campaigns(campaigns: Iterable[dict]) -> list[dict]:
+def sort_campaigns(campaigns: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Campaigns by score, highest first, ties by campaign id."""
     return sorted(campaigns, key=lambda c: (-int(c["score"]), str(c["campaign_id"])))

@@ -179,7 +179,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clien
     return out
 
 
-def _mapping(where: str, value: object) -> dict:
+def _mapping(where: str, value: object) -> dict[str, Any]:
     """A section of the file as a dict (empty when left blank)."""
     if value is None:
         return {}
@@ -192,7 +192,7 @@ def _kind(value: object) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
 
 
-def _check_keys(where: str, section: Mapping, known: Sequence[str] | set[str], what: str) -> None:
+def _check_keys(where: str, section: Mapping[str, Any], known: Sequence[str] | set[str], what: str) -> None:
     unknown = sorted(str(k) for k in set(section) - set(known))
     if not unknown:
         return
@@ -201,7 +201,7 @@ def _check_keys(where: str, section: Mapping, known: Sequence[str] | set[str], w
     raise ConfigError(f"{where}: unknown {what} {unknown}{hint}; known: {', '.join(sorted(known))}")
 
 
-def _describe(exc: ValidationError, entry: Mapping) -> str:
+def _describe(exc: ValidationError, entry: Mapping[str, Any]) -> str:
     """Every problem of one entry on one line: key, what is wrong, the value given."""
     problems = []
     for error in exc.errors(include_url=False):

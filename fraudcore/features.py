@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from fraudcore.graph import normalize_device, normalize_fingerprint, normalize_ip
 
@@ -61,7 +62,7 @@ USER_STATS_FIELDS = (
 )
 
 
-def event_hour(event: dict, day_start_ms: int | None = None) -> int:
+def event_hour(event: dict[str, Any], day_start_ms: int | None = None) -> int:
     """The event's client-timezone hour (0-23)."""
     hour = event.get("hour")
     if hour is not None:
@@ -76,18 +77,18 @@ def _finite(value: object) -> float | None:
     if value is None:
         return None
     try:
-        x = float(value)
+        x = float(value)  # type: ignore[arg-type]  # whatever float() refuses is not a number here
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
 
 
-def time_ordered(events: Iterable[dict]) -> list[dict]:
+def time_ordered(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events by time; event_id breaks ties so the order never depends on input order."""
     return sorted(events, key=lambda e: (int(e["event_time_ms"]), str(e.get("event_id") or "")))
 
 
-def device_changes(events: Iterable[dict]) -> int:
+def device_changes(events: Iterable[dict[str, Any]]) -> int:
     """How often the device switches between consecutive events that carry one, in time order."""
     devices = [d for d in (normalize_device(e.get("device_id")) for e in time_ordered(events)) if d]
     return sum(1 for prev, cur in zip(devices, devices[1:], strict=False) if cur != prev)
@@ -137,7 +138,7 @@ def coefficient_of_variation(values: list[float]) -> float:
 class _Day:
     """What both the feature vector and the day statistics read from one user's events."""
 
-    def __init__(self, events: list[dict], day_start_ms: int | None) -> None:
+    def __init__(self, events: list[dict[str, Any]], day_start_ms: int | None) -> None:
         self.events = events
         hours = [event_hour(e, day_start_ms) for e in events]
         types = [str(e.get("event_type") or "") for e in events]
@@ -165,7 +166,7 @@ class _Day:
         return sum(1 for h in self.login_hours if h in NIGHT_HOURS) / len(self.login_hours)
 
 
-def user_features(events: list[dict], graph: dict, day_start_ms: int) -> dict[str, float]:
+def user_features(events: list[dict[str, Any]], graph: dict[str, Any], day_start_ms: int) -> dict[str, float]:
     """The DFE feature vector of one user for one client-day, keyed by FEATURE_NAMES in order."""
     day = _Day(list(events), day_start_ms)
     logins, failed = day.logins, day.failed_logins
@@ -200,7 +201,7 @@ def user_features(events: list[dict], graph: dict, day_start_ms: int) -> dict[st
     return out
 
 
-def user_stats(events: list[dict], day_start_ms: int | None = None) -> dict:
+def user_stats(events: list[dict[str, Any]], day_start_ms: int | None = None) -> dict[str, Any]:
     """One *user_stats* row (docs/architecture.md) for one user's events of a client-day."""
     if not events:
         raise ValueError("user_stats needs at least one event")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Score buckets of 10 points; the last one also holds 100 so a perfect score has a home.
@@ -23,7 +24,7 @@ def top_signals(signals: Mapping[str, float], n: int = 3) -> list[str]:
     return [name for name, _ in ranked[:n]]
 
 
-def campaign_list(campaigns: list[dict]) -> dict:
+def campaign_list(campaigns: list[dict[str, Any]]) -> dict[str, Any]:
     """Campaign list for the frontend, highest score first, ties by campaign id."""
     items = []
     for c in campaigns:
@@ -56,7 +57,7 @@ def _ring(count: int, radius: float) -> list[tuple[float, float]]:
     return points
 
 
-def _node_kind(node_id: str, info: Mapping | None, edge_type: str | None) -> str:
+def _node_kind(node_id: str, info: Mapping[str, Any] | None, edge_type: str | None) -> str:
     """Attribute node type from its node info, else its edges, else its "{type}:" prefix."""
     if info and info.get("node_type"):
         return str(info["node_type"])
@@ -65,7 +66,7 @@ def _node_kind(node_id: str, info: Mapping | None, edge_type: str | None) -> str
     return node_id.split(":", 1)[0]
 
 
-def campaign_graph(campaign: dict, edges: list[dict], node_info: dict[str, dict]) -> dict:
+def campaign_graph(campaign: dict[str, Any], edges: list[dict[str, Any]], node_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Graph of one campaign: member users and their shared non-super attribute nodes, laid out."""
     members = sorted({str(u) for u in campaign.get("members") or []})
     member_set = set(members)
@@ -86,17 +87,17 @@ def campaign_graph(campaign: dict, edges: list[dict], node_info: dict[str, dict]
             if e.get("node_type"):
                 edge_types.setdefault(node, str(e["node_type"]))
 
-    nodes = []
+    nodes: list[dict[str, object]] = []
     for uid, (x, y) in zip(members, _ring(len(members), _USER_RADIUS), strict=True):
         nodes.append({"id": uid, "kind": "user", "label": uid, "x": x, "y": y})
     for nid, (x, y) in zip(shared, _ring(len(shared), _NODE_RADIUS), strict=True):
         info = node_info.get(nid) or {}
         label = info.get("node_value") or (nid.split(":", 1)[1] if ":" in nid else nid)
-        node = {"id": nid, "kind": _node_kind(nid, info, edge_types.get(nid)), "label": str(label),
-                "x": x, "y": y}
+        shared_node: dict[str, object] = {"id": nid, "kind": _node_kind(nid, info, edge_types.get(nid)),
+                                          "label": str(label), "x": x, "y": y}
         if "users" in info:
-            node["users"] = int(info["users"])
-        nodes.append(node)
+            shared_node["users"] = int(info["users"])
+        nodes.append(shared_node)
 
     links = [{"source": u, "target": n, "weight": w} for (u, n), w in sorted(weights.items())]
     return {
@@ -120,7 +121,7 @@ def _hour_counts(values: Iterable[int], what: str) -> list[int]:
     return counts
 
 
-def hourly_timeline(per_hour_events: list[int], per_hour_flagged: list[int], tz_name: str) -> dict:
+def hourly_timeline(per_hour_events: list[int], per_hour_flagged: list[int], tz_name: str) -> dict[str, Any]:
     """24 hourly points (client timezone) of all events and events of flagged users."""
     try:
         ZoneInfo(tz_name)
@@ -144,7 +145,7 @@ def bucket_of(score: int) -> str:
     return BUCKETS[min(int(score) // 10, 9)][0]
 
 
-def score_distribution(scores: list[int], flag_threshold: int) -> dict:
+def score_distribution(scores: list[int], flag_threshold: int) -> dict[str, Any]:
     """Users per 10-point score bucket, and how many reach the flag threshold."""
     counts = {name: 0 for name, _, _ in BUCKETS}
     flagged = 0

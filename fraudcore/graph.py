@@ -7,6 +7,7 @@ functions for speed; tests keep the two in agreement, so change both together.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 NODE_TYPES = ("device", "ip", "ip_block", "fingerprint", "phone", "email_domain")
 
@@ -121,7 +122,7 @@ def normalize_email_domain(value: object) -> str | None:
     return _EMAIL_DOMAIN_JUNK.sub("", s.lower()) or None
 
 
-def event_nodes(event: dict) -> list[tuple[str, str]]:
+def event_nodes(event: dict[str, Any]) -> list[tuple[str, str]]:
     """The (node_type, value) pairs an event carries, in NODE_TYPES order; nulls are skipped."""
     out: list[tuple[str, str]] = []
     device = normalize_device(event.get("device_id"))

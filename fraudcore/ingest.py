@@ -41,7 +41,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
 from fraudcore.clients import CANONICAL_EVENT_TYPES, ClientConfig
@@ -128,7 +128,7 @@ class RawRecord:
 
     source_file: str
     line: int
-    record: dict | None
+    record: dict[str, Any] | None
     error: str | None
     raw: str
     detail: str = ""
@@ -214,7 +214,7 @@ class FileEntry:
     reason: str = ""  # why it is not read: labels, marker, hidden_file, unknown_suffix, ...
     detail: str = ""
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The stats entry of a file the connector does not read."""
         return _file_entry(self.rel, self.source, self.status, self.reason, self.detail)
 
@@ -410,7 +410,8 @@ def _decompressed_chunks(path: Path, rel_name: str, compression: str | None,
             import zstandard
 
             zsource = _ZstdSource(fh)
-            stream = zstandard.ZstdDecompressor().stream_reader(zsource, read_across_frames=True,
+            # stream_reader only calls read(), which _ZstdSource has.
+            stream = zstandard.ZstdDecompressor().stream_reader(cast("IO[bytes]", zsource), read_across_frames=True,
                                                                 closefd=False)
         total = 0
         while True:
@@ -591,7 +592,7 @@ class FileReader:
     def _jsonl(self, lines: Iterator[bytes | _Oversize]) -> Iterator[RawRecord]:
         rel = self.rel_name
         for line_no, line in enumerate(lines, start=1):
-            if line.__class__ is _Oversize:
+            if isinstance(line, _Oversize):
                 self.records += 1
                 yield RawRecord(rel, line_no, None, "record_too_large", line.text())
                 continue
@@ -653,7 +654,7 @@ class FileReader:
             multi = len(pending) > 1
             if not failed and any(bad for _, _, bad, _ in pending):
                 yield RawRecord(rel, first_line, None, "invalid_encoding", _preview(_printable(_joined(pending))))
-            elif not failed and len(row) == len(header):
+            elif not failed and row is not None and len(row) == len(header):
                 yield RawRecord(rel, first_line, dict(zip(header, row, strict=True)), None,
                                 _preview(_joined(pending)))
             elif not failed and not multi:
@@ -680,7 +681,7 @@ class FileReader:
                     reason = "csv_bad_quoting"
                 yield RawRecord(rel, first_line, None, reason, _preview(_printable(_joined(pending))), error or "")
 
-    def _header(self, row: list[str] | None, failed: bool, pending: list, error: str | None) -> list[str]:
+    def _header(self, row: list[str] | None, failed: bool, pending: list[tuple[int, str, bool, int]], error: str | None) -> list[str]:
         line_no = pending[0][0]
         if failed or row is None:
             raise BadFileError(self.rel_name, "csv_bad_header", f"line {line_no}: {error or 'unbalanced quote'}")
@@ -766,7 +767,7 @@ def _joined(pending: list[tuple[int, str, bool, int]]) -> str:
 
 
 def _field_limit_error(error: str | None) -> bool:
-    return bool(error) and error.startswith("field larger than field limit")
+    return error is not None and error.startswith("field larger than field limit")
 
 
 def _printable(text: str) -> str:
@@ -801,14 +802,14 @@ class EventTypes:
         return (value if mapped is None else mapped).lower()
 
 
-def normalize(record: dict, client: ClientConfig, source: str, source_file: str,
-              line: int | None = None) -> dict:
+def normalize(record: dict[str, Any], client: ClientConfig, source: str, source_file: str,
+              line: int | None = None) -> dict[str, Any]:
     """The canonical *events* row of one raw record, or RecordError with the quarantine reason."""
     return _normalize(record, client, source, source_file, line, EventTypes(client.event_types))[0]
 
 
-def _normalize(record: dict, client: ClientConfig, source: str, source_file: str, line: int | None,
-               event_types: EventTypes) -> tuple[dict, str | None]:
+def _normalize(record: dict[str, Any], client: ClientConfig, source: str, source_file: str, line: int | None,
+               event_types: EventTypes) -> tuple[dict[str, Any], str | None]:
     """normalize, plus the client's event type value when it maps to no canonical type."""
     rec = _apply_field_map(record, client.field_map)
     user_id = _text(rec.get("user_id"))
@@ -865,7 +866,7 @@ def _check_value(name: str, value: str) -> None:
         raise RecordError("invalid_encoding", f"{name} holds an unpaired UTF-16 surrogate")
 
 
-def _apply_field_map(record: dict, field_map: dict[str, str]) -> dict:
+def _apply_field_map(record: dict[str, Any], field_map: Mapping[str, str]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k not in field_map}
     # The client's own field is what the client configured, so it wins over a same-named canonical one.
     out.update({field_map[k]: v for k, v in record.items() if k in field_map})
@@ -928,7 +929,7 @@ def _email_domain(domain: Any, email: Any) -> str | None:
     return out
 
 
-def derived_event_id(row: dict, line: int | None = None) -> str:
+def derived_event_id(row: dict[str, Any], line: int | None = None) -> str:
     """Stable id of a record without its own: sha1 of its canonical fields, its file and physical line.
 
     The file and line keep two identical records apart (two same-second transactions are two
@@ -941,7 +942,7 @@ def derived_event_id(row: dict, line: int | None = None) -> str:
 
 # --- files and counts -------------------------------------------------------------------------
 
-def _file_entry(rel: str, source: str | None, status: str, reason: str = "", detail: str = "") -> dict:
+def _file_entry(rel: str, source: str | None, status: str, reason: str = "", detail: str = "") -> dict[str, Any]:
     return {"source_file": rel, "source": source, "status": status, "reason": reason, "detail": detail,
             "read": 0, "accepted": 0, "quarantined": 0, "reasons": {}, "unmapped_event_types": {}}
 
@@ -983,7 +984,7 @@ class FileTally:
         self.reasons.clear()
         self.unmapped_event_types.clear()
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         entry = _file_entry(self.source_file, self.source, self.status, self.reason, self.detail)
         entry.update(read=self.read, accepted=self.accepted, quarantined=self.quarantined,
                      reasons=dict(sorted(self.reasons.items())),
@@ -992,7 +993,7 @@ class FileTally:
 
 
 def iter_file(path: Path, rel_name: str, source: str, client: ClientConfig,
-              tally: FileTally) -> Iterator[tuple[str, dict]]:
+              tally: FileTally) -> Iterator[tuple[str, dict[str, Any]]]:
     """("event", events row) and ("quarantine", entry) of one data file, in file order.
 
     Counts go to `tally`, checked (CountError) once the file is read. Raises BadFileError when the
@@ -1025,16 +1026,16 @@ def iter_file(path: Path, rel_name: str, source: str, client: ClientConfig,
 class FileResult:
     """What one data file gave: accepted rows, quarantine entries, and its stats entry."""
 
-    events: list[dict]
-    quarantine: list[dict]
-    summary: dict
+    events: list[dict[str, Any]]
+    quarantine: list[dict[str, Any]]
+    summary: dict[str, Any]
 
 
 def ingest_file(path: Path, rel_name: str, source: str, client: ClientConfig) -> FileResult:
     """iter_file gathered in memory (tests, small files); a bad file gives its quarantined summary."""
     tally = FileTally(rel_name, source)
-    events: list[dict] = []
-    quarantine: list[dict] = []
+    events: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
     try:
         for kind, item in iter_file(path, rel_name, source, client, tally):
             (events if kind == "event" else quarantine).append(item)
@@ -1044,22 +1045,22 @@ def ingest_file(path: Path, rel_name: str, source: str, client: ClientConfig) ->
     return FileResult(events, quarantine, tally.summary())
 
 
-def process_file(path: Path, rel_name: str, source: str, client: ClientConfig) -> tuple[list[dict], list[dict]]:
+def process_file(path: Path, rel_name: str, source: str, client: ClientConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Accepted *events* rows and quarantine entries of one data file; BadFileError if it is unreadable."""
     tally = FileTally(rel_name, source)
-    events: list[dict] = []
-    quarantine: list[dict] = []
+    events: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
     for kind, item in iter_file(path, rel_name, source, client, tally):
         (events if kind == "event" else quarantine).append(item)
     return events, quarantine
 
 
-def _quarantine_entry(rr: RawRecord, reason: str, detail: str) -> dict:
+def _quarantine_entry(rr: RawRecord, reason: str, detail: str) -> dict[str, Any]:
     return {"source_file": rr.source_file, "line": rr.line, "reason": reason, "detail": detail,
             "record": rr.raw}
 
 
-def connector_stats(summaries: Iterable[dict], others: Iterable[dict] = ()) -> dict:
+def connector_stats(summaries: Iterable[dict[str, Any]], others: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """The connector's stats.json from the data files' summaries and the other files' entries.
 
     records_* count the records of the files read; a file quarantined as a whole adds none (its
@@ -1094,7 +1095,7 @@ def connector_stats(summaries: Iterable[dict], others: Iterable[dict] = ()) -> d
     return stats
 
 
-def reconcile(stats: dict) -> None:
+def reconcile(stats: dict[str, Any]) -> None:
     """Raise CountError unless accepted + quarantined == read for the day and for each listed file,
     and the day's reasons add up to its quarantined records."""
     read, acc, quar = stats["records_read"], stats["records_accepted"], stats["records_quarantined"]
@@ -1111,14 +1112,14 @@ def reconcile(stats: dict) -> None:
                                  f"+ quarantined {f['quarantined']} != read {f['read']}")
 
 
-def keep_bad_files(raw_dir: Path, dest: Path, summaries: Iterable[dict]) -> dict[str, dict]:
+def keep_bad_files(raw_dir: Path, dest: Path, summaries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Copy every file quarantined as a whole to dest/<relative path>; dest/reasons.json says why.
 
     The copies are hard links where the file system allows (raw files are never rewritten in place).
     """
     from fraudcore.atomic import write_json
 
-    reasons: dict[str, dict] = {}
+    reasons: dict[str, dict[str, Any]] = {}
     for s in summaries:
         if s.get("status") != QUARANTINED:
             continue

@@ -6,6 +6,7 @@ import gzip
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def evaluate(predictions: dict[str, bool], labels: dict[str, str]) -> dict:
+def evaluate(predictions: dict[str, bool], labels: dict[str, str]) -> dict[str, Any]:
     """Confusion counts and precision/recall/f1 of the flags against the labels.
 
     Only labelled users that were scored today (present in predictions) enter the confusion

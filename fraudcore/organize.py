@@ -43,15 +43,15 @@ def is_late(event_time_ms: int, window: tuple[int, int]) -> bool:
     return not start <= event_time_ms < end
 
 
-def group_by_local_date(rows: Iterable[dict], tz: ZoneInfo) -> dict[dt.date, list[dict]]:
+def group_by_local_date(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> dict[dt.date, list[dict[str, Any]]]:
     """Rows grouped by the client-local date of their event_time_ms, dates ascending, order kept."""
-    out: dict[dt.date, list[dict]] = {}
+    out: dict[dt.date, list[dict[str, Any]]] = {}
     for row in rows:
         out.setdefault(local_date(int(row["event_time_ms"]), tz), []).append(row)
     return dict(sorted(out.items()))
 
 
-def duplicate_sort_key(row: dict) -> tuple:
+def duplicate_sort_key(row: dict[str, Any]) -> tuple[tuple[bool, Any], ...]:
     """Ascending key of a row among rows sharing (source, event_id); nulls sort first."""
     return tuple(_null_first(row.get(f)) for f in DUPLICATE_ORDER)
 
@@ -60,7 +60,7 @@ def _null_first(value: Any) -> tuple[bool, Any]:
     return (value is not None, value if value is not None else 0)
 
 
-def pick_duplicate(rows: Iterable[dict]) -> dict:
+def pick_duplicate(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The row kept among rows sharing (source, event_id): smallest (event_time_ms, source_file, …)."""
     rows = list(rows)
     if not rows:
@@ -68,16 +68,16 @@ def pick_duplicate(rows: Iterable[dict]) -> dict:
     return min(rows, key=duplicate_sort_key)
 
 
-def deduplicate(rows: Iterable[dict]) -> list[dict]:
+def deduplicate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (source, event_id), the pick_duplicate winner, in first-seen order of the keys."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in DUPLICATE_KEY), []).append(row)
     return [pick_duplicate(g) for g in groups.values()]
 
 
 def organizer_stats(day: dt.date, input_rows: int, groups: Iterable[tuple[bool, str, int, int]],
-                    from_inbox: Mapping[str, int] | None = None) -> dict:
+                    from_inbox: Mapping[str, int] | None = None) -> dict[str, Any]:
     """stats.json of the organizer of `day` from (is_duplicate, local date, hour, rows) groups; checks the sum.
 
     input_rows counts the connector's events plus the inbox records (from_inbox: source day ->
@@ -101,7 +101,7 @@ def organizer_stats(day: dt.date, input_rows: int, groups: Iterable[tuple[bool, 
     return stats
 
 
-def check_organizer_stats(stats: Mapping) -> None:
+def check_organizer_stats(stats: Mapping[str, Any]) -> None:
     """Raise unless input == duplicates + sent to other days + organized, and per_hour sums to organized."""
     sent = sum(stats["other_days"].values())
     parts = stats["duplicates"] + sent + stats["organized"]
@@ -123,7 +123,7 @@ def inbox_folder(warehouse: Path, client: str, to_day: dt.date, from_day: dt.dat
     return WorkPaths(Path(warehouse), client, to_day).inbox / f"{INBOX_PREFIX}{from_day.isoformat()}"
 
 
-def inbox_meta(rows: int, from_day: dt.date, digest: str = "") -> dict:
+def inbox_meta(rows: int, from_day: dt.date, digest: str = "") -> dict[str, Any]:
     """The _DONE metadata of an inbox folder.
 
     `digest` sums a hash of every record, so the same records written again have the same

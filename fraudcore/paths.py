@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fraudcore import atomic
 
@@ -51,14 +52,14 @@ class WorkPaths:
         return done_meta(self.stage("raw")).get("input")
 
     @contextlib.contextmanager
-    def output(self, name: str, meta: dict | None = None) -> Iterator[Path]:
+    def output(self, name: str, meta: dict[str, Any] | None = None) -> Iterator[Path]:
         """atomic_dir of stage `name`, its _DONE stamped with the input snapshot it derives from.
 
         Every stage but raw/ records raw/'s input id, so a stage made from an older snapshot of
         the bucket reads as stale once raw/ is fetched again (batch_tasks.targets.StageTarget).
         """
         input_id = self.input_id()
-        stamped: dict = {}  # filled after the block, as the caller may fill `meta` in it
+        stamped: dict[str, Any] = {}  # filled after the block, as the caller may fill `meta` in it
         with atomic_dir(self.stage(name), stamped) as tmp:
             yield tmp
             stamped.update(meta or {})
@@ -70,7 +71,7 @@ def is_done(stage_dir: Path) -> bool:
     return (Path(stage_dir) / DONE).is_file()
 
 
-def done_meta(stage_dir: Path) -> dict:
+def done_meta(stage_dir: Path) -> dict[str, Any]:
     """The metadata in a stage's _DONE marker; {} when the stage has none (or an empty one)."""
     try:
         text = (Path(stage_dir) / DONE).read_text(encoding="utf-8").strip()
@@ -80,7 +81,7 @@ def done_meta(stage_dir: Path) -> dict:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, meta: dict | None = None) -> Iterator[Path]:
+def atomic_dir(final: Path, meta: dict[str, Any] | None = None) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `final`; on success replace `final` with it, _DONE last.
 
     `meta` is serialised into _DONE after the block ends, so the caller may fill it in the block.
@@ -101,5 +102,6 @@ def atomic_dir(final: Path, meta: dict | None = None) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return doc

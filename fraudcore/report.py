@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 TOP_CAMPAIGNS = 10
 _LABELLED_USERS = 30  # above this many users, user labels would overlap; their titles remain
@@ -92,7 +93,7 @@ def _nice_max(value: float) -> float:
     """A round axis maximum at or above value (1, 2 or 5 times a power of ten)."""
     if value <= 0:
         return 1
-    power = 10 ** math.floor(math.log10(value))
+    power: float = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if value <= step * power:
             return step * power
@@ -114,7 +115,7 @@ def _axis(left: float, top: float, width: float, height: float, ymax: float) -> 
     return "".join(parts)
 
 
-def distribution_svg(distribution: Mapping) -> str:
+def distribution_svg(distribution: Mapping[str, Any]) -> str:
     """Bar chart of users per score bucket with the flag threshold as a dashed line."""
     buckets = list(distribution.get("buckets") or [])
     threshold = distribution.get("flag_threshold")
@@ -150,7 +151,7 @@ def distribution_svg(distribution: Mapping) -> str:
             f'height="{height}" role="img" aria-label="users per risk score bucket">{"".join(parts)}</svg>')
 
 
-def timeline_svg(timeline: Mapping) -> str:
+def timeline_svg(timeline: Mapping[str, Any]) -> str:
     """Bars of events per hour with the events of flagged users drawn in front of them."""
     points = list(timeline.get("points") or [])
     width, height, left, top, bottom = 720, 250, 60, 16, 40
@@ -178,7 +179,7 @@ def timeline_svg(timeline: Mapping) -> str:
             f'height="{height}" role="img" aria-label="events per hour">{"".join(parts)}</svg>')
 
 
-def graph_svg(graph: Mapping) -> str:
+def graph_svg(graph: Mapping[str, Any]) -> str:
     """The campaign graph as circles (users and shared attributes) joined by lines."""
     size, pad = 560, 70
     inner = size - 2 * pad
@@ -219,7 +220,7 @@ def graph_svg(graph: Mapping) -> str:
             f'height="{size}" role="img" aria-label="campaign graph">{"".join(parts + labels)}</svg>')
 
 
-def _graph_legend(graph: Mapping) -> str:
+def _graph_legend(graph: Mapping[str, Any]) -> str:
     """Colour legend of the node kinds present in the graph, users first."""
     kinds = sorted({str(n.get("kind") or "") for n in graph.get("nodes") or []}, key=lambda k: (k != "user", k))
     return '<p class="legend">' + "".join(
@@ -228,7 +229,7 @@ def _graph_legend(graph: Mapping) -> str:
     ) + "</p>"
 
 
-def _key_figures(summary: Mapping, campaigns: Mapping, labeling: Mapping | None) -> str:
+def _key_figures(summary: Mapping[str, Any], campaigns: Mapping[str, Any], labeling: Mapping[str, Any] | None) -> str:
     """Cards of the day's headline counts, plus precision/recall when labels exist."""
     figures = [
         ("records read", _num(summary.get("records_read"))),
@@ -248,7 +249,7 @@ def _key_figures(summary: Mapping, campaigns: Mapping, labeling: Mapping | None)
     return '<div class="figures">' + "".join(_figure(k, v) for k, v in figures) + "</div>"
 
 
-def _campaign_table(campaigns: Mapping) -> str:
+def _campaign_table(campaigns: Mapping[str, Any]) -> str:
     """Table of the highest-scoring campaigns."""
     items = list(campaigns.get("campaigns") or [])[:TOP_CAMPAIGNS]
     if not items:
@@ -263,7 +264,7 @@ def _campaign_table(campaigns: Mapping) -> str:
                    ("top signals", False)], rows) + note
 
 
-def _stage_table(stage_seconds: Mapping) -> str:
+def _stage_table(stage_seconds: Mapping[str, Any]) -> str:
     """Table of wall time per stage, with each stage's share of the total."""
     total = float(stage_seconds.get("total") or 0)
     rows = []
@@ -274,7 +275,7 @@ def _stage_table(stage_seconds: Mapping) -> str:
     return _table([("stage", False), ("seconds", True), ("minutes", True), ("share", True)], rows)
 
 
-def _quarantine_table(reasons: Mapping) -> str:
+def _quarantine_table(reasons: Mapping[str, Any]) -> str:
     """Table of quarantined records per reason, most frequent first."""
     if not reasons:
         return '<p class="empty">No record was quarantined.</p>'
@@ -282,7 +283,7 @@ def _quarantine_table(reasons: Mapping) -> str:
     return _table([("reason", False), ("records", True)], [[(r, False), (_num(int(n)), True)] for r, n in ordered])
 
 
-def _day_state(summary: Mapping) -> str:
+def _day_state(summary: Mapping[str, Any]) -> str:
     """A line that says whether the day is final and complete, when either is not so."""
     notes = []
     if summary.get("final") is False:
@@ -294,7 +295,7 @@ def _day_state(summary: Mapping) -> str:
     return "".join(f'<p class="warn"><b>{_e(n)}</b></p>' for n in notes)
 
 
-def _input_files(summary: Mapping) -> str:
+def _input_files(summary: Mapping[str, Any]) -> str:
     """The day's files that were set aside or not read, unmapped event types, records of other days."""
     parts = [f"<p>{_e(_num(summary.get('files_read')))} files read.</p>"]
     for key, title in (("files_quarantined", "Set aside as a whole (a copy is kept with the reason)"),
@@ -318,7 +319,7 @@ def _input_files(summary: Mapping) -> str:
     return "".join(parts)
 
 
-def _labeling_table(labeling: Mapping) -> str:
+def _labeling_table(labeling: Mapping[str, Any]) -> str:
     """Confusion counts and f1 against client labels, with how unscored users are treated."""
     rows = [[(k, False), (_num(labeling.get(k)), True)] for k in
             ("tp", "fp", "fn", "tn", "labelled_users", "labelled_active_users", "unscored_labelled_users")
@@ -329,8 +330,8 @@ def _labeling_table(labeling: Mapping) -> str:
     return _table([("measure", False), ("value", True)], rows) + note
 
 
-def render_report(summary: dict, campaigns: dict, timeline: dict, distribution: dict,
-                  graph: dict | None, labeling: dict | None) -> str:
+def render_report(summary: dict[str, Any], campaigns: dict[str, Any], timeline: dict[str, Any], distribution: dict[str, Any],
+                  graph: dict[str, Any] | None, labeling: dict[str, Any] | None) -> str:
     """The day report as one HTML page; the same inputs give the same bytes."""
     client, date = summary.get("client", ""), summary.get("date", "")
     meta = [("client", client), ("date", date), ("run", summary.get("run_id") or "—")]

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from fraudcore import atomic
 
@@ -40,7 +41,7 @@ def _flag_text(value: object) -> str:
     return "true" if value else "false"
 
 
-def _reason_text(value: object) -> str:
+def _reason_text(value: str | Iterable[object] | None) -> str:
     """Reason codes ';'-joined; a list is sorted so the order never depends on the producer."""
     if value is None:
         return ""
@@ -49,9 +50,9 @@ def _reason_text(value: object) -> str:
     return ";".join(sorted(str(v) for v in value))
 
 
-def _risk_rows(rows: Iterable[Mapping]) -> list[tuple[str, ...]]:
+def _risk_rows(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     """Risk score rows as contract text fields, validated and sorted by user_id."""
-    out = []
+    out: list[tuple[str, ...]] = []
     seen: set[str] = set()
     for r in rows:
         uid = str(r["user_id"])
@@ -76,12 +77,12 @@ def _csv_text(table: list[tuple[str, ...]]) -> str:
     return buf.getvalue()
 
 
-def risk_scores_csv(rows: Iterable[Mapping]) -> str:
+def risk_scores_csv(rows: Iterable[Mapping[str, Any]]) -> str:
     """CSV text of risk scores, one row per user, sorted by user_id."""
     return _csv_text(_risk_rows(rows))
 
 
-def write_risk_scores_csv_gz(rows: Iterable[dict], path: Path) -> int:
+def write_risk_scores_csv_gz(rows: Iterable[dict[str, Any]], path: Path) -> int:
     """Write risk_scores.csv.gz whose bytes depend only on the rows; returns the row count."""
     table = _risk_rows(rows)
     buf = io.BytesIO()
@@ -152,7 +153,7 @@ def _result_files(results_dir: Path) -> list[str]:
     return sorted(rels)
 
 
-def build_manifest(results_dir: Path, run_id: str, code_version: str, client: str, date: str) -> dict:
+def build_manifest(results_dir: Path, run_id: str, code_version: str, client: str, date: str) -> dict[str, Any]:
     """Manifest of a results folder: size, sha256 and row count of every file, plus run identity."""
     root = Path(results_dir)
     files = {}
@@ -164,12 +165,12 @@ def build_manifest(results_dir: Path, run_id: str, code_version: str, client: st
             "files": files, "run_id": run_id}
 
 
-def manifest_bytes(manifest: Mapping) -> bytes:
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     """The manifest as written: sorted keys, 2-space indent, trailing newline."""
     return (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode("utf-8")
 
 
-def write_manifest_and_success(results_dir: Path, manifest: dict) -> None:
+def write_manifest_and_success(results_dir: Path, manifest: dict[str, Any]) -> None:
     """Write _manifest.json, then _SUCCESS last, newer than every other file."""
     root = Path(results_dir)
     # Drop a stale marker first: a crash before the new one lands must read as "not done".
@@ -185,7 +186,7 @@ def write_manifest_and_success(results_dir: Path, manifest: dict) -> None:
         os.utime(success, ns=(newest, newest))
 
 
-def verify_manifest(results_dir: Path, manifest: dict) -> list[str]:
+def verify_manifest(results_dir: Path, manifest: dict[str, Any]) -> list[str]:
     """Problems between a results folder and its manifest; empty when they agree."""
     root = Path(results_dir)
     listed = manifest.get("files") or {}

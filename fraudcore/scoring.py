@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fraudcore.campaigns import VELOCITY_MIN, member_failed_ratio, member_record, member_velocity
 
@@ -38,14 +39,14 @@ def _num(value: object) -> float:
         return 0.0
 
 
-def _night_share(record: Mapping) -> float:
+def _night_share(record: Mapping[str, Any]) -> float:
     """Share of the user's activity at night: user_stats, else the DFE login pattern."""
     if record.get("night_share") is not None:
         return _num(record["night_share"])
     return _num(record.get("login_pattern_night_share"))
 
 
-def rule_hits(stats: Mapping, features: Mapping | None) -> list[str]:
+def rule_hits(stats: Mapping[str, Any], features: Mapping[str, Any] | None) -> list[str]:
     """Codes of the individual rules the user trips, sorted."""
     r = member_record(stats, features)
     hits = []
@@ -66,7 +67,7 @@ def rule_hits(stats: Mapping, features: Mapping | None) -> list[str]:
     return sorted(hits)
 
 
-def score_user(stats: Mapping, features: Mapping | None, campaign: Mapping | None,
+def score_user(stats: Mapping[str, Any], features: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None,
                flag_threshold: int) -> tuple[int, bool, list[str]]:
     """(risk 0-100, is_flagged, sorted reason codes) of one user.
 
@@ -83,15 +84,15 @@ def score_user(stats: Mapping, features: Mapping | None, campaign: Mapping | Non
     return score, score >= flag_threshold, reasons
 
 
-def risk_row(stats: Mapping, features: Mapping | None, campaign: Mapping | None, flag_threshold: int) -> dict:
+def risk_row(stats: Mapping[str, Any], features: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None, flag_threshold: int) -> dict[str, Any]:
     """One row of risk/scores: campaign_id is set only when the user's campaign is a fraud ring."""
     score, flagged, reasons = score_user(stats, features, campaign, flag_threshold)
-    ring = campaign is not None and bool(campaign.get("is_fraud_ring"))
+    ring = campaign if campaign is not None and campaign.get("is_fraud_ring") else None
     return {
         "user_id": str(stats["user_id"]),
         "risk_score": score,
         "is_flagged": flagged,
-        "campaign_id": str(campaign["campaign_id"]) if ring else "",
+        "campaign_id": str(ring["campaign_id"]) if ring is not None else "",
         "reason_codes": ";".join(reasons),
     }
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from fraudcore.clients import ClientConfig
 
@@ -45,12 +46,12 @@ def snapshot_id(files: Iterable[InputFile]) -> str:
     return "sha256:" + hashlib.sha256(doc.encode("utf-8")).hexdigest()[:32]
 
 
-def to_doc(files: Iterable[InputFile]) -> list[dict]:
+def to_doc(files: Iterable[InputFile]) -> list[dict[str, Any]]:
     """The snapshot as stored in raw/_DONE."""
     return [asdict(f) for f in sorted(files)]
 
 
-def from_doc(doc: Iterable[dict] | None) -> list[InputFile]:
+def from_doc(doc: Iterable[dict[str, Any]] | None) -> list[InputFile]:
     return sorted(InputFile(d["key"], int(d["size"]), str(d.get("version", ""))) for d in doc or ())
 
 
@@ -98,7 +99,7 @@ class Closure:
     closes_at: dt.datetime  # end of the local day plus close_after, in the client's zone
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"final": self.final, "closes_at": self.closes_at.isoformat(), "final_reason": self.reason}
 
 

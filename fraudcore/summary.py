@@ -1,7 +1,8 @@
 """The day summary of a client-day (result_agg/summary.json) from the stage outputs."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 HISTOGRAM_BUCKETS = tuple(f"{lo}-{lo + 9}" for lo in range(0, 90, 10)) + ("90-100",)
 TOP_CAMPAIGNS = 10
@@ -22,7 +23,7 @@ def score_histogram(scores: Iterable[int]) -> dict[str, int]:
     return counts
 
 
-def other_day_fields(organizer_stats: Mapping) -> dict:
+def other_day_fields(organizer_stats: Mapping[str, Any]) -> dict[str, Any]:
     """Records this day sent to other client-local days and received from them, in total and per date.
 
     other_days is {date: {"sent": n, "received": m}}: sent are records of `date` found in this
@@ -41,7 +42,7 @@ def other_day_fields(organizer_stats: Mapping) -> dict:
 FILES_LISTED = 100  # quarantined / not recognised files named in the summary (all are in the connector stats)
 
 
-def input_file_fields(connector_stats: Mapping) -> dict:
+def input_file_fields(connector_stats: Mapping[str, Any]) -> dict[str, Any]:
     """What happened to the day's files: counts by outcome, the files set aside or not read, and why.
 
     Every file under rawdata/{client}/{date}/ is in the connector's stats; the summary names the
@@ -50,7 +51,7 @@ def input_file_fields(connector_stats: Mapping) -> dict:
     listed = connector_stats.get("files")
     files = [f for f in listed if isinstance(f, Mapping)] if isinstance(listed, list) else []
 
-    def named(status: str) -> list[dict]:
+    def named(status: str) -> list[dict[str, Any]]:
         return [{"source_file": str(f["source_file"]), "reason": str(f.get("reason") or "")}
                 for f in files if f.get("status") == status][:FILES_LISTED]
 
@@ -64,8 +65,8 @@ def input_file_fields(connector_stats: Mapping) -> dict:
     }
 
 
-def build_summary(client: str, date: str, connector_stats: Mapping, organizer_stats: Mapping,
-                  risk_rows: Iterable[Mapping], campaigns: list[Mapping]) -> dict:
+def build_summary(client: str, date: str, connector_stats: Mapping[str, Any], organizer_stats: Mapping[str, Any],
+                  risk_rows: Iterable[Mapping[str, Any]], campaigns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """summary.json (docs/architecture.md): record counts, users, flags, campaigns, histogram, top rings."""
     users = flagged = 0
     scores = []

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fraudcore.clients import ClientConfig, get_client, parse_date
 from fraudcore.paths import WorkPaths
@@ -68,7 +68,7 @@ class ClientDay:
     def __repr__(self) -> str:
         return f"ClientDay({self.name!r}, {self.date.isoformat()})"
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         # luigi sends tasks between processes pickled; a store (and its connections) stays behind.
         return {**self.__dict__, "_store": None}
 

@@ -1,10 +1,13 @@
 """dfe_store/: the day's DFE vectors written into the table store."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from pipeline.day import ClientDay, Progress
 
 
-def store_dfe(day: ClientDay, chunk: int = 100_000, progress: Progress | None = None) -> dict:
+def store_dfe(day: ClientDay, chunk: int = 100_000, progress: Progress | None = None) -> dict[str, Any]:
     """Write the vectors of the dfe/ stage into the table store (one row per user and window).
 
     Chunks are large so a store that writes from several processes (Cassandra) gets enough rows
@@ -15,7 +18,7 @@ def store_dfe(day: ClientDay, chunk: int = 100_000, progress: Progress | None = 
 
     rows = read_parquet_rows(day.paths.stage("dfe") / "vectors")
     written = 0
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with day.tables() as tables, day.paths.output("dfe_store", meta):
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
@@ -30,6 +33,6 @@ def store_dfe(day: ClientDay, chunk: int = 100_000, progress: Progress | None = 
     return meta
 
 
-def _as_map(value) -> dict:
+def _as_map(value: dict[str, float] | Iterable[tuple[str, float]]) -> dict[str, float]:
     # pyarrow returns a Parquet map as a list of (key, value) pairs.
     return dict(value) if not isinstance(value, dict) else value

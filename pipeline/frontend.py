@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from typing import Any
 
 from fraudcore import snapshot
 from fraudcore.atomic import write_json
@@ -14,7 +15,7 @@ from pipeline.warehouse import campaigns, labeling_doc, risk_rows
 GRAPHS_FOR = 25  # campaign graphs published: every fraud ring, then the highest scores up to this
 
 
-def frontend_campaigns(day: ClientDay) -> dict:
+def frontend_campaigns(day: ClientDay) -> dict[str, Any]:
     """frontend_campaigns/: the campaign list and one graph per published campaign."""
     import pyarrow.dataset as ds
 
@@ -27,14 +28,14 @@ def frontend_campaigns(day: ClientDay) -> dict:
     members = sorted({u for c in chosen for u in c["members"]})
     vn = paths.stage("virtual_nodes")
     edges = []
-    node_info: dict[str, dict] = {}
+    node_info: dict[str, dict[str, Any]] = {}
     if members:
         edges = ds.dataset(str(vn / "edges"), format="parquet").to_table(
             filter=ds.field("user_id").isin(members)).to_pylist()
         wanted = sorted({e["node_id"] for e in edges})
         node_info = {n["node_id"]: n for n in ds.dataset(str(vn / "nodes"), format="parquet").to_table(
             filter=ds.field("node_id").isin(wanted)).to_pylist()}
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with paths.output("frontend_campaigns", meta) as tmp:
         write_json(tmp / "campaigns.json", campaign_list(every))
         for c in chosen:
@@ -45,7 +46,7 @@ def frontend_campaigns(day: ClientDay) -> dict:
     return meta
 
 
-def frontend_data(day: ClientDay) -> dict:
+def frontend_data(day: ClientDay) -> dict[str, Any]:
     """frontend_data/: hourly timeline and score distribution."""
     from fraudcore.frontend import hourly_timeline, score_distribution
 
@@ -53,7 +54,7 @@ def frontend_data(day: ClientDay) -> dict:
     organized = read_json(paths.stage("organized") / "stats.json")
     joined = read_json(paths.stage("event_join") / "stats.json")
     scores = [int(r["risk_score"]) for r in risk_rows(paths)]
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with paths.output("frontend_data", meta) as tmp:
         write_json(tmp / "timeline.json",
                    hourly_timeline(organized["per_hour"], joined["per_hour"], day.client.timezone))
@@ -62,7 +63,7 @@ def frontend_data(day: ClientDay) -> dict:
     return meta
 
 
-def day_state(day: ClientDay) -> dict:
+def day_state(day: ClientDay) -> dict[str, Any]:
     """Whether the fetched day is final and complete: final, closes_at, final_reason, partial, input_snapshot.
 
     Decided by the input snapshot alone (its ready marker and @closed entry, the connector's
@@ -78,7 +79,7 @@ def day_state(day: ClientDay) -> dict:
     return state
 
 
-def frontend_report(day: ClientDay, run: RunInfo) -> dict:
+def frontend_report(day: ClientDay, run: RunInfo) -> dict[str, Any]:
     """frontend_report/: summary.json (with stage times so far and the day's state) and the HTML report."""
     from fraudcore.report import render_report
     from fraudcore.results import stage_seconds
@@ -94,7 +95,7 @@ def frontend_report(day: ClientDay, run: RunInfo) -> dict:
     fd = paths.stage("frontend_data")
     html = render_report(summary, listed, read_json(fd / "timeline.json"),
                          read_json(fd / "score_distribution.json"), graph, labeling_doc(paths))
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with paths.output("frontend_report", meta) as tmp:
         write_json(tmp / "summary.json", summary)
         (tmp / "report.html").write_text(html, encoding="utf-8")
@@ -102,7 +103,7 @@ def frontend_report(day: ClientDay, run: RunInfo) -> dict:
     return meta
 
 
-def input_files(paths: WorkPaths) -> list[dict]:
+def input_files(paths: WorkPaths) -> list[dict[str, Any]]:
     """reports/input_files.json: every file of the day's prefix and what happened to it.
 
     One entry per file, as the connector counted it: status (read, quarantined as a whole,
@@ -110,16 +111,17 @@ def input_files(paths: WorkPaths) -> list[dict]:
     quarantined by reason. The warehouse's own raw/_DONE marker is not a client file.
     """
     stats = read_json(paths.stage("connector") / "stats.json")
-    files = stats.get("files") if isinstance(stats.get("files"), list) else []
+    listed = stats.get("files")
+    files = listed if isinstance(listed, list) else []
     return [f for f in files if not (f.get("source_file") == DONE and f.get("status") == "expected")]
 
 
-def assemble_results(day: ClientDay) -> dict:
+def assemble_results(day: ClientDay) -> dict[str, Any]:
     """results_staging/: the results folder of DESIGN.md, except manifest and _SUCCESS."""
     from fraudcore.results import write_risk_scores_csv_gz
 
     paths = day.paths
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with paths.output("results_staging", meta) as tmp:
         rows = write_risk_scores_csv_gz(risk_rows(paths), tmp / "risk_scores" / "risk_scores.csv.gz")
         (tmp / "reports").mkdir()

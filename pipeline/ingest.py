@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from fraudcore import snapshot
 from fraudcore.paths import DONE, WorkPaths, done_meta, is_done
@@ -52,7 +53,7 @@ def raw_data_keys(files: Iterable[InputFile]) -> list[str]:
                   and not f.key.endswith("/"))
 
 
-def fetch_raw(day: ClientDay, listing: list[InputFile] | None = None, progress: Progress | None = None) -> dict:
+def fetch_raw(day: ClientDay, listing: list[InputFile] | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """raw/: a copy of the day's raw prefix from the client's bucket.
 
     Files unchanged since the previous snapshot are taken from the previous raw/ copy; only
@@ -68,7 +69,7 @@ def fetch_raw(day: ClientDay, listing: list[InputFile] | None = None, progress: 
         raise FileNotFoundError(f"no raw data files under {day.url(day.raw_prefix)}")
     old_dir = day.paths.stage("raw")
     previous = {f.key: f for f in snapshot.from_doc(done_meta(old_dir).get("snapshot"))}
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with day.paths.output("raw", meta) as tmp:
         reused, wanted = [], []
         for f in bucket_files:

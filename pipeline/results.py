@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import time
+from typing import Any
 
 from fraudcore.atomic import write_json
 from fraudcore.paths import done_meta, read_json
@@ -13,7 +14,7 @@ from pipeline.layout import MANIFEST, SUCCESS, SUMMARY
 from pipeline.runs import RunInfo
 
 
-def send_results(day: ClientDay, run: RunInfo, started: float, progress: Progress | None = None) -> dict:
+def send_results(day: ClientDay, run: RunInfo, started: float, progress: Progress | None = None) -> dict[str, Any]:
     """Upload results_staging/ to the day's results prefix with its manifest, then SUCCESS last.
 
     `started` is the time.monotonic() at which sending began, counted as the sender's own seconds.
@@ -61,7 +62,7 @@ def next_version(day: ClientDay, input_snapshot: str | None) -> int:
     return version if sent.get("input_snapshot") == input_snapshot else version + 1
 
 
-def notify_client(day: ClientDay, environ: dict[str, str] | None = None, **send_options) -> dict:
+def notify_client(day: ClientDay, environ: dict[str, str] | None = None, **send_options: Any) -> dict[str, Any]:
     """result_sender/: tell the client its sent results are ready (if it asked to be told), then mark it done.
 
     Reads the manifest and summary back from the client's bucket, so what the client is told is
@@ -71,7 +72,7 @@ def notify_client(day: ClientDay, environ: dict[str, str] | None = None, **send_
     from fraudcore.notify import results_ready, send
 
     client = day.client
-    meta: dict = {"notified": False}
+    meta: dict[str, Any] = {"notified": False}
     if client.notify_url:
         env = os.environ if environ is None else environ
         secret = None

@@ -4,8 +4,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.day import ClientDay
+
+if TYPE_CHECKING:
+    from storage.model import TableStore
 
 
 @dataclass(frozen=True)
@@ -18,11 +22,11 @@ class RunInfo:
     """Seconds of the latest successful run of every task of the day so far."""
 
 
-def latest_task_seconds(tables, day: ClientDay) -> dict[str, float]:
+def latest_task_seconds(tables: TableStore, day: ClientDay) -> dict[str, float]:
     """Seconds of the latest successful run of every task of the client-day, from its run records."""
     out: dict[str, float] = {}
-    for r in sorted(tables.list_runs(day.name, day.date.isoformat()), key=lambda r: r.finished_ms):
-        if r.status == "DONE":
+    for r in sorted(tables.list_runs(day.name, day.date.isoformat()), key=lambda r: r.finished_ms or 0):
+        if r.status == "DONE" and r.duration_s is not None:
             out[r.task] = r.duration_s
     return out
 

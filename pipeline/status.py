@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fraudcore import snapshot
 from fraudcore.clients import ConfigError
@@ -21,6 +22,9 @@ from fraudcore.paths import STAGES, WorkPaths, done_meta, is_done
 from pipeline.day import ClientDay
 from pipeline.ingest import list_input
 from pipeline.layout import MANIFEST, SUCCESS
+
+if TYPE_CHECKING:
+    from storage.model import RunRecord
 
 
 @dataclass
@@ -38,10 +42,10 @@ class DayStatus:
     stages: list[StageState]
     changes: snapshot.Changes
     fetched: bool
-    final: dict
+    final: dict[str, Any]
     partial: bool
-    files_quarantined: list[dict] = field(default_factory=list)
-    results: dict = field(default_factory=dict)
+    files_quarantined: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -65,7 +69,7 @@ class DayStatus:
         return "nothing to do: every stage is current" + ("" if self.final.get("final") else
                                                            " (provisional until the day closes)")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "client": self.client, "date": self.date, "complete": self.complete, "partial": self.partial,
             **self.final, "changes": {"added": list(self.changes.added), "changed": list(self.changes.changed),
@@ -75,7 +79,7 @@ class DayStatus:
         }
 
 
-def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable = (),
+def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable[RunRecord] = (),
                now: dt.datetime | None = None) -> DayStatus:
     """Where the client-day stands.
 
@@ -88,8 +92,8 @@ def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable = (),
     fetched = snapshot.from_doc(raw.get("snapshot"))
     changes = snapshot.diff(fetched, listing) if raw else snapshot.Changes()
     current = raw.get("input") if raw and not changes else None
-    latest: dict[str, object] = {}
-    for r in sorted(runs, key=lambda r: r.finished_ms):
+    latest: dict[str, RunRecord] = {}
+    for r in sorted(runs, key=lambda r: r.finished_ms or 0):
         latest[r.task] = r
     stages = []
     for stage in STAGES:
@@ -114,7 +118,7 @@ def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable = (),
                      bool(stats.get("partial")), quarantined, sent_results(day, current))
 
 
-def sent_results(day: ClientDay, current: str | None) -> dict:
+def sent_results(day: ClientDay, current: str | None) -> dict[str, Any]:
     """The results in the client's bucket: sent, url, version, final, and whether made from `current`."""
     from storage.errors import ObjectNotFound
 

@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.validate()
     cluster, session = connect(settings)
     best = {"ceiling": 0.0, "writer": 0.0}
+    rows: list[tuple[str, int, dict[str, float]]]  # made inside the try, before the first run
     runs = {"ceiling": lambda: run_ceiling(settings, rows, args.processes, args.concurrency, args.driver),
             "writer": lambda: run_writer(settings, rows, args.processes, args.concurrency, args.driver)}
     labels = {"ceiling": f"ceiling (raw {args.driver} driver)", "writer": "writer  (write_dfe_rows)"}

@@ -75,11 +75,11 @@ def _routing_key(client: bytes, user_id: str) -> bytes:
 
 def owner_of(client: str, user_id: str, processes: int) -> int:
     """The worker that owns a partition: the Murmur3 ring cut into `processes` contiguous token ranges."""
-    token = murmur3(_routing_key(client.encode("utf-8"), user_id))
+    token: int = murmur3(_routing_key(client.encode("utf-8"), user_id))
     return ((token + 2 ** 63) * processes) >> 64
 
 
-def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array]:
+def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array[int]]:
     """Row indexes per worker; every row of a partition lands with the same worker, so each worker
     can settle a repeated key on its own."""
     c = client.encode("utf-8")
@@ -303,7 +303,7 @@ def _write_part(driver: str, settings: TableStoreSettings, client: str, rows: Se
         _python_session_write(settings, client, rows, indexes, concurrency, delays, on_rows, store)
 
 
-def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: array,
+def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: array[int],
             concurrency: int, delays: Sequence[float], done: Any, errors: Any) -> None:
     """One writer process: its own connection (opened after the fork), its own token range."""
     def on_rows(n: int) -> None:

@@ -1,8 +1,9 @@
 """The table model: records, the TableStore interface, validation helpers, and the table store settings.
 
 Every setting is declared once, in TABLE_SETTINGS (field, type, default, environment variable,
-luigi.cfg key, meaning); TableStoreSettings, its `from_env` and `from_cfg` loaders and the
-luigi.cfg `[tables]` section (batch_tasks.config.tables) are built from that list.
+luigi.cfg key, meaning); the defaults of TableStoreSettings (whose fields are checked against that
+list at import), its `from_env` and `from_cfg` loaders and the luigi.cfg `[tables]` section
+(batch_tasks.config.tables) are built from that list.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import datetime as dt
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, make_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 from fraudcore.clients import CLIENT_RE, ConfigError, parse_date
@@ -265,8 +266,33 @@ def setting(name: str) -> Setting:
     return _BY_NAME[name]
 
 
-class _TableStoreSettingsBehaviour:
-    """Loading and validation of TableStoreSettings; the fields come from TABLE_SETTINGS."""
+def _declared(name: str) -> Any:
+    """The dataclass field of one setting: its default and its declaration (metadata "setting")."""
+    s = _BY_NAME[name]
+    return field(default=s.default, metadata={"setting": s})
+
+
+@dataclass(frozen=True)
+class TableStoreSettings:
+    """Which table store backend to use and where it lives: one field per entry of TABLE_SETTINGS
+    (same order, name and type, checked at import); `from_env` applies the FRAUDBATCH_* overrides."""
+
+    backend: str = _declared("backend")
+    sqlite_path: str = _declared("sqlite_path")
+    cassandra_hosts: tuple[str, ...] = _declared("cassandra_hosts")
+    cassandra_port: int = _declared("cassandra_port")
+    cassandra_keyspace: str = _declared("cassandra_keyspace")
+    cassandra_local_dc: str = _declared("cassandra_local_dc")
+    cassandra_username: str = _declared("cassandra_username")
+    cassandra_password: str = _declared("cassandra_password")
+    cassandra_tls_ca_file: str = _declared("cassandra_tls_ca_file")
+    cassandra_tls_cert_file: str = _declared("cassandra_tls_cert_file")
+    cassandra_tls_key_file: str = _declared("cassandra_tls_key_file")
+    cassandra_replication: str = _declared("cassandra_replication")
+    cassandra_consistency: str = _declared("cassandra_consistency")
+    cassandra_write_concurrency: int = _declared("cassandra_write_concurrency")
+    cassandra_write_processes: int = _declared("cassandra_write_processes")
+    cassandra_writer_driver: str = _declared("cassandra_writer_driver")
 
     @classmethod
     def from_env(
@@ -278,7 +304,7 @@ class _TableStoreSettingsBehaviour:
         env = os.environ if environ is None else environ
         if defaults is None:
             base = cls()
-        elif isinstance(defaults, cls):
+        elif isinstance(defaults, TableStoreSettings):
             base = defaults
         else:
             unknown = sorted(set(defaults) - set(_BY_NAME))
@@ -315,7 +341,7 @@ class _TableStoreSettingsBehaviour:
             given[s.name] = value
         return cls(**given)
 
-    def validate(self: Any) -> None:
+    def validate(self) -> None:
         """Raise StorageConfigError, naming the variable to set, on settings no store can run with."""
         if self.backend not in BACKENDS:
             raise StorageConfigError(
@@ -327,7 +353,7 @@ class _TableStoreSettingsBehaviour:
         if self.backend == "cassandra":
             self._validate_cassandra()
 
-    def _validate_cassandra(self: Any) -> None:
+    def _validate_cassandra(self) -> None:
         if not self.cassandra_hosts or not all(h and h.strip() for h in self.cassandra_hosts):
             raise StorageConfigError(
                 f"the cassandra table store needs contact points; set {_ENV['cassandra_hosts']}")
@@ -352,15 +378,5 @@ class _TableStoreSettingsBehaviour:
             raise StorageConfigError(f"a Cassandra password needs a user; set {_ENV['cassandra_username']}")
 
 
-TableStoreSettings = make_dataclass(
-    "TableStoreSettings",
-    [(s.name, s.annotation, field(default=s.default, metadata={"setting": s})) for s in TABLE_SETTINGS],
-    bases=(_TableStoreSettingsBehaviour,),
-    frozen=True,
-    namespace={
-        # Named here so the class pickles by reference (make_dataclass alone names the wrong module).
-        "__module__": __name__,
-        "__doc__": "Which table store backend to use and where it lives: one field per entry of "
-                   "TABLE_SETTINGS; `from_env` applies the FRAUDBATCH_* overrides.",
-    },
-)
+if [(f.name, f.type) for f in fields(TableStoreSettings)] != [(s.name, s.annotation) for s in TABLE_SETTINGS]:
+    raise TypeError("TableStoreSettings must declare the fields of TABLE_SETTINGS, in order and with their types")

@@ -273,7 +273,8 @@ class S3ObjectStore:
 
     def get_bytes(self, bucket: str, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return body
         except Exception as exc:
             raise self._error(exc, "read of", bucket, key) from exc
 
@@ -285,7 +286,7 @@ class S3ObjectStore:
             raise self._error(exc, "download of", bucket, key) from exc
 
     def list(self, bucket: str, prefix: str = "") -> builtins.list[ObjectInfo]:
-        out = []
+        out: builtins.list[ObjectInfo] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
