@@ -27,8 +27,7 @@ flink-env: ## create .venv-flink, the Flink jobs' own venv with PyFlink (docs/ad
 demo: install ## run a whole client-day end to end (CLIENT=demo DATE=2025-11-21 EVENTS=20000)
 	$(BIN)/fraudbatch demo --client $(CLIENT) --date $(DATE) --events $(EVENTS)
 
-test: install flink-env ## lint and run the whole test suite (what CI runs), with a local Cassandra node
-	$(BIN)/ruff check .
+test: check flink-env ## make check, then the whole test suite (what CI runs), with a local Cassandra node
 	scripts/ensure-chromium.sh
 	scripts/cassandra.sh start
 # The node is stopped whatever pytest returns, and pytest's exit code is the target's.
@@ -49,11 +48,11 @@ test-e2e: install flink-env ## the e2e tier: whole client-days through the real 
 	scripts/cassandra.sh start
 	rc=0; $(BIN)/pytest -q -ra tests/e2e || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
-lint: install ## ruff
-	$(BIN)/ruff check .
+lint: check ## the same as make check
 
 check: install ## ruff format --check, ruff and mypy
-	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
 	$(BIN)/mypy
 
 bench: install ## generate a 1,000,000-event client-day and time every stage

@@ -1,4 +1,5 @@
 """Luigi tasks of the fraud batch platform: `luigi --module batch_tasks <Task> --client X --date D`."""
+
 import warnings
 
 from luigi.parameter import UnconsumedParameterWarning
@@ -25,9 +26,26 @@ warnings.filterwarnings(
 )
 
 __all__ = [
-    "BatchFeaturePlatformFerry", "Campaign", "CampaignFrontendData", "CassandraDfeWriter", "Connector",
-    "CronFeaturePlatformFerry", "EventJoinLite", "Fetcher", "FrontendDataGen", "FrontendResultGenerator",
-    "FrontendResultWriter", "Labeling", "LogTimeFileOrganizer", "MonitorTracker", "RawClientDay",
-    "Rawlogconverter", "ResultAgg", "ResultAggLite", "ResultSender", "SparkConnectorRunner", "UserStats",
+    "BatchFeaturePlatformFerry",
+    "Campaign",
+    "CampaignFrontendData",
+    "CassandraDfeWriter",
+    "Connector",
+    "CronFeaturePlatformFerry",
+    "EventJoinLite",
+    "Fetcher",
+    "FrontendDataGen",
+    "FrontendResultGenerator",
+    "FrontendResultWriter",
+    "Labeling",
+    "LogTimeFileOrganizer",
+    "MonitorTracker",
+    "RawClientDay",
+    "Rawlogconverter",
+    "ResultAgg",
+    "ResultAggLite",
+    "ResultSender",
+    "SparkConnectorRunner",
+    "UserStats",
     "VirtualNodeGenerator",
 ]

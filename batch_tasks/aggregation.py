@@ -1,4 +1,5 @@
 """Aggregation: campaigns, user statistics, risk scores, flagged events, the day's summary."""
+
 from __future__ import annotations
 
 from batch_tasks.base import SparkJobTask
@@ -23,8 +24,11 @@ class Campaign(SparkJobTask):
     app = "campaign"
 
     def requires(self):
-        return {"dfe": Rawlogconverter(**self.day_kwargs()), "stats": UserStats(**self.day_kwargs()),
-                "nodes": VirtualNodeGenerator(**self.day_kwargs())}
+        return {
+            "dfe": Rawlogconverter(**self.day_kwargs()),
+            "stats": UserStats(**self.day_kwargs()),
+            "nodes": VirtualNodeGenerator(**self.day_kwargs()),
+        }
 
 
 class ResultAggLite(SparkJobTask):
@@ -34,8 +38,11 @@ class ResultAggLite(SparkJobTask):
     app = "result_agg_lite"
 
     def requires(self):
-        return {"campaigns": Campaign(**self.day_kwargs()), "stats": UserStats(**self.day_kwargs()),
-                "dfe_store": CassandraDfeWriter(**self.day_kwargs())}
+        return {
+            "campaigns": Campaign(**self.day_kwargs()),
+            "stats": UserStats(**self.day_kwargs()),
+            "dfe_store": CassandraDfeWriter(**self.day_kwargs()),
+        }
 
 
 class EventJoinLite(SparkJobTask):
@@ -45,8 +52,10 @@ class EventJoinLite(SparkJobTask):
     app = "event_join"
 
     def requires(self):
-        return {"risk": ResultAggLite(**self.day_kwargs()),
-                "events": LogTimeFileOrganizer(**self.day_kwargs())}
+        return {
+            "risk": ResultAggLite(**self.day_kwargs()),
+            "events": LogTimeFileOrganizer(**self.day_kwargs()),
+        }
 
 
 class ResultAgg(SparkJobTask):

@@ -4,6 +4,7 @@ Tasks only wire: parameters, requires(), output(), and a run() that submits one 
 one plain function. Run records (duration, status, row counts) are written for every task by
 the event handlers at the bottom, which is what MonitorTracker reads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,9 @@ logger = logging.getLogger("luigi-interface")
 
 def run_id() -> str:
     """One id per pipeline invocation, shared by the worker's child processes."""
-    return os.environ.setdefault("FRAUDBATCH_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                                 + "-" + uuid.uuid4().hex[:6])
+    return os.environ.setdefault(
+        "FRAUDBATCH_RUN_ID", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    )
 
 
 class ClientDayTask(luigi.Task):
@@ -88,8 +90,14 @@ class SparkJobTask(ClientDayTask):
         return {f"{self.engine}_jobs": 1}
 
     def job_args(self) -> list[str]:
-        args = ["--client", self.client, "--date", self.date.isoformat(),
-                "--warehouse", str(batch_tasks().warehouse_path())]
+        args = [
+            "--client",
+            self.client,
+            "--date",
+            self.date.isoformat(),
+            "--warehouse",
+            str(batch_tasks().warehouse_path()),
+        ]
         registry = batch_tasks().registry_path()
         if registry:
             args += ["--registry", registry]
@@ -104,8 +112,13 @@ class SparkJobTask(ClientDayTask):
         from dcluster_client.client import JobSpec
 
         return JobSpec(
-            client=self.client, env=batch_tasks().env, engine=self.engine, app=self.app,
-            args=self.job_args(), priority=self.priority_class(), strategy=self.strategy,
+            client=self.client,
+            env=batch_tasks().env,
+            engine=self.engine,
+            app=self.app,
+            args=self.job_args(),
+            priority=self.priority_class(),
+            strategy=self.strategy,
             idempotency_key=self.task_id,
         )
 
@@ -115,8 +128,13 @@ class SparkJobTask(ClientDayTask):
         spec = self.job_spec()
         self.set_status_message(f"submitting {self.app} to DCluster")
         with stop_remote_work_on_sigterm():  # a killed worker takes its remote job with it
-            status = run_job(dcluster().client(), spec, poll_interval=batch_tasks().poll_interval,
-                             timeout_s=batch_tasks().timeout, on_progress=self._on_progress)
+            status = run_job(
+                dcluster().client(),
+                spec,
+                poll_interval=batch_tasks().poll_interval,
+                timeout_s=batch_tasks().timeout,
+                on_progress=self._on_progress,
+            )
         logger.info("%s: DCluster job %s %s", self.task_id, status.job_id, status.state)
 
     def _on_progress(self, status, elapsed: float) -> None:
@@ -143,9 +161,16 @@ def _record(task: ClientDayTask, status: str, seconds: float, message: str = "")
             rows = {}
     now_ms = int(time.time() * 1000)
     record = RunRecord(
-        client=task.client, date=task.date.isoformat(), task=task.get_task_family(), run_id=run_id(),
-        status=status, started_ms=now_ms - int(seconds * 1000), finished_ms=now_ms,
-        duration_s=round(seconds, 3), rows=rows, message=message[:2000],
+        client=task.client,
+        date=task.date.isoformat(),
+        task=task.get_task_family(),
+        run_id=run_id(),
+        status=status,
+        started_ms=now_ms - int(seconds * 1000),
+        finished_ms=now_ms,
+        duration_s=round(seconds, 3),
+        rows=rows,
+        message=message[:2000],
     )
     with task.day.tables() as store:
         store.record_run(record)

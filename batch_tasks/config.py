@@ -1,4 +1,5 @@
 """luigi.cfg sections, read through luigi.Config (never at import time)."""
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,12 @@ class objectstore(luigi.Config):  # noqa: N801
         from storage.objectstore import ObjectStoreSettings
 
         defaults = ObjectStoreSettings(
-            backend=self.backend, root=str(project_path(self.root)),
-            endpoint_url=self.endpoint_url or None, region=self.region,
-            sse=self.sse or None, kms_key_id=self.kms_key_id or None,
+            backend=self.backend,
+            root=str(project_path(self.root)),
+            endpoint_url=self.endpoint_url or None,
+            region=self.region,
+            sse=self.sse or None,
+            kms_key_id=self.kms_key_id or None,
         )
         return ObjectStoreSettings.from_env(defaults)
 
@@ -67,7 +71,9 @@ class tables(luigi.Config):  # noqa: N801
         from storage.model import TABLE_SETTINGS, TableStoreSettings
 
         values = {s.cfg: getattr(self, s.cfg) for s in TABLE_SETTINGS if s.cfg}
-        return TableStoreSettings.from_env(TableStoreSettings.from_cfg(values, lambda p: str(project_path(p))))
+        return TableStoreSettings.from_env(
+            TableStoreSettings.from_cfg(values, lambda p: str(project_path(p)))
+        )
 
     def store(self):
         """The configured table store; FRAUDBATCH_* environment variables win."""
@@ -90,6 +96,7 @@ def _declare_table_parameters() -> None:
 
 
 _declare_table_parameters()
+
 
 class dcluster(luigi.Config):  # noqa: N801
     """[dcluster]: the job service."""
@@ -119,8 +126,12 @@ def settings():
     """The pipeline's Settings from [batch_tasks], [objectstore] and [tables]; environment variables win."""
     from pipeline.day import Settings
 
-    return Settings(warehouse=batch_tasks().warehouse_path(), objectstore=objectstore().settings(),
-                    open_tables=_open_table_store, registry=batch_tasks().registry_path())
+    return Settings(
+        warehouse=batch_tasks().warehouse_path(),
+        objectstore=objectstore().settings(),
+        open_tables=_open_table_store,
+        registry=batch_tasks().registry_path(),
+    )
 
 
 def _open_table_store():

@@ -1,4 +1,5 @@
 """Feature generation: virtual nodes, DFE vectors and their storage."""
+
 from __future__ import annotations
 
 from batch_tasks.base import ClientDayTask, SparkJobTask

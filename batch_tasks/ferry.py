@@ -1,4 +1,5 @@
 """Feature transfer: Ferry tasks push virtual-node output to the Feature Platform."""
+
 from __future__ import annotations
 
 from batch_tasks.base import ClientDayTask
@@ -17,8 +18,10 @@ class BatchFeaturePlatformFerry(ClientDayTask):
 
     def run(self) -> None:
         meta = ferry.ferry_batch(self.day, fp().client(), fp().batch_size, progress=self._progress)
-        self.set_status_message(f"{meta.get('batches')} batches, {meta.get('records')} records, "
-                                f"{meta.get('duplicates')} already applied")
+        self.set_status_message(
+            f"{meta.get('batches')} batches, {meta.get('records')} records, "
+            f"{meta.get('duplicates')} already applied"
+        )
 
     def _progress(self, done: int, total: int) -> None:
         self.set_progress_percentage(int(100 * done / max(total, 1)))

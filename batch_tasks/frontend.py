@@ -1,4 +1,5 @@
 """Frontend generation: dashboard data, the HTML report, and the staged results folder."""
+
 from __future__ import annotations
 
 from batch_tasks.aggregation import ResultAgg
@@ -38,8 +39,10 @@ class FrontendResultGenerator(ClientDayTask):
     stage = "frontend_report"
 
     def requires(self):
-        return {"campaigns": CampaignFrontendData(**self.day_kwargs()),
-                "data": FrontendDataGen(**self.day_kwargs())}
+        return {
+            "campaigns": CampaignFrontendData(**self.day_kwargs()),
+            "data": FrontendDataGen(**self.day_kwargs()),
+        }
 
     def run(self) -> None:
         frontend.frontend_report(self.day, run_info(self.day, run_id()))

@@ -1,4 +1,5 @@
 """Ingest and preprocessing: raw client data → clean events → hourly organised events."""
+
 from __future__ import annotations
 
 import luigi
@@ -30,10 +31,16 @@ class Fetcher(ClientDayTask):
     def run(self) -> None:
         meta = ingest.fetch_raw(self.day, listing=self.input_listing(), progress=self._progress)
         changes = meta["changes"]
-        what = (f"{changes['added']} added, {changes['changed']} changed, {changes['removed']} removed "
-                "since the last fetch; " if changes else "")
-        self.set_status_message(f"{what}downloaded {meta['downloaded']} files, reused {meta['reused']}; "
-                                f"{meta['data_files']} data files, {meta['bytes']} bytes")
+        what = (
+            f"{changes['added']} added, {changes['changed']} changed, {changes['removed']} removed "
+            "since the last fetch; "
+            if changes
+            else ""
+        )
+        self.set_status_message(
+            f"{what}downloaded {meta['downloaded']} files, reused {meta['reused']}; "
+            f"{meta['data_files']} data files, {meta['bytes']} bytes"
+        )
 
     def _progress(self, done: int, total: int) -> None:
         self.set_progress_percentage(int(100 * done / max(total, 1)))

@@ -1,4 +1,5 @@
 """Parameters that refuse bad input with one line a person can act on."""
+
 from __future__ import annotations
 
 import datetime as dt

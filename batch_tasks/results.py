@@ -1,4 +1,5 @@
 """Result transfer and run monitoring: ResultSender, Labeling, MonitorTracker."""
+
 from __future__ import annotations
 
 import time
@@ -29,18 +30,27 @@ class ResultSender(ClientDayTask):
 
     def output(self):
         staged = self.paths.stage("results_staging")
-        return {"results": ResultsTarget(self.day.bucket, self.day.results_prefix, self.current_input,
-                                         staged_id=lambda: done_meta(staged).get("staged_id"),
-                                         store=self.day.store),
-                "notified": super().output()}
+        return {
+            "results": ResultsTarget(
+                self.day.bucket,
+                self.day.results_prefix,
+                self.current_input,
+                staged_id=lambda: done_meta(staged).get("staged_id"),
+                store=self.day.store,
+            ),
+            "notified": super().output(),
+        }
 
     def run(self) -> None:
         if not self.output()["results"].exists():
             started = time.monotonic()
-            meta = results.send_results(self.day, run_info(self.day, run_id()), started,
-                                        progress=self._progress)
-            self.set_status_message(f"sent {meta['files']} files to {meta['url']}: {meta['users']} users, "
-                                    f"{meta['flagged_users']} flagged")
+            meta = results.send_results(
+                self.day, run_info(self.day, run_id()), started, progress=self._progress
+            )
+            self.set_status_message(
+                f"sent {meta['files']} files to {meta['url']}: {meta['users']} users, "
+                f"{meta['flagged_users']} flagged"
+            )
         if self.day.client.notify_url:
             self.set_status_message(f"notifying {self.day.client.notify_url}")
         results.notify_client(self.day)
@@ -68,8 +78,11 @@ class MonitorTracker(ClientDayTask):
     stage = "monitor"
 
     def requires(self):
-        return {"labeling": Labeling(**self.day_kwargs()), "sent": ResultSender(**self.day_kwargs()),
-                "ferry": BatchFeaturePlatformFerry(**self.day_kwargs())}
+        return {
+            "labeling": Labeling(**self.day_kwargs()),
+            "sent": ResultSender(**self.day_kwargs()),
+            "ferry": BatchFeaturePlatformFerry(**self.day_kwargs()),
+        }
 
     def run(self) -> None:
         meta = monitor.monitor(self.day)

@@ -9,6 +9,7 @@ bucket, the rest of the run works on that copy even if more files land meanwhile
 the day stale for the next run). RUN_STARTED is taken when the module is imported, before
 luigi forks its workers, so every process of one run agrees on it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,12 @@ class RawDataTarget(luigi.Target):
 
         if raw_data_keys(self._listed()):
             return True
-        logger.warning("no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
-                       self.day.name, self.day.date, self.path)
+        logger.warning(
+            "no raw data for %s %s at %s (expected logs/, events/ or transactions/ files)",
+            self.day.name,
+            self.day.date,
+            self.path,
+        )
         return False
 
     @property
@@ -134,8 +139,14 @@ class ResultsTarget(ObjectTarget):
     (a rerun) are sent again even when the input is the same.
     """
 
-    def __init__(self, bucket: str, prefix: str, current_input: Callable[[], str | None],
-                 staged_id: Callable[[], str | None], store=None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        current_input: Callable[[], str | None],
+        staged_id: Callable[[], str | None],
+        store=None,
+    ) -> None:
         super().__init__(bucket, prefix + SUCCESS, store)
         self.prefix = prefix
         self._current_input = current_input

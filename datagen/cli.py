@@ -1,4 +1,5 @@
 """`fraudbatch-datagen`: write one sample client-day of raw input and its ground truth."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,24 +19,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Generate a sample client-day (rawdata/{client}/{date}/...) with planted fraud rings, "
-                    "malformed records and a ground-truth file outside the client's data.",
+        "malformed records and a ground-truth file outside the client's data.",
     )
     p.add_argument("--client", required=True, help="client name from the registry")
     p.add_argument("--date", required=True, help="client-day, YYYY-MM-DD")
-    p.add_argument("--events", type=int, default=20000, help="records to write, exactly; at least 1000 (default 20000)")
+    p.add_argument(
+        "--events", type=int, default=20000, help="records to write, exactly; at least 1000 (default 20000)"
+    )
     p.add_argument("--seed", type=int, default=7, help="random seed; same arguments give identical files")
-    p.add_argument("--malformed-rate", type=float, default=0.01, help="share of malformed records (default 0.01)")
-    p.add_argument("--files-per-folder", type=int, default=2,
-                   help="files of each format (jsonl, jsonl.gz, csv, csv.gz) per folder (default 2)")
+    p.add_argument(
+        "--malformed-rate", type=float, default=0.01, help="share of malformed records (default 0.01)"
+    )
+    p.add_argument(
+        "--files-per-folder",
+        type=int,
+        default=2,
+        help="files of each format (jsonl, jsonl.gz, csv, csv.gz) per folder (default 2)",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--out", default="var/objectstore-staging",
-                       help="folder that receives rawdata/{client}/{date}/ (default var/objectstore-staging)")
-    where.add_argument("--objectstore-root", metavar="DIR",
-                       help="write straight into a local object store: DIR/{bucket}/rawdata/{client}/{date}/")
-    p.add_argument("--truth-dir", default="var/truth", help="where {client}/{date}/truth.json goes (default var/truth)")
-    p.add_argument("--registry", help="client registry YAML (default: FRAUDBATCH_CLIENTS or config/clients.yaml)")
-    p.add_argument("--upload", action="store_true",
-                   help="then upload every generated file to the configured object store (FRAUDBATCH_* settings)")
+    where.add_argument(
+        "--out",
+        default="var/objectstore-staging",
+        help="folder that receives rawdata/{client}/{date}/ (default var/objectstore-staging)",
+    )
+    where.add_argument(
+        "--objectstore-root",
+        metavar="DIR",
+        help="write straight into a local object store: DIR/{bucket}/rawdata/{client}/{date}/",
+    )
+    p.add_argument(
+        "--truth-dir", default="var/truth", help="where {client}/{date}/truth.json goes (default var/truth)"
+    )
+    p.add_argument(
+        "--registry", help="client registry YAML (default: FRAUDBATCH_CLIENTS or config/clients.yaml)"
+    )
+    p.add_argument(
+        "--upload",
+        action="store_true",
+        help="then upload every generated file to the configured object store (FRAUDBATCH_* settings)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -71,12 +93,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             from tqdm import tqdm
 
-            bar = tqdm(total=args.events, unit="rec", unit_scale=True, file=sys.stderr,
-                       desc=f"{client.name} {day.isoformat()}")
+            bar = tqdm(
+                total=args.events,
+                unit="rec",
+                unit_scale=True,
+                file=sys.stderr,
+                desc=f"{client.name} {day.isoformat()}",
+            )
         try:
             report = generate_client_day(
-                client, day, out, events=args.events, seed=args.seed, malformed_rate=args.malformed_rate,
-                truth_dir=Path(args.truth_dir), files_per_folder=args.files_per_folder,
+                client,
+                day,
+                out,
+                events=args.events,
+                seed=args.seed,
+                malformed_rate=args.malformed_rate,
+                truth_dir=Path(args.truth_dir),
+                files_per_folder=args.files_per_folder,
                 progress=bar.update if bar is not None else None,
             )
         finally:

@@ -29,6 +29,7 @@ stay distinct) and late records from the evening before the client-day. Records 
 client's own field names (``field_map`` applied in reverse). Output is a pure function of the
 arguments: one seeded ``random.Random``, sorted JSON keys, gzip with mtime 0.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,8 +50,13 @@ from fraudcore.clients import ClientConfig
 FOLDERS = ("logs", "events", "transactions")
 FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz")
 FOLDER_OF = {
-    "login": "logs", "login_failed": "logs", "logout": "logs", "page_view": "logs",
-    "signup": "events", "password_change": "events", "transaction": "transactions",
+    "login": "logs",
+    "login_failed": "logs",
+    "logout": "logs",
+    "page_view": "logs",
+    "signup": "events",
+    "password_change": "events",
+    "transaction": "transactions",
 }
 RING_SHAPES = ("shared_device", "shared_fingerprint_block", "chain", "signup_burst", "velocity")
 MALFORMED_KINDS = ("invalid_json", "missing_user_id", "bad_event_time", "bad_amount", "csv_column_count")
@@ -61,8 +67,19 @@ MISSING_ID_RATE = 0.03
 LABEL_SHARE = 0.30
 
 # Canonical columns per folder, in CSV header order (renamed through the client's field_map).
-_BASE_COLUMNS = ("user_id", "event_time", "event_type", "event_id", "ip", "device_id",
-                 "browser_fingerprint", "user_agent", "email_domain", "phone", "country")
+_BASE_COLUMNS = (
+    "user_id",
+    "event_time",
+    "event_type",
+    "event_id",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "email_domain",
+    "phone",
+    "country",
+)
 _COLUMNS = {
     "logs": _BASE_COLUMNS,
     "events": _BASE_COLUMNS,
@@ -94,10 +111,24 @@ _UA = {
         "Chrome/123.0.0.0 Safari/537.36",
     ),
 }
-_COUNTRIES = (("US", "USD", 70), ("CA", "CAD", 8), ("GB", "GBP", 8), ("DE", "EUR", 6), ("MX", "MXN", 4),
-              ("IN", "INR", 4))
-_EMAIL_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "icloud.com", "hotmail.com", "aol.com",
-                  "proton.me", "comcast.net")
+_COUNTRIES = (
+    ("US", "USD", 70),
+    ("CA", "CAD", 8),
+    ("GB", "GBP", 8),
+    ("DE", "EUR", 6),
+    ("MX", "MXN", 4),
+    ("IN", "INR", 4),
+)
+_EMAIL_DOMAINS = (
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "icloud.com",
+    "hotmail.com",
+    "aol.com",
+    "proton.me",
+    "comcast.net",
+)
 _DISPOSABLE_DOMAINS = ("mailinator.com", "tempmail.dev", "guerrillamail.net", "trashmail.io", "fakeinbox.org")
 # First octets of residential, carrier and hosting space; kept disjoint so a planted /24 never
 # collides with an innocent home address by chance.
@@ -192,7 +223,9 @@ class _Day:
             c = _COUNTRIES[_pick(rng, self._country_cum)]
             country = (c[0], c[1])
         user = _User(
-            uid=self._new_uid(), country=country[0], currency=country[1],
+            uid=self._new_uid(),
+            country=country[0],
+            currency=country[1],
             email_domain=email_domain or rng.choice(_EMAIL_DOMAINS),
             phone=f"+1{rng.randrange(200, 999)}{rng.randrange(10**6, 10**7)}",
         )
@@ -208,13 +241,17 @@ class _Day:
 
     def device(self, kind: str, ip: str, country: str) -> Ctx:
         rng = self.rng
-        return (ip, f"dev-{rng.getrandbits(64):016x}", f"fp-{rng.getrandbits(64):016x}",
-                rng.choice(_UA[kind]), country)
+        return (
+            ip,
+            f"dev-{rng.getrandbits(64):016x}",
+            f"fp-{rng.getrandbits(64):016x}",
+            rng.choice(_UA[kind]),
+            country,
+        )
 
     def home_ip(self) -> str:
         rng = self.rng
-        return (f"{rng.choice(_HOME_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}."
-                f"{rng.randrange(1, 255)}")
+        return f"{rng.choice(_HOME_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
     def offset(self) -> int:
         """A session start within the day, in ms from its beginning, weighted to waking hours."""
@@ -309,8 +346,9 @@ def _legit_population(d: _Day, n_legit: int) -> dict:
             user.ctx_weights = [0.4, 0.6]
             user.tx_rate = rng.uniform(0.1, 0.3)
             members.append(u)
-        households.append({"members": members, "device_id": tablet[1], "ip": ip,
-                           "browser_fingerprint": tablet[2]})
+        households.append(
+            {"members": members, "device_id": tablet[1], "ip": ip, "browser_fingerprint": tablet[2]}
+        )
     return {"carrier_ips": carrier_ips, "carrier_users": carrier_users, "households": households}
 
 
@@ -376,8 +414,18 @@ def _ring_window(d: _Day) -> int:
     return d.start + min(hour * _MS_HOUR + rng.randrange(_MS_HOUR), d.length - 3 * _MS_HOUR)
 
 
-def _fraud_member(d: _Day, u: int, t: int, pick_ctx: Callable[[], Ctx], *, signup: bool, n_tx: int,
-                  amount: Callable[[], float], merchants: list[str], tx_gap: tuple[int, int]) -> int:
+def _fraud_member(
+    d: _Day,
+    u: int,
+    t: int,
+    pick_ctx: Callable[[], Ctx],
+    *,
+    signup: bool,
+    n_tx: int,
+    amount: Callable[[], float],
+    merchants: list[str],
+    tx_gap: tuple[int, int],
+) -> int:
     """The script of an active ring member; returns the time after its last event."""
     rng = d.rng
     user = d.users[u]
@@ -407,17 +455,27 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
     members = [d.new_user(country=(country[0], country[1]), email_domain=domain) for _ in range(size)]
     merchants = [f"m-{rng.randrange(2000, 2100):04d}" for _ in range(rng.randint(1, 2))]
     t0 = _ring_window(d)
-    entry: dict = {"shape": shape, "members": members, "sleepers": [], "devices": [], "ips": [],
-                   "fingerprints": [], "merchants": sorted(set(merchants)), "start_ms": t0}
+    entry: dict = {
+        "shape": shape,
+        "members": members,
+        "sleepers": [],
+        "devices": [],
+        "ips": [],
+        "fingerprints": [],
+        "merchants": sorted(set(merchants)),
+        "start_ms": t0,
+    }
 
     def cashout() -> float:
         return round(rng.uniform(150.0, 900.0), 2)
 
     if shape == "shared_device":
-        devices = [d.device(rng.choice(("phone", "desktop")), "", country[0]) for _ in range(rng.randint(1, 3))]
+        devices = [
+            d.device(rng.choice(("phone", "desktop")), "", country[0]) for _ in range(rng.randint(1, 3))
+        ]
         entry["devices"] = sorted(c[1] for c in devices)
         entry["fingerprints"] = sorted(c[2] for c in devices)
-        sleepers = members[-max(1, size // 6):]
+        sleepers = members[-max(1, size // 6) :]
         entry["sleepers"] = sleepers
         for u in members:
             own_ip = d.home_ip()  # residential proxies: a different exit per member
@@ -432,8 +490,17 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
                 d.emit(t, u, "signup", ctx, (d.users[u].email_domain, d.users[u].phone))
                 d.emit(t + rng.randrange(30_000, 300_000), u, "login", ctx)
                 continue
-            _fraud_member(d, u, t, pick, signup=True, n_tx=rng.randint(2, 5), amount=cashout,
-                          merchants=merchants, tx_gap=(15_000, 90_000))
+            _fraud_member(
+                d,
+                u,
+                t,
+                pick,
+                signup=True,
+                n_tx=rng.randint(2, 5),
+                amount=cashout,
+                merchants=merchants,
+                tx_gap=(15_000, 90_000),
+            )
     elif shape == "shared_fingerprint_block":
         block = f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}"
         ua = rng.choice(_UA["desktop"])
@@ -447,8 +514,17 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
             def pick(dev: str = dev) -> Ctx:
                 return (f"{block}.{rng.randrange(2, 255)}", dev, fp, ua, country[0])
 
-            _fraud_member(d, u, t0 + rng.randrange(0, 60 * 60_000), pick, signup=True, n_tx=rng.randint(2, 5),
-                          amount=cashout, merchants=merchants, tx_gap=(10_000, 60_000))
+            _fraud_member(
+                d,
+                u,
+                t0 + rng.randrange(0, 60 * 60_000),
+                pick,
+                signup=True,
+                n_tx=rng.randint(2, 5),
+                amount=cashout,
+                merchants=merchants,
+                tx_gap=(10_000, 60_000),
+            )
     elif shape == "chain":
         own = [d.device(rng.choice(("phone", "desktop")), d.home_ip(), country[0]) for _ in members]
         links = []
@@ -480,11 +556,22 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
                 d.emit(t, u, "transaction", link, (cashout(), d.users[u].currency, rng.choice(merchants)))
             t += rng.randrange(10_000, 60_000)
             d.emit(t, u, "password_change", ctx, (d.users[u].email_domain, d.users[u].phone))
-            _fraud_member(d, u, t + 30_000, lambda ctx=ctx: ctx, signup=False, n_tx=rng.randint(1, 3),
-                          amount=cashout, merchants=merchants, tx_gap=(20_000, 90_000))
+            _fraud_member(
+                d,
+                u,
+                t + 30_000,
+                lambda ctx=ctx: ctx,
+                signup=False,
+                n_tx=rng.randint(1, 3),
+                amount=cashout,
+                merchants=merchants,
+                tx_gap=(20_000, 90_000),
+            )
     elif shape == "signup_burst":
-        proxies = [f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
-                   for _ in range(rng.randint(2, 3))]
+        proxies = [
+            f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
+            for _ in range(rng.randint(2, 3))
+        ]
         entry["ips"] = sorted(set(proxies))
         entry["email_domain"] = domain
         burst = rng.randrange(3, 11) * 60_000
@@ -492,20 +579,39 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
         for u in members:
             ctx = d.device(rng.choice(("phone", "desktop")), rng.choice(proxies), country[0])
             entry["devices"].append(ctx[1])
-            _fraud_member(d, u, t0 + rng.randrange(burst), lambda ctx=ctx: ctx, signup=True,
-                          n_tx=rng.randint(2, 4), amount=cashout, merchants=merchants, tx_gap=(20_000, 120_000))
+            _fraud_member(
+                d,
+                u,
+                t0 + rng.randrange(burst),
+                lambda ctx=ctx: ctx,
+                signup=True,
+                n_tx=rng.randint(2, 4),
+                amount=cashout,
+                merchants=merchants,
+                tx_gap=(20_000, 120_000),
+            )
     elif shape == "velocity":
-        proxies = [f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
-                   for _ in range(rng.randint(1, 2))]
+        proxies = [
+            f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
+            for _ in range(rng.randint(1, 2))
+        ]
         entry["ips"] = sorted(set(proxies))
         base = rng.uniform(20.0, 60.0)
         entry["amount_base"] = round(base, 2)
         for u in members:
             ctx = d.device("desktop", rng.choice(proxies), country[0])
             entry["devices"].append(ctx[1])
-            _fraud_member(d, u, t0 + rng.randrange(0, 10 * 60_000), lambda ctx=ctx: ctx, signup=False,
-                          n_tx=rng.randint(8, 20), amount=lambda: round(base * rng.uniform(0.97, 1.03), 2),
-                          merchants=merchants, tx_gap=(5_000, 30_000))
+            _fraud_member(
+                d,
+                u,
+                t0 + rng.randrange(0, 10 * 60_000),
+                lambda ctx=ctx: ctx,
+                signup=False,
+                n_tx=rng.randint(8, 20),
+                amount=lambda: round(base * rng.uniform(0.97, 1.03), 2),
+                merchants=merchants,
+                tx_gap=(5_000, 30_000),
+            )
     else:  # pragma: no cover - shapes are a closed set
         raise ValueError(f"unknown ring shape {shape!r}")
     entry["devices"] = sorted(set(entry["devices"]))
@@ -577,9 +683,18 @@ def _close_writer(text: io.TextIOBase, closers: list) -> None:
 # The client-day
 
 
-def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, events: int, seed: int,
-                        malformed_rate: float = 0.01, truth_dir: Path, files_per_folder: int = 2,
-                        progress: Progress | None = None) -> GenerationReport:
+def generate_client_day(
+    client: ClientConfig,
+    day: dt.date,
+    out_dir: Path,
+    *,
+    events: int,
+    seed: int,
+    malformed_rate: float = 0.01,
+    truth_dir: Path,
+    files_per_folder: int = 2,
+    progress: Progress | None = None,
+) -> GenerationReport:
     """Write one client-day of raw input (exactly `events` records) and its truth.json; report it.
 
     `files_per_folder` is the number of files of each format in each folder, so a folder holds
@@ -704,11 +819,15 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
     written_paths: list[Path] = []
     pending = 0
 
-    k_user, k_time, k_type, k_eid = (rmap.get(c, c) for c in ("user_id", "event_time", "event_type", "event_id"))
-    k_ip, k_dev, k_fp, k_ua, k_country = (rmap.get(c, c) for c in
-                                          ("ip", "device_id", "browser_fingerprint", "user_agent", "country"))
-    k_email, k_phone, k_amount, k_cur, k_merchant = (rmap.get(c, c) for c in
-                                                     ("email_domain", "phone", "amount", "currency", "merchant_id"))
+    k_user, k_time, k_type, k_eid = (
+        rmap.get(c, c) for c in ("user_id", "event_time", "event_type", "event_id")
+    )
+    k_ip, k_dev, k_fp, k_ua, k_country = (
+        rmap.get(c, c) for c in ("ip", "device_id", "browser_fingerprint", "user_agent", "country")
+    )
+    k_email, k_phone, k_amount, k_cur, k_merchant = (
+        rmap.get(c, c) for c in ("email_domain", "phone", "amount", "currency", "merchant_id")
+    )
     tmp_root = atomic.temp_dir_for(final_root)
     try:
         for folder in FOLDERS:
@@ -746,8 +865,16 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
                                 _corrupt_csv(row, kind, corrupt_rng)
                             writer.writerow(row)
                         else:
-                            rec = {k_user: uids[u], k_time: tval, k_type: et, k_ip: ctx[0], k_dev: ctx[1],
-                                   k_fp: ctx[2], k_ua: ctx[3], k_country: ctx[4]}
+                            rec = {
+                                k_user: uids[u],
+                                k_time: tval,
+                                k_type: et,
+                                k_ip: ctx[0],
+                                k_dev: ctx[1],
+                                k_fp: ctx[2],
+                                k_ua: ctx[3],
+                                k_country: ctx[4],
+                            }
                             if eid:
                                 rec[k_eid] = eid
                             if extra is not None:
@@ -758,7 +885,9 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
                             if kind is None:
                                 text.write(encode(rec))
                             else:
-                                text.write(_corrupt_json(rec, kind, k_user, k_time, k_amount, encode, corrupt_rng))
+                                text.write(
+                                    _corrupt_json(rec, kind, k_user, k_time, k_amount, encode, corrupt_rng)
+                                )
                             text.write("\n")
                         if kind is not None:
                             malformed_records.append({"file": key, "line": line, "kind": kind})
@@ -821,11 +950,20 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
         doc["sleepers"] = ids(entry["sleepers"])
         doc["size"] = len(entry["members"])
         if "links" in entry:
-            doc["links"] = [{"kind": x["kind"], "value": x["value"], "users": [uids[u] for u in x["users"]]}
-                            for x in entry["links"]]
+            doc["links"] = [
+                {"kind": x["kind"], "value": x["value"], "users": [uids[u] for u in x["users"]]}
+                for x in entry["links"]
+            ]
         ring_doc[rid] = doc
-    households_doc = [{"members": ids(h["members"]), "device_id": h["device_id"], "ip": h["ip"],
-                       "browser_fingerprint": h["browser_fingerprint"]} for h in legit_truth["households"]]
+    households_doc = [
+        {
+            "members": ids(h["members"]),
+            "device_id": h["device_id"],
+            "ip": h["ip"],
+            "browser_fingerprint": h["browser_fingerprint"],
+        }
+        for h in legit_truth["households"]
+    ]
     n_valid = events - n_malformed
     truth = {
         "client": client.name,
@@ -870,21 +1008,39 @@ def generate_client_day(client: ClientConfig, day: dt.date, out_dir: Path, *, ev
         },
         "malformed": {"total": n_malformed, "by_kind": malformed_by_kind, "records": malformed_records},
         "duplicates": {"total": n_dup, "event_ids": sorted(f"{id_prefix}{i:08x}" for i in dup_src)},
-        "labels": {"file": f"{rel_root.as_posix()}/labels/labels.csv", "rows": len(label_rows),
-                   "fraud": sum(1 for _, lab in label_rows if lab == "fraud"),
-                   "legit": sum(1 for _, lab in label_rows if lab == "legit")},
+        "labels": {
+            "file": f"{rel_root.as_posix()}/labels/labels.csv",
+            "rows": len(label_rows),
+            "fraud": sum(1 for _, lab in label_rows if lab == "fraud"),
+            "legit": sum(1 for _, lab in label_rows if lab == "legit"),
+        },
         "files": file_rows,
     }
     truth_path = Path(truth_dir) / client.name / date_s / "truth.json"
     atomic.write_json(truth_path, truth)
 
     return GenerationReport(
-        client=client.name, date=date_s, root=final_root, truth_path=truth_path, files=written_paths,
-        records=events, valid_records=n_valid, malformed=n_malformed, malformed_by_kind=malformed_by_kind,
-        duplicates=n_dup, late=n_late, missing_event_id=n_missing_id, users=len(d.users), rings=len(rings),
-        ring_members=len(ring_members), households=len(households_doc),
-        carrier_users=len(legit_truth["carrier_users"]), carrier_ips=len(legit_truth["carrier_ips"]),
-        labels=len(label_rows), seconds=time.perf_counter() - began, by_source=by_source,
+        client=client.name,
+        date=date_s,
+        root=final_root,
+        truth_path=truth_path,
+        files=written_paths,
+        records=events,
+        valid_records=n_valid,
+        malformed=n_malformed,
+        malformed_by_kind=malformed_by_kind,
+        duplicates=n_dup,
+        late=n_late,
+        missing_event_id=n_missing_id,
+        users=len(d.users),
+        rings=len(rings),
+        ring_members=len(ring_members),
+        households=len(households_doc),
+        carrier_users=len(legit_truth["carrier_users"]),
+        carrier_ips=len(legit_truth["carrier_ips"]),
+        labels=len(label_rows),
+        seconds=time.perf_counter() - began,
+        by_source=by_source,
     )
 
 
@@ -909,7 +1065,9 @@ def _corrupt_csv(row: list[str], kind: str, rng: random.Random) -> None:
             row.append("extra")
 
 
-def _corrupt_json(rec: dict, kind: str, k_user: str, k_time: str, k_amount: str, encode, rng: random.Random) -> str:
+def _corrupt_json(
+    rec: dict, kind: str, k_user: str, k_time: str, k_amount: str, encode, rng: random.Random
+) -> str:
     """One JSONL line that a strict reader rejects for `kind`."""
     if kind == "invalid_json":
         text = encode(rec)

@@ -1,4 +1,5 @@
 """`python -m dcluster`: same as `dcluster-server`."""
+
 from dcluster.server import main
 
 raise SystemExit(main())

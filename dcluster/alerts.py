@@ -1,4 +1,5 @@
 """Alerts an operator must see (no capacity, spot disabled): open until resolved, one per key."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -51,7 +52,9 @@ class AlertBook:
                 alert.count += 1
                 alert.message = message
                 return alert
-        alert = Alert(alert_id="al-" + secrets.token_hex(4), key=key, kind=kind, message=message, raised_ts=now)
+        alert = Alert(
+            alert_id="al-" + secrets.token_hex(4), key=key, kind=kind, message=message, raised_ts=now
+        )
         self.items.append(alert)
         del self.items[:-MAX_ALERTS_KEPT]
         log.warning("alert %s: %s", kind, message)

@@ -5,6 +5,7 @@ Runs the real service in-process on a loopback port with the real project and it
 session) and awaited with dcluster_client.run_job, as a Luigi task does. Each mode runs its jobs
 one after another; the figures are medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def connect_server(folder: Path) -> Iterator[tuple[str, float]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "SPARK_CONNECT_PORT": str(port), "SPARK_CONNECT_DIR": str(folder),
-           "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent)}
+    env = {
+        **os.environ,
+        "SPARK_CONNECT_PORT": str(port),
+        "SPARK_CONNECT_DIR": str(folder),
+        "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent),
+    }
     began = time.perf_counter()
     try:
         started = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
@@ -46,8 +51,9 @@ def connect_server(folder: Path) -> Iterator[tuple[str, float]]:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
 
 
-def measure(settings: DClusterSettings, jobs: int, warmup: int, client_poll: float, out: Path,
-            launcher: str) -> dict[str, float]:
+def measure(
+    settings: DClusterSettings, jobs: int, warmup: int, client_poll: float, out: Path, launcher: str
+) -> dict[str, float]:
     """Median seconds of each phase over `jobs` smoke jobs (after `warmup` uncounted ones)."""
     from dcluster_client import DClusterClient, JobSpec, run_job
 
@@ -55,8 +61,12 @@ def measure(settings: DClusterSettings, jobs: int, warmup: int, client_poll: flo
     with serving(settings) as url:
         client = DClusterClient(url, attempts=1)
         for i in range(warmup + jobs):
-            spec = JobSpec(client="bench", app="smoke", priority="critical",
-                           args=["--out", str(out / f"{launcher}-{i}.txt"), "--n", "100"])
+            spec = JobSpec(
+                client="bench",
+                app="smoke",
+                priority="critical",
+                args=["--out", str(out / f"{launcher}-{i}.txt"), "--n", "100"],
+            )
             status = run_job(client, spec, poll_interval=client_poll, timeout_s=600)
             seen = time.time()
             used = status.raw["runs"][-1].get("launcher")
@@ -78,25 +88,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=5, help="counted jobs per mode")
     p.add_argument("--warmup", type=int, default=1, help="uncounted jobs per mode before them")
     p.add_argument("--poll", type=float, default=1.0, help="service poll interval (shipped default 1.0 s)")
-    p.add_argument("--client-poll", type=float, default=2.0,
-                   help="run_job poll interval (luigi.cfg [batch_tasks] poll_interval, 2 s)")
+    p.add_argument(
+        "--client-poll",
+        type=float,
+        default=2.0,
+        help="run_job poll interval (luigi.cfg [batch_tasks] poll_interval, 2 s)",
+    )
     args = p.parse_args(argv)
     if args.jobs < 1 or args.warmup < 0:
         p.error("--jobs must be at least 1 and --warmup not negative")
     with tempfile.TemporaryDirectory(prefix="dcluster-bench-overhead-") as tmp:
         root = Path(tmp)
-        base = DClusterSettings(state_dir=root / "state-submit", env="bench", poll_interval_s=args.poll,
-                                cluster=ClusterConfig.from_mapping({}))
-        print(f"DCluster per-job overhead: smoke job (range(100).count()), {args.jobs} jobs per mode after "
-              f"{args.warmup} warm-up, service poll {args.poll:g}s, client poll {args.client_poll:g}s, "
-              f"{os.cpu_count()} cores")
+        base = DClusterSettings(
+            state_dir=root / "state-submit",
+            env="bench",
+            poll_interval_s=args.poll,
+            cluster=ClusterConfig.from_mapping({}),
+        )
+        print(
+            f"DCluster per-job overhead: smoke job (range(100).count()), {args.jobs} jobs per mode after "
+            f"{args.warmup} warm-up, service poll {args.poll:g}s, client poll {args.client_poll:g}s, "
+            f"{os.cpu_count()} cores"
+        )
         rows = {"spark-submit": measure(base, args.jobs, args.warmup, args.client_poll, root, "spark-submit")}
         with connect_server(root / "spark-connect") as (url, startup):
             cluster = ClusterConfig.from_mapping({"resident_session": {"enabled": True, "url": url}})
-            resident = DClusterSettings(state_dir=root / "state-resident", env="bench", poll_interval_s=args.poll,
-                                        cluster=cluster)
-            rows["resident session"] = measure(resident, args.jobs, args.warmup, args.client_poll, root,
-                                               "resident_session")
+            resident = DClusterSettings(
+                state_dir=root / "state-resident", env="bench", poll_interval_s=args.poll, cluster=cluster
+            )
+            rows["resident session"] = measure(
+                resident, args.jobs, args.warmup, args.client_poll, root, "resident_session"
+            )
         print(f"{'median seconds':<18}" + "".join(f"{k.replace('_to_', '->'):>22}" for k in PHASES))
         for name, row in rows.items():
             print(f"{name:<18}" + "".join(f"{row[k]:>22.3f}" for k in PHASES))

@@ -3,6 +3,7 @@
 Defaults are the SPEC's example config; config/dcluster-config.yaml (DCLUSTER_CONFIG) overrides
 them. Plain frozen dataclasses, built and checked by from_mapping(); nothing is read at import.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -93,8 +94,18 @@ class Simulation:
 
 # Jobs of jobs/ that run unchanged on a Spark Connect session: DataFrame API only, or no Spark at
 # all (result_agg); every Spark job of the pipeline (docs/dcluster.md).
-CONNECT_APPS = ("smoke", "connector", "organizer", "virtual_nodes", "campaign", "event_join", "result_agg",
-                "rawlogconverter", "user_stats", "result_agg_lite")
+CONNECT_APPS = (
+    "smoke",
+    "connector",
+    "organizer",
+    "virtual_nodes",
+    "campaign",
+    "event_join",
+    "result_agg",
+    "rawlogconverter",
+    "user_stats",
+    "result_agg_lite",
+)
 
 
 @dataclass(frozen=True)
@@ -114,14 +125,17 @@ class ClusterConfig:
 
     on_demand: OnDemandPool = field(default_factory=OnDemandPool)
     spot: SpotPool = field(default_factory=SpotPool)
-    strategies: dict[str, float] = field(default_factory=lambda: {
-        "cost_optimized": 0.7, "balanced": 0.5, "performance_optimized": 0.3})
-    task_classes: dict[str, TaskClass] = field(default_factory=lambda: {
-        "critical": TaskClass(spot_share=0.0, max_attempts=3),
-        "normal": TaskClass(spot_share=None, max_attempts=3),
-        "batch": TaskClass(spot_share=1.0, max_attempts=5),
-        "dev": TaskClass(spot_share=1.0, max_attempts=5),
-    })
+    strategies: dict[str, float] = field(
+        default_factory=lambda: {"cost_optimized": 0.7, "balanced": 0.5, "performance_optimized": 0.3}
+    )
+    task_classes: dict[str, TaskClass] = field(
+        default_factory=lambda: {
+            "critical": TaskClass(spot_share=0.0, max_attempts=3),
+            "normal": TaskClass(spot_share=None, max_attempts=3),
+            "batch": TaskClass(spot_share=1.0, max_attempts=5),
+            "dev": TaskClass(spot_share=1.0, max_attempts=5),
+        }
+    )
     dev_envs: tuple[str, ...] = ("dev", "test")  # non-critical jobs of these envs are class dev
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     monitor: Monitor = field(default_factory=Monitor)
@@ -185,8 +199,9 @@ class ClusterConfig:
                 raise ConfigError("task_classes must be a mapping of class name to settings")
             merged = dict(base.task_classes)
             for name, values in classes.items():
-                merged[str(name)] = _build(TaskClass, values or {}, f"task_classes.{name}.",
-                                           merged.get(str(name), TaskClass()))
+                merged[str(name)] = _build(
+                    TaskClass, values or {}, f"task_classes.{name}.", merged.get(str(name), TaskClass())
+                )
             config = replace(config, task_classes=merged)
         if aws:
             config = replace(config, aws={str(k): v for k, v in aws.items()})

@@ -5,6 +5,7 @@ and tests point it at a moto server. Every EC2 call goes through `Ec2Client._cal
 a botocore failure into an `AwsCapacityError` that names the call, the region and what to check.
 boto3, botocore and requests are imported on first use; nothing is read at import time.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,21 +20,42 @@ MANAGED_BY = "dcluster"
 INTERRUPTION_ACTIONS = ("terminate", "stop", "hibernate")
 # Error codes that mean "AWS cannot give this capacity now", not a mistake in the settings: the
 # caller falls back, and the resource manager counts them toward disabling spot for a while.
-CAPACITY_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "MaxSpotInstanceCountExceeded",
-    "InstanceLimitExceeded", "VcpuLimitExceeded", "SpotMaxPriceTooLow", "Unsupported",
-    "capacity-not-available", "capacity-oversubscribed", "price-too-low", "not-scheduled-yet",
-    "schedule-expired", "launch-group-constraint", "az-group-constraint", "constraint-not-fulfillable",
-})
-_CREDENTIALS = ("check the AWS credentials (environment, profile or instance role) and that the "
-                "dcluster service account may manage EC2 instances")
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "MaxSpotInstanceCountExceeded",
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+        "SpotMaxPriceTooLow",
+        "Unsupported",
+        "capacity-not-available",
+        "capacity-oversubscribed",
+        "price-too-low",
+        "not-scheduled-yet",
+        "schedule-expired",
+        "launch-group-constraint",
+        "az-group-constraint",
+        "constraint-not-fulfillable",
+    }
+)
+_CREDENTIALS = (
+    "check the AWS credentials (environment, profile or instance role) and that the "
+    "dcluster service account may manage EC2 instances"
+)
 # (error code prefix, what to check); the first matching prefix wins.
 _HINTS: tuple[tuple[str, str], ...] = (
-    ("InsufficientInstanceCapacity", "AWS has no {instance_type} capacity there right now; "
-                                     "try another zone or instance type, or on-demand"),
+    (
+        "InsufficientInstanceCapacity",
+        "AWS has no {instance_type} capacity there right now; "
+        "try another zone or instance type, or on-demand",
+    ),
     ("InsufficientCapacity", "AWS has no {instance_type} capacity there right now"),
-    ("MaxSpotInstanceCountExceeded", "the account's spot instance limit is reached; check the EC2 spot "
-                                     "quotas in Service Quotas and instances left running"),
+    (
+        "MaxSpotInstanceCountExceeded",
+        "the account's spot instance limit is reached; check the EC2 spot "
+        "quotas in Service Quotas and instances left running",
+    ),
     ("InstanceLimitExceeded", "the account's instance limit is reached; check the EC2 quotas"),
     ("VcpuLimitExceeded", "the account's vCPU limit is reached; check the EC2 vCPU quotas"),
     ("SpotMaxPriceTooLow", "the spot price is above max_spot_price"),
@@ -127,7 +149,9 @@ class Ec2Client:
             from botocore.config import Config
 
             self.ec2_client = boto3.client(
-                "ec2", region_name=self.settings.region, endpoint_url=self.settings.endpoint_url,
+                "ec2",
+                region_name=self.settings.region,
+                endpoint_url=self.settings.endpoint_url,
                 config=Config(retries={"mode": "standard", "max_attempts": 3}),
             )
         return self.ec2_client
@@ -146,13 +170,19 @@ class Ec2Client:
         kwargs: dict[str, Any] = {
             "InstanceTypes": [instance_type or self.settings.instance_type],
             "ProductDescriptions": [self.settings.product_description],
-            "StartTime": now - dt.timedelta(hours=hours), "EndTime": now,
+            "StartTime": now - dt.timedelta(hours=hours),
+            "EndTime": now,
         }
         out = [
-            {"timestamp": _iso(e["Timestamp"]), "availability_zone": e.get("AvailabilityZone", ""),
-             "instance_type": e.get("InstanceType", ""), "product_description": e.get("ProductDescription", ""),
-             "price": float(e["SpotPrice"])}
-            for page in self._pages("describe_spot_price_history", "SpotPriceHistory", **kwargs) for e in page
+            {
+                "timestamp": _iso(e["Timestamp"]),
+                "availability_zone": e.get("AvailabilityZone", ""),
+                "instance_type": e.get("InstanceType", ""),
+                "product_description": e.get("ProductDescription", ""),
+                "price": float(e["SpotPrice"]),
+            }
+            for page in self._pages("describe_spot_price_history", "SpotPriceHistory", **kwargs)
+            for e in page
         ]
         return sorted(out, key=lambda e: e["timestamp"], reverse=True)
 
@@ -171,26 +201,46 @@ class Ec2Client:
     def launch_tags(self, *, client: str, job_id: str, env: str, capacity_type: str) -> list[dict[str, str]]:
         """EC2 tags of a job's instances: the namespace and its parts over the configured extra tags."""
         ns = namespace(env, client, job_id)
-        tags = {"Name": ns, **self.settings.tags, "namespace": ns, "client": client, "job_id": job_id,
-                "env": env, "capacity_type": capacity_type, "managed_by": MANAGED_BY}
+        tags = {
+            "Name": ns,
+            **self.settings.tags,
+            "namespace": ns,
+            "client": client,
+            "job_id": job_id,
+            "env": env,
+            "capacity_type": capacity_type,
+            "managed_by": MANAGED_BY,
+        }
         return [{"Key": k, "Value": v} for k, v in tags.items()]
 
     def request_spot(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Launch `count` one-time spot instances with run_instances; all or none (ClientError → error)."""
-        market = {"MarketType": "spot", "SpotOptions": {
-            "MaxPrice": _price_text(self.settings.max_spot_price), "SpotInstanceType": "one-time",
-            "InstanceInterruptionBehavior": "terminate"}}
-        return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT),
-                            self.settings.instance_type, market)
+        market = {
+            "MarketType": "spot",
+            "SpotOptions": {
+                "MaxPrice": _price_text(self.settings.max_spot_price),
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
+            },
+        }
+        return self._launch(
+            count,
+            self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=SPOT),
+            self.settings.instance_type,
+            market,
+        )
 
     def run_on_demand(self, count: int, *, client: str, job_id: str, env: str) -> list[str]:
         """Launch `count` on-demand instances with the job's tags; all or none."""
-        return self._launch(count, self.launch_tags(client=client, job_id=job_id, env=env,
-                                                    capacity_type=ON_DEMAND),
-                            self.settings.on_demand_instance_type or self.settings.instance_type)
+        return self._launch(
+            count,
+            self.launch_tags(client=client, job_id=job_id, env=env, capacity_type=ON_DEMAND),
+            self.settings.on_demand_instance_type or self.settings.instance_type,
+        )
 
-    def _launch(self, count: int, tags: list[dict[str, str]], first_type: str,
-                market: dict[str, Any] | None = None) -> list[str]:
+    def _launch(
+        self, count: int, tags: list[dict[str, str]], first_type: str, market: dict[str, Any] | None = None
+    ) -> list[str]:
         """Instances of the first launch option EC2 has capacity for; one error naming every refusal.
 
         Only a capacity refusal moves on to the next option: a wrong AMI, subnet or credential
@@ -214,15 +264,24 @@ class Ec2Client:
         raise AwsCapacityError(
             f"run_instances found no capacity on {self.where} for any of the {len(options)} launch options "
             f"({tried}); add instance types or subnets (alternative_instance_types, alternative_subnet_ids) "
-            "or wait for capacity", operation="run_instances", code=last.code, capacity=True)
+            "or wait for capacity",
+            operation="run_instances",
+            code=last.code,
+            capacity=True,
+        )
 
-    def _run_kwargs(self, count: int, tags: list[dict[str, str]], instance_type: str,
-                    subnet_id: str | None) -> dict[str, Any]:
+    def _run_kwargs(
+        self, count: int, tags: list[dict[str, str]], instance_type: str, subnet_id: str | None
+    ) -> dict[str, Any]:
         s = self.settings
         # MinCount == MaxCount: a job gets every instance it asked for or none (nothing half-launched).
-        kwargs: dict[str, Any] = {"ImageId": s.ami_id, "InstanceType": instance_type, "MinCount": count,
-                                  "MaxCount": count,
-                                  "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]}
+        kwargs: dict[str, Any] = {
+            "ImageId": s.ami_id,
+            "InstanceType": instance_type,
+            "MinCount": count,
+            "MaxCount": count,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+        }
         kwargs.update(self._placement())
         if subnet_id:
             kwargs["SubnetId"] = subnet_id
@@ -234,8 +293,11 @@ class Ec2Client:
         if count < 1:
             raise ValueError(f"instance count must be at least 1, got {count}")
         if not self.settings.ami_id:
-            raise AwsCapacityError(f"no ami_id set for {what} on {self.where}; set the image every "
-                                   "instance boots", operation=operation, code="NoAmi")
+            raise AwsCapacityError(
+                f"no ami_id set for {what} on {self.where}; set the image every instance boots",
+                operation=operation,
+                code="NoAmi",
+            )
 
     def _placement(self) -> dict[str, Any]:
         s = self.settings
@@ -262,35 +324,54 @@ class Ec2Client:
         """Instances tagged with the namespace (by default those not shutting down or terminated)."""
         filters = [{"Name": "tag:namespace", "Values": [namespace]}]
         if alive_only:
-            filters.append({"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]})
+            filters.append(
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
+            )
         out = []
         for page in self._pages("describe_instances", "Reservations", Filters=filters):
             for reservation in page:
                 for i in reservation.get("Instances", []):
-                    out.append({
-                        "instance_id": i["InstanceId"], "state": i["State"]["Name"],
-                        "capacity_type": SPOT if i.get("InstanceLifecycle") == "spot" else ON_DEMAND,
-                        "instance_type": i.get("InstanceType", ""),
-                        "launch_time": _iso(i["LaunchTime"]) if i.get("LaunchTime") else None,
-                        "private_ip": i.get("PrivateIpAddress"),
-                        "spot_request_id": i.get("SpotInstanceRequestId"),
-                        "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])},
-                    })
+                    out.append(
+                        {
+                            "instance_id": i["InstanceId"],
+                            "state": i["State"]["Name"],
+                            "capacity_type": SPOT if i.get("InstanceLifecycle") == "spot" else ON_DEMAND,
+                            "instance_type": i.get("InstanceType", ""),
+                            "launch_time": _iso(i["LaunchTime"]) if i.get("LaunchTime") else None,
+                            "private_ip": i.get("PrivateIpAddress"),
+                            "spot_request_id": i.get("SpotInstanceRequestId"),
+                            "tags": {t["Key"]: t["Value"] for t in i.get("Tags", [])},
+                        }
+                    )
         return sorted(out, key=lambda i: i["instance_id"])
 
     def spot_requests(self, namespace: str) -> list[dict[str, Any]]:
         """Spot requests tagged with the namespace that may still launch (open or active)."""
-        resp = self._call("describe_spot_instance_requests", Filters=[
-            {"Name": "tag:namespace", "Values": [namespace]}, {"Name": "state", "Values": ["open", "active"]}])
-        return [{"request_id": r["SpotInstanceRequestId"], "state": r.get("State", ""),
-                 "instance_id": r.get("InstanceId")} for r in resp.get("SpotInstanceRequests", [])]
+        resp = self._call(
+            "describe_spot_instance_requests",
+            Filters=[
+                {"Name": "tag:namespace", "Values": [namespace]},
+                {"Name": "state", "Values": ["open", "active"]},
+            ],
+        )
+        return [
+            {
+                "request_id": r["SpotInstanceRequestId"],
+                "state": r.get("State", ""),
+                "instance_id": r.get("InstanceId"),
+            }
+            for r in resp.get("SpotInstanceRequests", [])
+        ]
 
     def cancel_spot_requests(self, request_ids: list[str]) -> dict[str, str]:
         """Cancel spot requests; each one's state after the call (their instances keep running)."""
         if not request_ids:
             return {}
         resp = self._call("cancel_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))
-        return {r["SpotInstanceRequestId"]: r.get("State", "") for r in resp.get("CancelledSpotInstanceRequests", [])}
+        return {
+            r["SpotInstanceRequestId"]: r.get("State", "")
+            for r in resp.get("CancelledSpotInstanceRequests", [])
+        }
 
     def release(self, namespace: str, instance_ids: Iterable[str] = ()) -> list[str]:
         """Cancel the namespace's live spot requests, terminate its instances (and `instance_ids`); ids terminated."""
@@ -298,8 +379,11 @@ class Ec2Client:
         self.cancel_spot_requests([r["request_id"] for r in requests])
         # Cancelling leaves a request's instance running; the namespace lookup also finds instances
         # launched by an attempt whose ids were lost (e.g. the service died between launch and record).
-        ids = {*instance_ids, *(r["instance_id"] for r in requests if r["instance_id"]),
-               *(i["instance_id"] for i in self.instances(namespace))}
+        ids = {
+            *instance_ids,
+            *(r["instance_id"] for r in requests if r["instance_id"]),
+            *(i["instance_id"] for i in self.instances(namespace)),
+        }
         self.terminate(sorted(ids))
         return sorted(ids)
 
@@ -343,10 +427,19 @@ class Ec2Client:
         elif isinstance(exc, NoRegionError):
             hint = "set region"
         else:
-            hint = next((h for prefix, h in _HINTS if code.startswith(prefix)), "check the settings and the AWS limits")
-        hint = hint.format(region=self.settings.region, instance_type=instance_type or self.settings.instance_type)
-        return AwsCapacityError(f"{operation} failed on {self.where}: {code}: {detail}; {hint}",
-                                operation=operation, code=code, capacity=code in CAPACITY_CODES)
+            hint = next(
+                (h for prefix, h in _HINTS if code.startswith(prefix)),
+                "check the settings and the AWS limits",
+            )
+        hint = hint.format(
+            region=self.settings.region, instance_type=instance_type or self.settings.instance_type
+        )
+        return AwsCapacityError(
+            f"{operation} failed on {self.where}: {code}: {detail}; {hint}",
+            operation=operation,
+            code=code,
+            capacity=code in CAPACITY_CODES,
+        )
 
 
 class InterruptionWatcher:
@@ -355,9 +448,15 @@ class InterruptionWatcher:
     TOKEN_PATH = "/latest/api/token"
     ACTION_PATH = "/latest/meta-data/spot/instance-action"
 
-    def __init__(self, metadata_url: str = "http://169.254.169.254", session: Any | None = None, *,
-                 timeout_s: float = 2.0, token_ttl_s: int = 21600,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        metadata_url: str = "http://169.254.169.254",
+        session: Any | None = None,
+        *,
+        timeout_s: float = 2.0,
+        token_ttl_s: int = 21600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.metadata_url = metadata_url.rstrip("/")
         self._session = session
         self.timeout_s = timeout_s
@@ -380,8 +479,11 @@ class InterruptionWatcher:
         body = self._get(self.ACTION_PATH)
         if body is None:
             return None
-        if not isinstance(body, Mapping) or body.get("action") not in INTERRUPTION_ACTIONS \
-                or not isinstance(body.get("time"), str):
+        if (
+            not isinstance(body, Mapping)
+            or body.get("action") not in INTERRUPTION_ACTIONS
+            or not isinstance(body.get("time"), str)
+        ):
             raise MetadataError(f"unexpected spot instance-action from {self.metadata_url}: {body!r}")
         return {"action": str(body["action"]), "time": str(body["time"])}
 
@@ -394,21 +496,27 @@ class InterruptionWatcher:
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise MetadataError(f"instance metadata {self.metadata_url}{path} answered HTTP {resp.status_code}")
+            raise MetadataError(
+                f"instance metadata {self.metadata_url}{path} answered HTTP {resp.status_code}"
+            )
         try:
             return json.loads(resp.text)
         except ValueError:
-            raise MetadataError(f"instance metadata {self.metadata_url}{path} is not JSON: "
-                                f"{resp.text[:200]!r}") from None
+            raise MetadataError(
+                f"instance metadata {self.metadata_url}{path} is not JSON: {resp.text[:200]!r}"
+            ) from None
 
     def _get_token(self, refresh: bool = False) -> str:
         now = self.clock()
         if refresh or self._token is None or now >= self._token_expires:
-            resp = self._request("PUT", self.TOKEN_PATH,
-                                 {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl_s)})
+            resp = self._request(
+                "PUT", self.TOKEN_PATH, {"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl_s)}
+            )
             if resp.status_code != 200 or not resp.text:
-                raise MetadataError(f"instance metadata {self.metadata_url} refused a session token "
-                                    f"(HTTP {resp.status_code}); check that IMDS is enabled")
+                raise MetadataError(
+                    f"instance metadata {self.metadata_url} refused a session token "
+                    f"(HTTP {resp.status_code}); check that IMDS is enabled"
+                )
             self._token = resp.text.strip()
             # Renew a minute early so a token never expires between reading it and using it.
             self._token_expires = now + max(self.token_ttl_s - 60, 1)
@@ -418,11 +526,14 @@ class InterruptionWatcher:
         import requests
 
         try:
-            return self.session.request(method, self.metadata_url + path, headers=headers, timeout=self.timeout_s)
+            return self.session.request(
+                method, self.metadata_url + path, headers=headers, timeout=self.timeout_s
+            )
         except requests.RequestException as exc:
             raise MetadataError(
                 f"cannot reach instance metadata at {self.metadata_url}: {exc}; on EC2 check the instance's "
-                "metadata options (http-endpoint enabled, hop limit 2 or more inside containers)") from exc
+                "metadata options (http-endpoint enabled, hop limit 2 or more inside containers)"
+            ) from exc
 
 
 def _price_text(price: float) -> str:

@@ -1,4 +1,5 @@
 """The service's exceptions, one place for every module; the routes map each to a status code."""
+
 from __future__ import annotations
 
 from typing import Any

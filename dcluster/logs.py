@@ -1,11 +1,14 @@
 """Job logs: where a run's output ends up, its tail, and the line that says why a job failed."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
 # The last line of a Python traceback: "ValueError: bad", "pyspark.errors....AnalysisException: x".
-EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$"
+)
 ERROR_WORD = re.compile(r"\b(?:ERROR|FATAL|error:|Error:|Exception:)")
 TAIL_READ_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 500

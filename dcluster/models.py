@@ -1,4 +1,5 @@
 """Job state and its rules: spec validation, the life cycle, idempotency and persistence."""
+
 from __future__ import annotations
 
 import builtins
@@ -20,7 +21,12 @@ from dcluster.errors import InvalidTransition, JobNotFound, SpecError
 log = logging.getLogger("dcluster.jobs")
 
 PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING = (
-    "PENDING", "RUNNING", "COMPLETED", "FAILED", "TERMINATED", "HANGING",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "TERMINATED",
+    "HANGING",
 )
 STATES = (PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING)
 TERMINAL_STATES = frozenset({COMPLETED, FAILED, TERMINATED})
@@ -140,8 +146,14 @@ def validate_spec(payload: Mapping[str, object], *, project_root: Path, default_
     if problems:
         raise SpecError(problems)
     return JobSpec(
-        client=client or "", env=env, engine=engine, app=app or "", args=args,
-        priority=priority, strategy=strategy, idempotency_key=key or None,
+        client=client or "",
+        env=env,
+        engine=engine,
+        app=app or "",
+        args=args,
+        priority=priority,
+        strategy=strategy,
+        idempotency_key=key or None,
     )
 
 
@@ -276,8 +288,15 @@ class JobStore:
             job = new_job(spec, attempts=attempts + 1, **extra)
             self._jobs[job.job_id] = job
             self._save(job)
-            log.info("job %s submitted: %s %s for %s (attempt %d, key %s)",
-                     job.job_id, job.engine, job.app, job.client, job.attempts, job.idempotency_key)
+            log.info(
+                "job %s submitted: %s %s for %s (attempt %d, key %s)",
+                job.job_id,
+                job.engine,
+                job.app,
+                job.client,
+                job.attempts,
+                job.idempotency_key,
+            )
             return copy.deepcopy(job), True
 
     def get(self, job_id: str) -> Job:
@@ -288,12 +307,20 @@ class JobStore:
                 raise JobNotFound(job_id)
             return copy.deepcopy(job)
 
-    def list(self, *, client: str | None = None, state: str | None = None, app: str | None = None,
-             capacity_type: str | None = None, limit: int | None = None) -> list[Job]:
+    def list(
+        self,
+        *,
+        client: str | None = None,
+        state: str | None = None,
+        app: str | None = None,
+        capacity_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
         """Snapshots of matching jobs, newest submission first."""
         with self._lock:
             jobs = [
-                j for j in self._jobs.values()
+                j
+                for j in self._jobs.values()
                 if (client is None or j.client == client)
                 and (state is None or j.state == state)
                 and (app is None or j.app == app)
@@ -321,8 +348,9 @@ class JobStore:
     def all_runs(self) -> builtins.list[tuple[Job, dict[str, Any]]]:
         """Every finished run with a snapshot of its job (the cost ledger's rows)."""
         with self._lock:
-            return [(copy.deepcopy(j), dict(r)) for j in self._jobs.values() for r in j.runs
-                    if r.get("ended_at")]
+            return [
+                (copy.deepcopy(j), dict(r)) for j in self._jobs.values() for r in j.runs if r.get("ended_at")
+            ]
 
     def update(self, job_id: str, **changes: Any) -> Job:
         """Set fields of a job other than its state, and save."""
@@ -337,9 +365,17 @@ class JobStore:
             self._save(job)
             return copy.deepcopy(job)
 
-    def transition(self, job_id: str, state: str, reason: str, *, exit_code: int | None = None,
-                   message: str | None = None, log_tail: builtins.list[str] | None = None,
-                   **changes: Any) -> Job:
+    def transition(
+        self,
+        job_id: str,
+        state: str,
+        reason: str,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+        log_tail: builtins.list[str] | None = None,
+        **changes: Any,
+    ) -> Job:
         """Move a job to a new state (InvalidTransition if the life cycle forbids it), record and save."""
         with self._lock:
             job = self._jobs.get(job_id)

@@ -1,4 +1,5 @@
 """The resource policy as plain functions: task class, spot or on-demand, hanging, retries, savings."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -36,9 +37,17 @@ class Choice:
     reason: str
 
 
-def choose_capacity(*, klass: str, target: float, running_spot: int, running_on_demand: int,
-                    spot_enabled: bool, spot_disabled_reason: str = "", forced: str | None = None,
-                    fallback_to_on_demand: bool = True) -> Choice:
+def choose_capacity(
+    *,
+    klass: str,
+    target: float,
+    running_spot: int,
+    running_on_demand: int,
+    spot_enabled: bool,
+    spot_disabled_reason: str = "",
+    forced: str | None = None,
+    fallback_to_on_demand: bool = True,
+) -> Choice:
     """Spot or on-demand for the next job of a class, keeping the class's running mix near target."""
     if forced in CAPACITY_TYPES:
         return Choice(forced, f"{forced} required for this attempt")
@@ -86,15 +95,31 @@ def reschedule(*, cause: str, runs_so_far: int, max_attempts: int, on_spot: bool
     return True, None
 
 
-def autoscale(*, busy: int, total: int, resident_min: int, max_instances: int, now: float,
-              last_up: float, last_down: float, rules: Autoscaling) -> int:
+def autoscale(
+    *,
+    busy: int,
+    total: int,
+    resident_min: int,
+    max_instances: int,
+    now: float,
+    last_up: float,
+    last_down: float,
+    rules: Autoscaling,
+) -> int:
     """+1 to add an on-demand instance, -1 to release an idle one, 0 to leave the pool alone."""
     utilisation = busy / total if total else 0.0  # an empty pool is grown by resident_min, not here
-    if utilisation > rules.scale_up_utilisation and total < max_instances \
-            and now - last_up >= rules.scale_up_cooldown_s:
+    if (
+        utilisation > rules.scale_up_utilisation
+        and total < max_instances
+        and now - last_up >= rules.scale_up_cooldown_s
+    ):
         return 1
-    if utilisation < rules.scale_down_utilisation and total > resident_min and busy < total \
-            and now - last_down >= rules.scale_down_cooldown_s:
+    if (
+        utilisation < rules.scale_down_utilisation
+        and total > resident_min
+        and busy < total
+        and now - last_down >= rules.scale_down_cooldown_s
+    ):
         return -1
     return 0
 
@@ -134,12 +159,17 @@ class Savings:
     def to_dict(self) -> dict[str, object]:
         """The JSON form of the costs report."""
         return {
-            "seconds": round(self.seconds, 3), "spot_seconds": round(self.spot_seconds, 3),
-            "cost": round(self.cost, 6), "on_demand_cost": round(self.on_demand_cost, 6),
-            "savings": round(self.savings, 6), "savings_share": round(self.savings_share, 4),
+            "seconds": round(self.seconds, 3),
+            "spot_seconds": round(self.spot_seconds, 3),
+            "cost": round(self.cost, 6),
+            "on_demand_cost": round(self.on_demand_cost, 6),
+            "savings": round(self.savings, 6),
+            "savings_share": round(self.savings_share, 4),
             "formula": {
-                "batch_share": round(self.batch_share, 4), "spot_share": round(self.spot_share, 4),
-                "spot_discount": round(self.spot_discount, 4), "savings": round(self.formula, 4),
+                "batch_share": round(self.batch_share, 4),
+                "spot_share": round(self.spot_share, 4),
+                "spot_discount": round(self.spot_discount, 4),
+                "savings": round(self.formula, 4),
                 "text": "savings = batch share x spot share x spot discount",
             },
         }
@@ -163,7 +193,10 @@ def savings(runs: Iterable[Mapping[str, object]], on_demand_price: float) -> Sav
             spot_cost += (s / 3600 * float(price)) if price is not None else float(run.get("cost") or 0.0)  # type: ignore[arg-type]
     spot_od = spot_seconds / 3600 * on_demand_price
     return Savings(
-        seconds=seconds, spot_seconds=spot_seconds, cost=cost, on_demand_cost=od_cost,
+        seconds=seconds,
+        spot_seconds=spot_seconds,
+        cost=cost,
+        on_demand_cost=od_cost,
         batch_share=flexible / seconds if seconds else 0.0,
         spot_share=spot_seconds / flexible if flexible else 0.0,
         spot_discount=1 - spot_cost / spot_od if spot_od else 0.0,

@@ -4,6 +4,7 @@ Plain code under one lock, persisted to {state_dir}/resources.json after every c
 dcluster.statefile), alerts included (dcluster.alerts keeps their rules). Times are
 epoch seconds (`*_ts`) for arithmetic plus ISO strings for people. One instance runs one job.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,9 @@ class _State:
 class ResourceManager:
     """Hands out instances, runs spot requests against the market, and trips the spot breaker."""
 
-    def __init__(self, config: ClusterConfig, market: Market, path: Path,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: ClusterConfig, market: Market, path: Path, clock: Callable[[], float] = time.time
+    ) -> None:
         self.config = config
         self.market = market
         self.path = Path(path)
@@ -127,8 +129,10 @@ class ResourceManager:
             "instances": {k: asdict(v) for k, v in s.instances.items()},
             "requests": {k: asdict(v) for k, v in s.requests.items()},
             "alerts": [asdict(a) for a in s.alerts.items],
-            "consecutive_failures": s.consecutive_failures, "disabled_until_ts": s.disabled_until_ts,
-            "disabled_reason": s.disabled_reason, "last_scale_up_ts": s.last_scale_up_ts,
+            "consecutive_failures": s.consecutive_failures,
+            "disabled_until_ts": s.disabled_until_ts,
+            "disabled_reason": s.disabled_reason,
+            "last_scale_up_ts": s.last_scale_up_ts,
             "last_scale_down_ts": s.last_scale_down_ts,
         }
         statefile.write_json(self.path, doc)
@@ -160,8 +164,9 @@ class ResourceManager:
         with self._lock:
             self._s.disabled_until_ts = now + seconds
             self._s.disabled_reason = reason
-            self.raise_alert("spot_disabled", "spot_disabled",
-                             f"spot disabled until {iso(now + seconds)}: {reason}", now)
+            self.raise_alert(
+                "spot_disabled", "spot_disabled", f"spot disabled until {iso(now + seconds)}: {reason}", now
+            )
             self._save()
 
     def _failed(self, request: SpotRequest, state: str, reason: str, now: float) -> None:
@@ -169,22 +174,34 @@ class ResourceManager:
         self._s.consecutive_failures += 1
         threshold = self.config.spot.failure_threshold
         if self._s.consecutive_failures >= threshold and self._s.disabled_until_ts is None:
-            self.disable_spot(self.config.spot.disable_cooldown_s,
-                              f"{self._s.consecutive_failures} consecutive failed spot requests "
-                              f"(last: {reason})", now)
+            self.disable_spot(
+                self.config.spot.disable_cooldown_s,
+                f"{self._s.consecutive_failures} consecutive failed spot requests (last: {reason})",
+                now,
+            )
         log.info("spot request %s %s: %s", request.request_id, state, reason)
 
     # --- spot requests ----------------------------------------------------------------------
 
-    def request_spot(self, *, job_id: str | None = None, actor: str = "dcluster", max_price: float | None = None,
-                     now: float | None = None) -> SpotRequest:
+    def request_spot(
+        self,
+        *,
+        job_id: str | None = None,
+        actor: str = "dcluster",
+        max_price: float | None = None,
+        now: float | None = None,
+    ) -> SpotRequest:
         """Open a request for one spot instance; the market may fail or fulfil it at once."""
         now = self.clock() if now is None else now
         with self._lock:
-            req = SpotRequest(request_id="sir-" + secrets.token_hex(4), created_ts=now,
-                              fulfil_ts=now + self.market.fulfil_delay_s(),
-                              max_price=self.config.spot.max_price if max_price is None else max_price,
-                              job_id=job_id, actor=actor)
+            req = SpotRequest(
+                request_id="sir-" + secrets.token_hex(4),
+                created_ts=now,
+                fulfil_ts=now + self.market.fulfil_delay_s(),
+                max_price=self.config.spot.max_price if max_price is None else max_price,
+                job_id=job_id,
+                actor=actor,
+            )
             self._s.requests[req.request_id] = req
             self._advance(req, now)
             self._prune(now)
@@ -220,11 +237,13 @@ class ResourceManager:
                 self._before_fulfil = (req.request_id, self._s.consecutive_failures)
                 self._s.consecutive_failures = 0
         elif now >= timeout_ts:
-            self._failed(req, TIMED_OUT,
-                         f"not fulfilled within request_timeout_s={spot.request_timeout_s:g}", now)
+            self._failed(
+                req, TIMED_OUT, f"not fulfilled within request_timeout_s={spot.request_timeout_s:g}", now
+            )
 
-    def cancel_request(self, request_id: str, reason: str = "cancelled on request",
-                       now: float | None = None) -> SpotRequest:
+    def cancel_request(
+        self, request_id: str, reason: str = "cancelled on request", now: float | None = None
+    ) -> SpotRequest:
         """Close an open request; RequestConflict once it is closed."""
         now = self.clock() if now is None else now
         with self._lock:
@@ -330,12 +349,29 @@ class ResourceManager:
                 self._failed(req, FAILED, reason, now)  # toward the spot breaker, like a refused request
             self._save()
 
-    def _launch(self, capacity: str, price: float, now: float, *, job_id: str | None = None,
-                request_id: str | None = None, resident: bool = False) -> Instance:
-        pool_type = self.config.on_demand.instance_type if capacity == ON_DEMAND else self.config.spot.instance_type
-        inst = Instance(instance_id="i-" + secrets.token_hex(8), capacity_type=capacity, instance_type=pool_type,
-                        price_per_hour=price, launched_ts=now, request_id=request_id, resident=resident,
-                        idle_since_ts=now)
+    def _launch(
+        self,
+        capacity: str,
+        price: float,
+        now: float,
+        *,
+        job_id: str | None = None,
+        request_id: str | None = None,
+        resident: bool = False,
+    ) -> Instance:
+        pool_type = (
+            self.config.on_demand.instance_type if capacity == ON_DEMAND else self.config.spot.instance_type
+        )
+        inst = Instance(
+            instance_id="i-" + secrets.token_hex(8),
+            capacity_type=capacity,
+            instance_type=pool_type,
+            price_per_hour=price,
+            launched_ts=now,
+            request_id=request_id,
+            resident=resident,
+            idle_since_ts=now,
+        )
         self._s.instances[inst.instance_id] = inst
         if job_id is not None:
             self._bind(inst, job_id)
@@ -349,8 +385,11 @@ class ResourceManager:
         return min(idle, key=lambda i: i.launched_ts) if idle else None
 
     def _count(self, capacity: str, state: str | None = None) -> int:
-        return sum(1 for i in self._s.instances.values()
-                   if i.capacity_type == capacity and (state is None or i.state == state))
+        return sum(
+            1
+            for i in self._s.instances.values()
+            if i.capacity_type == capacity and (state is None or i.state == state)
+        )
 
     def _ensure_resident(self, now: float) -> None:
         pool = self.config.on_demand
@@ -371,21 +410,32 @@ class ResourceManager:
                     changed = changed or req.state != OPEN
             for inst in list(self._s.instances.values()):
                 # A warm spot instance nobody used is given back rather than paid for.
-                if inst.capacity_type == SPOT and inst.state == IDLE \
-                        and now - (inst.idle_since_ts or now) >= self.config.autoscaling.scale_down_cooldown_s:
+                if (
+                    inst.capacity_type == SPOT
+                    and inst.state == IDLE
+                    and now - (inst.idle_since_ts or now) >= self.config.autoscaling.scale_down_cooldown_s
+                ):
                     del self._s.instances[inst.instance_id]
                     changed = True
             pool = self.config.on_demand
             step = policy.autoscale(
-                busy=self._count(ON_DEMAND, BUSY), total=self._count(ON_DEMAND), resident_min=pool.resident_min,
-                max_instances=pool.max_instances, now=now, last_up=self._s.last_scale_up_ts,
-                last_down=self._s.last_scale_down_ts, rules=self.config.autoscaling)
+                busy=self._count(ON_DEMAND, BUSY),
+                total=self._count(ON_DEMAND),
+                resident_min=pool.resident_min,
+                max_instances=pool.max_instances,
+                now=now,
+                last_up=self._s.last_scale_up_ts,
+                last_down=self._s.last_scale_down_ts,
+                rules=self.config.autoscaling,
+            )
             if step > 0 and self.market.on_demand_available():
                 self._launch(ON_DEMAND, pool.price_per_hour, now)
                 self._s.last_scale_up_ts = now
                 changed = True
             elif step < 0:
-                idle = [i for i in self._s.instances.values() if i.capacity_type == ON_DEMAND and i.state == IDLE]
+                idle = [
+                    i for i in self._s.instances.values() if i.capacity_type == ON_DEMAND and i.state == IDLE
+                ]
                 if idle:
                     del self._s.instances[max(idle, key=lambda i: i.launched_ts).instance_id]
                     self._s.last_scale_down_ts = now
@@ -423,12 +473,19 @@ class ResourceManager:
         """Instances per pool and state, with the pool limits."""
         with self._lock:
             return {
-                ON_DEMAND: {"busy": self._count(ON_DEMAND, BUSY), "idle": self._count(ON_DEMAND, IDLE),
-                            "resident_min": self.config.on_demand.resident_min,
-                            "max_instances": self.config.on_demand.max_instances,
-                            "price_per_hour": self.config.on_demand.price_per_hour},
-                SPOT: {"busy": self._count(SPOT, BUSY), "idle": self._count(SPOT, IDLE),
-                       "max_instances": self.config.spot.max_instances, "max_price": self.config.spot.max_price},
+                ON_DEMAND: {
+                    "busy": self._count(ON_DEMAND, BUSY),
+                    "idle": self._count(ON_DEMAND, IDLE),
+                    "resident_min": self.config.on_demand.resident_min,
+                    "max_instances": self.config.on_demand.max_instances,
+                    "price_per_hour": self.config.on_demand.price_per_hour,
+                },
+                SPOT: {
+                    "busy": self._count(SPOT, BUSY),
+                    "idle": self._count(SPOT, IDLE),
+                    "max_instances": self.config.spot.max_instances,
+                    "max_price": self.config.spot.max_price,
+                },
             }
 
     def spot_status(self, now: float | None = None) -> dict[str, Any]:
@@ -439,14 +496,19 @@ class ResourceManager:
         with self._lock:
             open_reqs = [r.to_dict() for r in self._s.requests.values() if r.state == OPEN]
             return {
-                "enabled": enabled, "disabled_reason": why or None,
+                "enabled": enabled,
+                "disabled_reason": why or None,
                 "disabled_until": iso(self._s.disabled_until_ts) if self._s.disabled_until_ts else None,
                 "consecutive_failures": self._s.consecutive_failures,
                 "failure_threshold": self.config.spot.failure_threshold,
                 "open_requests": open_reqs,
                 "pool": self.pools()[SPOT],
-                "market": {"available": available, "price": price, "reason": reason or None,
-                           "simulated": getattr(self.market, "simulated", False)},
+                "market": {
+                    "available": available,
+                    "price": price,
+                    "reason": reason or None,
+                    "simulated": getattr(self.market, "simulated", False),
+                },
                 "config": asdict(self.config.spot),
             }
 

@@ -4,6 +4,7 @@
 clock and provider; `start()` runs it on a background thread every poll_interval_s (or at
 once after `wake()`). The lock serialises ticks and the service's commands.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,15 @@ Mix = Counter[tuple[str, str]]  # running jobs per (task class, capacity type)
 class Scheduler:
     """Places pending jobs (task class, strategy, spot requests, the breaker) and ticks the life cycle."""
 
-    def __init__(self, settings: DClusterSettings, store: JobStore, resources: ResourceManager,
-                 lifecycle: RunLifecycle, audit: AuditLog, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: DClusterSettings,
+        store: JobStore,
+        resources: ResourceManager,
+        lifecycle: RunLifecycle,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.config = settings.cluster
         self.store = store
@@ -110,8 +118,11 @@ class Scheduler:
             req = self.resources.poll_request(job.spot_request_id, now)
             if req.state == OPEN:
                 # No elapsed time in the message: it would rewrite the job file on every tick.
-                self._waiting(job, f"waiting for spot request {req.request_id} opened at "
-                                   f"{iso(req.created_ts)} (timeout {spot_cfg.request_timeout_s:g}s)")
+                self._waiting(
+                    job,
+                    f"waiting for spot request {req.request_id} opened at "
+                    f"{iso(req.created_ts)} (timeout {spot_cfg.request_timeout_s:g}s)",
+                )
                 return False
             job = self.store.update(job.job_id, spot_request_id=None)
             if req.state == FULFILLED:
@@ -125,10 +136,15 @@ class Scheduler:
             target = policy.spot_share(job.task_class, job.strategy, self.config)
             enabled, why = self.resources.spot_enabled(now)
             choice = policy.choose_capacity(
-                klass=job.task_class, target=target, running_spot=mix[(job.task_class, SPOT)],
-                running_on_demand=mix[(job.task_class, ON_DEMAND)], spot_enabled=enabled,
-                spot_disabled_reason=why, forced=job.forced_capacity,
-                fallback_to_on_demand=spot_cfg.fallback_to_on_demand)
+                klass=job.task_class,
+                target=target,
+                running_spot=mix[(job.task_class, SPOT)],
+                running_on_demand=mix[(job.task_class, ON_DEMAND)],
+                spot_enabled=enabled,
+                spot_disabled_reason=why,
+                forced=job.forced_capacity,
+                fallback_to_on_demand=spot_cfg.fallback_to_on_demand,
+            )
             if choice.capacity_type == ON_DEMAND:
                 inst, why_not = self.resources.acquire_on_demand(job.job_id, now)
                 if inst is not None:
@@ -178,19 +194,28 @@ class Scheduler:
         give_up = state in (TIMED_OUT, CANCELLED) or failures >= spot.retry_attempts or not enabled
         if give_up and spot.fallback_to_on_demand and job.task_class != "critical":
             cause = {TIMED_OUT: "spot request timed out", CANCELLED: "spot request cancelled"}.get(
-                state, f"spot request failed {failures} time(s)" + (f" and {why}" if not enabled else ""))
+                state, f"spot request failed {failures} time(s)" + (f" and {why}" if not enabled else "")
+            )
             message = f"{cause} ({reason}); falling back to on-demand"
-            self.audit.record("spot_fallback", SERVICE_ACTOR, job.job_id, {"reason": message, "request_state": state})
-            return self.store.update(job.job_id, spot_failures=failures, forced_capacity=ON_DEMAND, message=message)
-        return self.store.update(job.job_id, spot_failures=failures,
-                                 message=f"spot request {state} ({reason}); retrying ({failures}/{spot.retry_attempts})")
+            self.audit.record(
+                "spot_fallback", SERVICE_ACTOR, job.job_id, {"reason": message, "request_state": state}
+            )
+            return self.store.update(
+                job.job_id, spot_failures=failures, forced_capacity=ON_DEMAND, message=message
+            )
+        return self.store.update(
+            job.job_id,
+            spot_failures=failures,
+            message=f"spot request {state} ({reason}); retrying ({failures}/{spot.retry_attempts})",
+        )
 
     def _no_capacity(self, job: Job, on_demand_why: str, spot_why: str, now: float) -> None:
         message = f"waiting in queue: no capacity (on-demand: {on_demand_why}; spot: {spot_why})"
         self._waiting(job, message)
         if "pool full" not in on_demand_why:  # a full pool is a queue, not an outage
-            self.resources.raise_alert("no_capacity", "no_capacity",
-                                       f"no capacity at all; jobs wait in the queue ({message})", now)
+            self.resources.raise_alert(
+                "no_capacity", "no_capacity", f"no capacity at all; jobs wait in the queue ({message})", now
+            )
 
     def _waiting(self, job: Job, message: str) -> None:
         if job.message != message:

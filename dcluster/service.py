@@ -5,6 +5,7 @@ log, and answers queries as JSON-ready dicts. It raises the exceptions of dclust
 the routes turn them into status codes. Build one with an injected provider and clock and
 the whole service runs in-process without a socket (tests/unit/test_dcluster_scheduler.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -30,17 +31,26 @@ from fraudcore.audit import AuditLog, record_config_change
 class DClusterService:
     """Jobs, resources, the simulated market and the audit log behind the HTTP API."""
 
-    def __init__(self, settings: DClusterSettings, *, provider: Provider | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: DClusterSettings,
+        *,
+        provider: Provider | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings.normalized()
         settings = self.settings
         self.clock = clock
         self.store = JobStore(settings.jobs_dir)
         self.provider = provider or make_provider(settings)
-        self.resources = ResourceManager(settings.cluster, self.provider.market,
-                                         Path(settings.state_dir) / "resources.json", clock)
-        self.audit = AuditLog(Path(settings.state_dir) / "audit.jsonl",
-                              retention_days=settings.audit_retention_days, clock=clock)
+        self.resources = ResourceManager(
+            settings.cluster, self.provider.market, Path(settings.state_dir) / "resources.json", clock
+        )
+        self.audit = AuditLog(
+            Path(settings.state_dir) / "audit.jsonl",
+            retention_days=settings.audit_retention_days,
+            clock=clock,
+        )
         self.lifecycle = RunLifecycle(settings, self.store, self.provider, self.resources, self.audit, clock)
         self.scheduler = Scheduler(settings, self.store, self.resources, self.lifecycle, self.audit, clock)
 
@@ -50,8 +60,12 @@ class DClusterService:
         """Load the state files, record a config change, reconcile runs a restart caught (no thread)."""
         running = self.store.load()
         self.resources.load()
-        record_config_change(self.audit, Path(self.settings.state_dir) / "config.applied.json",
-                             asdict(self.settings), source=str(self.settings.config_path or "defaults"))
+        record_config_change(
+            self.audit,
+            Path(self.settings.state_dir) / "config.applied.json",
+            asdict(self.settings),
+            source=str(self.settings.config_path or "defaults"),
+        )
         with self.scheduler.lock:
             self.lifecycle.recover(running)
 
@@ -76,10 +90,21 @@ class DClusterService:
         klass = policy.task_class(spec.priority, spec.env, config)
         planned = SPOT if policy.spot_share(klass, spec.strategy, config) > 0 else ON_DEMAND
         job, created = self.store.submit(spec, task_class=klass, capacity_type=planned)
-        self.audit.record("job_submit", actor, job.job_id, {
-            "created": created, "client": job.client, "app": job.app, "priority": job.priority,
-            "strategy": job.strategy, "task_class": job.task_class, "idempotency_key": job.idempotency_key,
-            "attempts": job.attempts})
+        self.audit.record(
+            "job_submit",
+            actor,
+            job.job_id,
+            {
+                "created": created,
+                "client": job.client,
+                "app": job.app,
+                "priority": job.priority,
+                "strategy": job.strategy,
+                "task_class": job.task_class,
+                "idempotency_key": job.idempotency_key,
+                "attempts": job.attempts,
+            },
+        )
         if created:
             self.scheduler.wake()
         return job, created
@@ -91,8 +116,12 @@ class DClusterService:
             if job.is_terminal:
                 raise JobConflict(job, f"job {job_id} is already {job.state}; nothing to terminate")
             done = self.lifecycle.terminate(job, reason)
-        self.audit.record("job_terminate", actor, job_id, {"reason": reason, "state_before": job.state,
-                                                           "exit_code": done.exit_code})
+        self.audit.record(
+            "job_terminate",
+            actor,
+            job_id,
+            {"reason": reason, "state_before": job.state, "exit_code": done.exit_code},
+        )
         return done
 
     def job(self, job_id: str) -> Job:
@@ -104,16 +133,23 @@ class DClusterService:
         self.store.get(job_id)
         return logs.read_all(self.provider.log_path(job_id))
 
-    def jobs(self, *, client: str | None, state: str | None, app: str | None, capacity: str | None,
-             limit: int) -> list[Job]:
+    def jobs(
+        self, *, client: str | None, state: str | None, app: str | None, capacity: str | None, limit: int
+    ) -> list[Job]:
         """Matching jobs, newest first; InvalidRequest for an unknown state or capacity."""
         if state is not None and state.upper() not in STATES:
             raise InvalidRequest(f"state {state!r} must be one of {', '.join(STATES)}", {"state": state})
         if capacity is not None and capacity not in CAPACITY_TYPES:
-            raise InvalidRequest(f"capacity {capacity!r} must be one of {', '.join(CAPACITY_TYPES)}",
-                                 {"capacity": capacity})
-        return self.store.list(client=client, state=state.upper() if state else None, app=app,
-                               capacity_type=capacity, limit=limit)
+            raise InvalidRequest(
+                f"capacity {capacity!r} must be one of {', '.join(CAPACITY_TYPES)}", {"capacity": capacity}
+            )
+        return self.store.list(
+            client=client,
+            state=state.upper() if state else None,
+            app=app,
+            capacity_type=capacity,
+            limit=limit,
+        )
 
     def health(self) -> dict[str, Any]:
         """Whether the service is up, its provider, jobs running and waiting, pools, spot and open alerts."""
@@ -137,8 +173,9 @@ class DClusterService:
 
     # --- resources ----------------------------------------------------------------------
 
-    def allocate(self, count: int, *, priority: str, strategy: str, env: str | None,
-                 actor: str | None = None) -> dict[str, Any]:
+    def allocate(
+        self, count: int, *, priority: str, strategy: str, env: str | None, actor: str | None = None
+    ) -> dict[str, Any]:
         """Add `count` instances to the pools, split by the class's spot share (spot via requests)."""
         if priority not in PRIORITIES:
             raise InvalidRequest(f"priority {priority!r} must be one of {', '.join(PRIORITIES)}")
@@ -154,9 +191,14 @@ class DClusterService:
             enabled, why = self.resources.spot_enabled()
             for _ in range(count):
                 choice = policy.choose_capacity(
-                    klass=klass, target=target, running_spot=spot_n, running_on_demand=od_n,
-                    spot_enabled=enabled, spot_disabled_reason=why,
-                    fallback_to_on_demand=config.spot.fallback_to_on_demand)
+                    klass=klass,
+                    target=target,
+                    running_spot=spot_n,
+                    running_on_demand=od_n,
+                    spot_enabled=enabled,
+                    spot_disabled_reason=why,
+                    fallback_to_on_demand=config.spot.fallback_to_on_demand,
+                )
                 if choice.capacity_type == SPOT:
                     spot_n += 1
                     requests.append(self.resources.request_spot(actor=actor or "anonymous").to_dict())
@@ -167,23 +209,43 @@ class DClusterService:
                         problems.append(why_not)
                     else:
                         instances.append(inst.__dict__)
-        result = {"task_class": klass, "strategy": strategy, "target_spot_share": target,
-                  "spot": spot_n, "on_demand": od_n, "instances": instances, "spot_requests": requests,
-                  "problems": problems, "pools": self.resources.pools()}
-        self.audit.record("allocate", actor, "cluster", {"count": count, "task_class": klass, "spot": spot_n,
-                                                         "on_demand": od_n, "problems": problems})
+        result = {
+            "task_class": klass,
+            "strategy": strategy,
+            "target_spot_share": target,
+            "spot": spot_n,
+            "on_demand": od_n,
+            "instances": instances,
+            "spot_requests": requests,
+            "problems": problems,
+            "pools": self.resources.pools(),
+        }
+        self.audit.record(
+            "allocate",
+            actor,
+            "cluster",
+            {"count": count, "task_class": klass, "spot": spot_n, "on_demand": od_n, "problems": problems},
+        )
         self.scheduler.wake()
         return result
 
-    def spot_request(self, count: int, max_price: float | None, actor: str | None = None) -> list[dict[str, Any]]:
+    def spot_request(
+        self, count: int, max_price: float | None, actor: str | None = None
+    ) -> list[dict[str, Any]]:
         """Open spot requests for the pool; SpotDisabled while the breaker (or an operator) holds spot off."""
         enabled, why = self.resources.spot_enabled()
         if not enabled:
             raise SpotDisabled(f"spot is disabled: {why}", self.resources.spot_status())
-        reqs = [self.resources.request_spot(actor=actor or "anonymous", max_price=max_price).to_dict()
-                for _ in range(count)]
-        self.audit.record("spot_request", actor, ",".join(r["request_id"] for r in reqs),
-                          {"count": count, "max_price": max_price})
+        reqs = [
+            self.resources.request_spot(actor=actor or "anonymous", max_price=max_price).to_dict()
+            for _ in range(count)
+        ]
+        self.audit.record(
+            "spot_request",
+            actor,
+            ",".join(r["request_id"] for r in reqs),
+            {"count": count, "max_price": max_price},
+        )
         return reqs
 
     def spot_cancel(self, request_id: str, actor: str | None = None) -> SpotRequest:
@@ -201,8 +263,14 @@ class DClusterService:
             by_state[r["state"]] = by_state.get(r["state"], 0) + 1
         return {"hours": hours, "count": len(reqs), "by_state": by_state, "requests": reqs}
 
-    def fallback(self, job_id: str | None, *, duration_s: float | None = None, reason: str = "",
-                 actor: str | None = None) -> dict[str, Any]:
+    def fallback(
+        self,
+        job_id: str | None,
+        *,
+        duration_s: float | None = None,
+        reason: str = "",
+        actor: str | None = None,
+    ) -> dict[str, Any]:
         """Move work off spot: one job (pending: to on-demand; running on spot: migrate), or all new work."""
         reason = reason or "fallback to on-demand on request"
         with self.scheduler.lock:
@@ -218,7 +286,9 @@ class DClusterService:
                         self.store.update(job.job_id, forced_capacity=ON_DEMAND)
                         moved.append(job.job_id)
                 result = {"scope": "cluster", "spot": self.resources.spot_status(), "moved_jobs": moved}
-        self.audit.record("spot_fallback", actor, job_id or "cluster", {"reason": reason, "duration_s": duration_s})
+        self.audit.record(
+            "spot_fallback", actor, job_id or "cluster", {"reason": reason, "duration_s": duration_s}
+        )
         self.scheduler.wake()
         return result
 
@@ -226,24 +296,30 @@ class DClusterService:
         job = self.store.get(job_id)
         if job.state == PENDING:
             self.lifecycle.cancel_request(job, reason)
-            return self.store.update(job_id, forced_capacity=ON_DEMAND,
-                                     message=f"{reason}; waiting for on-demand capacity")
+            return self.store.update(
+                job_id, forced_capacity=ON_DEMAND, message=f"{reason}; waiting for on-demand capacity"
+            )
         if job.state == RUNNING and job.capacity_type == SPOT and not job.runs[-1].get("notice"):
             return self.lifecycle.deliver_notice(job, reason)
-        raise JobConflict(job, f"job {job_id} is {job.state} on {job.capacity_type}; only a "
-                               "PENDING job or one RUNNING on spot can fall back")
+        raise JobConflict(
+            job,
+            f"job {job_id} is {job.state} on {job.capacity_type}; only a "
+            "PENDING job or one RUNNING on spot can fall back",
+        )
 
     # --- alerts, costs, audit -----------------------------------------------------------
 
     def costs(self, client: str | None = None, date: str | None = None) -> dict[str, Any]:
         """Per client and day: run time, spot share, cost, savings against all on-demand, the SPEC formula."""
-        return cost_report(self.store.all_runs(), self.settings.cluster.on_demand.price_per_hour,
-                           client=client, date=date)
+        return cost_report(
+            self.store.all_runs(), self.settings.cluster.on_demand.price_per_hour, client=client, date=date
+        )
 
     def hang_limit(self, app: str) -> tuple[float, str]:
         """Seconds after which a run of `app` is hanging, and how that limit was found."""
-        return policy.hang_threshold(self.store.durations(app), self.settings.cluster.monitor,
-                                     self.settings.job_timeout_s)
+        return policy.hang_threshold(
+            self.store.durations(app), self.settings.cluster.monitor, self.settings.job_timeout_s
+        )
 
     # --- the simulated market -----------------------------------------------------------
 
@@ -278,8 +354,11 @@ class DClusterService:
         with self.scheduler.lock:
             job = self.store.get(job_id)
             if job.state != RUNNING or job.capacity_type != SPOT:
-                raise JobConflict(job, f"job {job_id} is {job.state} on {job.capacity_type}; only a job "
-                                       "RUNNING on spot can be interrupted")
+                raise JobConflict(
+                    job,
+                    f"job {job_id} is {job.state} on {job.capacity_type}; only a job "
+                    "RUNNING on spot can be interrupted",
+                )
             if job.runs and job.runs[-1].get("notice"):
                 raise JobConflict(job, f"job {job_id} already has an interruption notice")
             job = self.lifecycle.deliver_notice(job, reason)

@@ -1,4 +1,5 @@
 """DCluster service settings: one dataclass, defaults for a laptop, a YAML file, DCLUSTER_* overrides."""
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,17 @@ from dcluster.config import ClusterConfig, ConfigError
 ENV_PREFIX = "DCLUSTER_"
 CONFIG_ENV = "DCLUSTER_CONFIG"
 # Service fields the YAML file's `service:` section may set (paths and ports stay deployment-only).
-YAML_SERVICE_KEYS = frozenset({
-    "max_concurrent_jobs", "log_tail_lines", "env", "job_timeout_s", "poll_interval_s", "terminate_grace_s",
-    "audit_retention_days",
-})
+YAML_SERVICE_KEYS = frozenset(
+    {
+        "max_concurrent_jobs",
+        "log_tail_lines",
+        "env",
+        "job_timeout_s",
+        "poll_interval_s",
+        "terminate_grace_s",
+        "audit_retention_days",
+    }
+)
 
 
 def _default_spark_submit() -> str:
@@ -45,7 +53,9 @@ class DClusterSettings:
     # ("python" launcher mode: for Spark-free jobs and fast tests).
     spark_submit: str = field(default_factory=_default_spark_submit)
     spark_master: str = "local[2]"  # --master passed to spark-submit
-    spark_master_url: str = "spark://127.0.0.1:7077"  # master of the "standalone" provider (scripts/spark-cluster.sh)
+    spark_master_url: str = (
+        "spark://127.0.0.1:7077"  # master of the "standalone" provider (scripts/spark-cluster.sh)
+    )
     python: str = field(default_factory=lambda: sys.executable)  # PYSPARK_PYTHON for driver and workers
     # Interpreter of the Flink virtual environment (scripts/flink-env.sh) that runs engine "flink"
     # jobs as `{flink_python} jobs/flink/run.py app args`; empty means
@@ -61,7 +71,9 @@ class DClusterSettings:
     job_timeout_s: float = 3600.0  # a job running longer is marked HANGING and terminated
     poll_interval_s: float = 1.0  # how often the scheduler starts and polls jobs
     terminate_grace_s: float = 10.0  # SIGTERM to SIGKILL delay when terminating a job
-    audit_retention_days: float = 365.0  # audit.jsonl entries older than this are dropped (SPEC §8); 0 keeps all
+    audit_retention_days: float = (
+        365.0  # audit.jsonl entries older than this are dropped (SPEC §8); 0 keeps all
+    )
     # Resource policy (pools, strategies, task classes, monitor, prices, simulation, resident
     # session: read by providers/local.py LocalProvider.launch); from the
     # YAML file at config_path (DCLUSTER_CONFIG), else the SPEC's example values.
@@ -75,8 +87,11 @@ class DClusterSettings:
         base = cls()
         values: dict[str, Any] = {}
         config_path = overrides.get("config_path") or environ.get(CONFIG_ENV) or None
-        root = Path(str(overrides.get("project_root") or environ.get(ENV_PREFIX + "PROJECT_ROOT")
-                        or base.project_root))
+        root = Path(
+            str(
+                overrides.get("project_root") or environ.get(ENV_PREFIX + "PROJECT_ROOT") or base.project_root
+            )
+        )
         if config_path is None and (root / DEFAULT_CONFIG).is_file():
             config_path = root / DEFAULT_CONFIG
         if config_path is not None:
@@ -100,8 +115,12 @@ class DClusterSettings:
             raise ValueError("DCluster max_concurrent_jobs must be at least 1")
         if self.log_tail_lines < 0:
             raise ValueError("DCluster log_tail_lines must not be negative")
-        return replace(self, state_dir=Path(self.state_dir), project_root=Path(self.project_root),
-                       cluster=self.cluster.checked())
+        return replace(
+            self,
+            state_dir=Path(self.state_dir),
+            project_root=Path(self.project_root),
+            cluster=self.cluster.checked(),
+        )
 
     @property
     def flink_launcher(self) -> Path:
@@ -147,8 +166,10 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], ClusterConfig]:
     service = dict(doc.pop("service", None) or {})
     unknown = set(service) - YAML_SERVICE_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown service keys {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(sorted(YAML_SERVICE_KEYS))}")
+        raise ConfigError(
+            f"{path}: unknown service keys {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(YAML_SERVICE_KEYS))}"
+        )
     try:
         cluster = ClusterConfig.from_mapping(doc)
     except ConfigError as exc:
@@ -168,5 +189,7 @@ def _convert(name: str, raw: str, default: object) -> object:
         if isinstance(default, Path) or name == "config_path":
             return Path(raw)
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+        raise ValueError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}"
+        ) from exc
     return raw

@@ -5,6 +5,7 @@ the folder, so a crash or a power cut leaves the old file or the new one, never 
 file under {state_dir} that the service reads back goes through here (jobs/{id}.json,
 resources.json, run/{id}.notice.json), each in the JSON form it has always had.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The operations page (GET /ops): jobs, hanging jobs, alerts, spot savings; plain HTML, no framework."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,14 +29,17 @@ class OpsFilters:
 
     def matches(self, job: Job) -> bool:
         """True if the job passes every filter."""
-        return ((self.client is None or job.client == self.client)
-                and (self.app is None or job.app == self.app)
-                and (self.state is None or job.state == self.state)
-                and (self.exit_code is None or job.exit_code == self.exit_code))
+        return (
+            (self.client is None or job.client == self.client)
+            and (self.app is None or job.app == self.app)
+            and (self.state is None or job.state == self.state)
+            and (self.exit_code is None or job.exit_code == self.exit_code)
+        )
 
 
-def parse_filters(*, client: str | None, app: str | None, state: str | None,
-                  exit_code: str | None) -> tuple[OpsFilters, list[str]]:
+def parse_filters(
+    *, client: str | None, app: str | None, state: str | None, exit_code: str | None
+) -> tuple[OpsFilters, list[str]]:
     """Filters from the page's query parameters (an empty form field means any), and the problems."""
     problems: list[str] = []
 
@@ -186,8 +190,10 @@ def _counts(all_jobs: list[Job]) -> str:
     counts = dict.fromkeys(STATES, 0)
     for j in all_jobs:
         counts[j.state] += 1
-    boxes = "".join(f'<div class="count"><b>{n}</b><span class="state st-{_e(s)}">{_e(s)}</span></div>'
-                    for s, n in counts.items())
+    boxes = "".join(
+        f'<div class="count"><b>{n}</b><span class="state st-{_e(s)}">{_e(s)}</span></div>'
+        for s, n in counts.items()
+    )
     return f'<section><h2>Jobs by state</h2><div class="counts">{boxes}</div></section>'
 
 
@@ -196,15 +202,19 @@ def _alerts(alerts: list[Mapping[str, Any]]) -> str:
         return '<section id="alerts"><h2>Open alerts</h2><p class="muted">No open alerts.</p></section>'
     items = "".join(
         f'<div class="alert"><b>{_e(a.get("kind"))}</b> since {_e(_ts(a.get("raised_at")))} '
-        f'(×{_e(a.get("count"))}): {_e(a.get("message"))}</div>' for a in alerts)
+        f"(×{_e(a.get('count'))}): {_e(a.get('message'))}</div>"
+        for a in alerts
+    )
     return f'<section id="alerts"><h2>Open alerts ({len(alerts)})</h2>{items}</section>'
 
 
 def _terminate_button(job: Job) -> str:
     if job.state not in TERMINABLE:
         return ""
-    return (f'<button type="button" class="terminate" data-job-id="{_e(job.job_id)}" '
-            f'data-namespace="{_e(job.namespace)}">Terminate</button>')
+    return (
+        f'<button type="button" class="terminate" data-job-id="{_e(job.job_id)}" '
+        f'data-namespace="{_e(job.namespace)}">Terminate</button>'
+    )
 
 
 def _hanging(all_jobs: list[Job], now: float, hang_limit: HangLimit) -> str:
@@ -214,20 +224,23 @@ def _hanging(all_jobs: list[Job], now: float, hang_limit: HangLimit) -> str:
         earlier = hung_before(j)
         if why is None and not earlier:
             continue
-        now_text = f'<b>now:</b> {_e(why)}' if why else ""
+        now_text = f"<b>now:</b> {_e(why)}" if why else ""
         before = "".join(f"<div>earlier run stopped: {_e(r)}</div>" for r in earlier)
         rows.append(
             f'<tr class="{"hanging" if why else ""}" data-job-id="{_e(j.job_id)}">'
             f'<td><a href="cluster/job/{_e(j.job_id)}"><code>{_e(j.job_id)}</code></a></td>'
-            f'<td>{_e(j.client)}</td><td>{_e(j.app)}</td>'
+            f"<td>{_e(j.client)}</td><td>{_e(j.app)}</td>"
             f'<td><span class="state st-{_e(j.state)}">{_e(j.state)}</span></td>'
             f'<td class="num">{_e(_fmt_seconds(run_elapsed(j, now)))}</td>'
-            f'<td class="msg">{now_text}{before}</td><td>{_terminate_button(j)}</td></tr>')
+            f'<td class="msg">{now_text}{before}</td><td>{_terminate_button(j)}</td></tr>'
+        )
     if not rows:
         body = '<p class="muted">No hanging jobs.</p>'
     else:
-        body = ('<table><thead><tr><th>job</th><th>client</th><th>module</th><th>state</th><th>duration</th>'
-                f'<th>why</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        body = (
+            "<table><thead><tr><th>job</th><th>client</th><th>module</th><th>state</th><th>duration</th>"
+            f"<th>why</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
     return f'<section id="hanging"><h2>Hanging jobs</h2>{body}</section>'
 
 
@@ -248,48 +261,70 @@ def _jobs_table(jobs: list[Job], total: int, now: float, hang_limit: HangLimit) 
             f'<td>{_e(j.capacity_type)}<div class="muted">{_e(j.task_class)}</div></td>'
             f'<td class="num">{_e(j.attempts)}</td><td class="num">{_e(_ts(j.submitted_at))}</td>'
             f'<td class="msg">{_e(j.message)}</td>'
-            f'<td><a href="cluster/job/{_e(j.job_id)}/log">log</a> {_terminate_button(j)}</td></tr>')
+            f'<td><a href="cluster/job/{_e(j.job_id)}/log">log</a> {_terminate_button(j)}</td></tr>'
+        )
     shown = f"{min(total, MAX_ROWS)} of {total}" if total > MAX_ROWS else str(total)
-    head = ("<tr><th>job / namespace</th><th>client</th><th>module / args</th><th>state</th><th>exit</th>"
-            "<th>duration</th><th>capacity / class</th><th>attempts</th><th>submitted (UTC)</th>"
-            "<th>message</th><th></th></tr>")
+    head = (
+        "<tr><th>job / namespace</th><th>client</th><th>module / args</th><th>state</th><th>exit</th>"
+        "<th>duration</th><th>capacity / class</th><th>attempts</th><th>submitted (UTC)</th>"
+        "<th>message</th><th></th></tr>"
+    )
     body = "".join(rows) or '<tr><td colspan="11" class="muted">No jobs match.</td></tr>'
-    return (f'<section id="jobs"><h2>Jobs (<span id="job-count">{shown}</span>)</h2>'
-            f'<table><thead>{head}</thead><tbody>{body}</tbody></table></section>')
+    return (
+        f'<section id="jobs"><h2>Jobs (<span id="job-count">{shown}</span>)</h2>'
+        f"<table><thead>{head}</thead><tbody>{body}</tbody></table></section>"
+    )
 
 
 def _costs(report: Mapping[str, Any]) -> str:
     days = list(report.get("days") or [])
-    head = ("<tr><th>client</th><th>day</th><th>runs (spot / on-demand)</th><th>run time</th><th>spot time</th>"
-            "<th>batch share</th><th>spot share</th><th>spot discount</th><th>formula savings</th>"
-            "<th>cost</th><th>all on-demand</th><th>saved</th></tr>")
+    head = (
+        "<tr><th>client</th><th>day</th><th>runs (spot / on-demand)</th><th>run time</th><th>spot time</th>"
+        "<th>batch share</th><th>spot share</th><th>spot discount</th><th>formula savings</th>"
+        "<th>cost</th><th>all on-demand</th><th>saved</th></tr>"
+    )
 
     def row(label: str, day: str, d: Mapping[str, Any], runs: str) -> str:
         f = d["formula"]
-        return (f"<tr><td>{_e(label)}</td><td>{_e(day)}</td><td class=\"num\">{_e(runs)}</td>"
-                f"<td class=\"num\">{_e(_fmt_seconds(d['seconds']))}</td>"
-                f"<td class=\"num\">{_e(_fmt_seconds(d['spot_seconds']))}</td>"
-                f"<td class=\"num\">{_e(_pct(f['batch_share']))}</td><td class=\"num\">{_e(_pct(f['spot_share']))}</td>"
-                f"<td class=\"num\">{_e(_pct(f['spot_discount']))}</td>"
-                f"<td class=\"num\"><b>{_e(_pct(f['savings']))}</b></td>"
-                f"<td class=\"num\">${d['cost']:.4f}</td><td class=\"num\">${d['on_demand_cost']:.4f}</td>"
-                f"<td class=\"num\">${d['savings']:.4f} ({_e(_pct(d['savings_share']))})</td></tr>")
+        return (
+            f'<tr><td>{_e(label)}</td><td>{_e(day)}</td><td class="num">{_e(runs)}</td>'
+            f'<td class="num">{_e(_fmt_seconds(d["seconds"]))}</td>'
+            f'<td class="num">{_e(_fmt_seconds(d["spot_seconds"]))}</td>'
+            f'<td class="num">{_e(_pct(f["batch_share"]))}</td><td class="num">{_e(_pct(f["spot_share"]))}</td>'
+            f'<td class="num">{_e(_pct(f["spot_discount"]))}</td>'
+            f'<td class="num"><b>{_e(_pct(f["savings"]))}</b></td>'
+            f'<td class="num">${d["cost"]:.4f}</td><td class="num">${d["on_demand_cost"]:.4f}</td>'
+            f'<td class="num">${d["savings"]:.4f} ({_e(_pct(d["savings_share"]))})</td></tr>'
+        )
 
-    rows = [row(d["client"], d["date"], d, f"{d['runs']} ({d['spot_runs']} / {d['on_demand_runs']})")
-            for d in days]
+    rows = [
+        row(d["client"], d["date"], d, f"{d['runs']} ({d['spot_runs']} / {d['on_demand_runs']})")
+        for d in days
+    ]
     if days:
         rows.append(row("all", "", report["total"], str(sum(d["runs"] for d in days))))
     body = "".join(rows) or '<tr><td colspan="12" class="muted">No finished runs yet.</td></tr>'
-    return (f'<section id="costs"><h2>Spot share and savings</h2>'
-            f'<p class="muted">savings = batch share × spot share × spot discount (SPEC §3); batch share = run '
-            f'time that is not critical, spot share = share of that on spot, spot discount = 1 − spot cost / '
-            f'on-demand cost of the same time; on-demand at ${float(report.get("on_demand_price_per_hour") or 0):.4f}/h.'
-            f'</p><table><thead>{head}</thead><tbody>{body}</tbody></table></section>')
+    return (
+        f'<section id="costs"><h2>Spot share and savings</h2>'
+        f'<p class="muted">savings = batch share × spot share × spot discount (SPEC §3); batch share = run '
+        f"time that is not critical, spot share = share of that on spot, spot discount = 1 − spot cost / "
+        f"on-demand cost of the same time; on-demand at ${float(report.get('on_demand_price_per_hour') or 0):.4f}/h."
+        f"</p><table><thead>{head}</thead><tbody>{body}</tbody></table></section>"
+    )
 
 
-def render_ops_page(*, all_jobs: list[Job], filters: OpsFilters, problems: list[str], cost_report: Mapping[str, Any],
-                    alerts: list[Mapping[str, Any]], hang_limit: HangLimit, now: float, nonce: str,
-                    version: str = "") -> str:
+def render_ops_page(
+    *,
+    all_jobs: list[Job],
+    filters: OpsFilters,
+    problems: list[str],
+    cost_report: Mapping[str, Any],
+    alerts: list[Mapping[str, Any]],
+    hang_limit: HangLimit,
+    now: float,
+    nonce: str,
+    version: str = "",
+) -> str:
     """The whole operations page as one HTML document (styles and script inline, nonce-tagged)."""
     shown = [] if problems else [j for j in all_jobs if filters.matches(j)]
     problem_html = "".join(f'<div class="problem">{_e(p)}</div>' for p in problems)
@@ -299,11 +334,11 @@ def render_ops_page(*, all_jobs: list[Job], filters: OpsFilters, problems: list[
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>DCluster operations</title><style nonce="{_e(nonce)}">{CSS}</style></head><body>'
-        f'<header><h1>DCluster operations</h1><span>generated {_e(generated)}</span>'
+        f"<header><h1>DCluster operations</h1><span>generated {_e(generated)}</span>"
         f'<span>{_e(version)}</span><a href="ops">reload</a><a href="cluster/health">health</a>'
         '<a href="docs">API</a></header><main>'
-        f'{problem_html}{_counts(all_jobs)}{_filter_form(all_jobs, filters)}{_alerts(alerts)}'
-        f'{_hanging(all_jobs, now, hang_limit)}{_jobs_table(shown, len(shown), now, hang_limit)}'
+        f"{problem_html}{_counts(all_jobs)}{_filter_form(all_jobs, filters)}{_alerts(alerts)}"
+        f"{_hanging(all_jobs, now, hang_limit)}{_jobs_table(shown, len(shown), now, hang_limit)}"
         f'{_costs(cost_report)}</main><script nonce="{_e(nonce)}">{script}</script></body></html>'
     )
 
@@ -315,5 +350,7 @@ def _js_string(value: str) -> str:
 
 def content_security_policy(nonce: str) -> str:
     """Only this page's own nonce-tagged style and script, and calls back to this service."""
-    return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
-            "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )

@@ -3,6 +3,7 @@
 The names below load on first use, so a job that imports only dcluster_client.contract (the
 Flink venv has neither tenacity nor the client's other needs) never loads the client.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -13,13 +14,25 @@ if TYPE_CHECKING:
     from dcluster_client.runner import JobFailed, JobTimeout, run_job
 
 _HOME = {
-    "DClusterClient": "client", "DClusterError": "client", "DClusterUnavailable": "client", "JobSpec": "client",
-    "JobStatus": "client", "JobFailed": "runner", "JobTimeout": "runner", "run_job": "runner",
+    "DClusterClient": "client",
+    "DClusterError": "client",
+    "DClusterUnavailable": "client",
+    "JobSpec": "client",
+    "JobStatus": "client",
+    "JobFailed": "runner",
+    "JobTimeout": "runner",
+    "run_job": "runner",
 }
 
 __all__ = [
-    "DClusterClient", "DClusterError", "DClusterUnavailable", "JobFailed", "JobSpec", "JobStatus",
-    "JobTimeout", "run_job",
+    "DClusterClient",
+    "DClusterError",
+    "DClusterUnavailable",
+    "JobFailed",
+    "JobSpec",
+    "JobStatus",
+    "JobTimeout",
+    "run_job",
 ]
 
 

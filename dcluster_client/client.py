@@ -1,4 +1,5 @@
 """The client of the DCluster REST API, over dcluster_client.jsonhttp; the session is injectable for tests."""
+
 from __future__ import annotations
 
 import time
@@ -105,8 +106,14 @@ class DClusterClient:
         """`attempts` is the total number of tries of a request (1: never retried), as RetryPolicy says."""
         self.actor = actor  # sent as X-Actor, the "who" of the service's audit log
         self.http = JsonHttpClient(
-            base_url, retry=RetryPolicy(attempts, backoff_s), on_error=_http_error, on_no_answer=_unreachable,
-            session=session, timeout=timeout, sleep=sleep, service="DCluster",
+            base_url,
+            retry=RetryPolicy(attempts, backoff_s),
+            on_error=_http_error,
+            on_no_answer=_unreachable,
+            session=session,
+            timeout=timeout,
+            sleep=sleep,
+            service="DCluster",
         )
         self.base_url = self.http.base_url
 
@@ -114,8 +121,9 @@ class DClusterClient:
         """Submit a job; with an idempotency key an active job with that key is returned instead."""
         # Without a key a resent submit could start a second job, so it is resent only when the
         # first never reached the service.
-        body = self._request("POST", "/cluster/job/submit", json=spec.to_dict(),
-                             idempotent=spec.idempotency_key is not None)
+        body = self._request(
+            "POST", "/cluster/job/submit", json=spec.to_dict(), idempotent=spec.idempotency_key is not None
+        )
         return JobStatus.from_json(body)
 
     def status(self, job_id: str) -> JobStatus:
@@ -140,8 +148,9 @@ class DClusterClient:
         text: str = self._request("GET", f"/cluster/job/{job_id}/log", text=True)
         return text
 
-    def allocate(self, count: int = 1, *, priority: str = "normal", strategy: str = "balanced",
-                 env: str | None = None) -> dict[str, Any]:
+    def allocate(
+        self, count: int = 1, *, priority: str = "normal", strategy: str = "balanced", env: str | None = None
+    ) -> dict[str, Any]:
         """Add instances to the pools, split by the work's spot share."""
         body = {"count": count, "priority": priority, "strategy": strategy, "env": env}
         return self._object("POST", "/cluster/resources/allocate", json=body, idempotent=False)
@@ -151,8 +160,9 @@ class DClusterClient:
         body = {"count": count, "max_price": max_price}
         return self._items("POST", "/cluster/resources/spot/request", "requests", json=body, idempotent=False)
 
-    def fallback(self, job_id: str | None = None, *, duration_s: float | None = None,
-                 reason: str = "") -> dict[str, Any]:
+    def fallback(
+        self, job_id: str | None = None, *, duration_s: float | None = None, reason: str = ""
+    ) -> dict[str, Any]:
         """Move one job (or, without job_id, all new work for duration_s) to on-demand."""
         body = {"job_id": job_id, "duration_s": duration_s, "reason": reason}
         return self._object("POST", "/cluster/resources/fallback", json=body)

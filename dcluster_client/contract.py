@@ -6,6 +6,7 @@ imports the service. It lives in dcluster_client, the package on both sides of t
 importing it does not load the client (the package's names load on first use), so it needs
 nothing beyond the standard library. docs/dcluster.md, "What a job may use", describes each variable.
 """
+
 from __future__ import annotations
 
 # Identity of the run.

@@ -5,6 +5,7 @@ turns failures into its own exception types. The transport is a requests session
 with its `request(method, url, **kwargs)`), so a test mounts a stub adapter and opens no socket.
 Retries are a tenacity policy, described once by RetryPolicy (docs/adr/0016).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"attempts is the total number of tries and must be at least 1, got {self.attempts}")
+            raise ValueError(
+                f"attempts is the total number of tries and must be at least 1, got {self.attempts}"
+            )
         if self.backoff_s < 0:
             raise ValueError(f"backoff_s must not be negative, got {self.backoff_s}")
 
@@ -173,8 +176,16 @@ class JsonHttpClient:
         def warn(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             delay = state.next_action.sleep if state.next_action else 0.0
-            log.warning("%s %s %s failed (%s); try %d of %d in %.1fs", self.service, method, path, error,
-                        state.attempt_number + 1, self.retry.attempts, delay)
+            log.warning(
+                "%s %s %s failed (%s); try %d of %d in %.1fs",
+                self.service,
+                method,
+                path,
+                error,
+                state.attempt_number + 1,
+                self.retry.attempts,
+                delay,
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts),

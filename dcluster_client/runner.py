@@ -1,4 +1,5 @@
 """Run one job to the end: submit, poll, report progress, and never leave it running on failure."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """`python -m featureplatform`: same as `fp-server`."""
+
 import sys
 
 from featureplatform.server import main

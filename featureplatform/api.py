@@ -1,4 +1,5 @@
 """HTTP routes of the Feature Platform: parse, call the service, format JSON. No rules here."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,12 @@ def create_app(settings: FPSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        record_config_change(audit, settings.audit_file.with_name("config.applied.json"), asdict(settings),
-                             source="FP settings (FP_* environment)")
+        record_config_change(
+            audit,
+            settings.audit_file.with_name("config.applied.json"),
+            asdict(settings),
+            source="FP settings (FP_* environment)",
+        )
         yield
         store.close()
 
@@ -76,8 +81,11 @@ def create_app(settings: FPSettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail), "status": exc.status_code},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": str(exc.detail), "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,9 +115,13 @@ def create_app(settings: FPSettings | None = None) -> FastAPI:
         return service.batch_status(client, batch_id)
 
     @app.get("/fp/v1/features/{client}/{entity_id:path}", tags=["features"])
-    def features(client: str, entity_id: str,
-                 actor: str | None = Header(None, alias="X-Actor", max_length=128,
-                                            description="who reads (audit log); default anonymous")) -> dict:
+    def features(
+        client: str,
+        entity_id: str,
+        actor: str | None = Header(
+            None, alias="X-Actor", max_length=128, description="who reads (audit log); default anonymous"
+        ),
+    ) -> dict:
         """Features of a user (entity_id = user_id) or a node (entity_id = node_id); each read is audited."""
         target = f"{client}/{entity_id}"
         try:

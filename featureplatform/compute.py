@@ -5,6 +5,7 @@ A record is one virtual-node edge joined with its node:
 The store keeps one *contribution* per (client, user_id, node_id); features are always
 recomputed from the stored contributions, so they are exact whatever the arrival order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -14,11 +15,28 @@ USER = "user"
 NODE = "node"
 
 # Fields of a stored contribution, in storage order.
-CONTRIBUTION_FIELDS = ("user_id", "node_id", "node_type", "events", "first_ms", "last_ms", "node_users", "is_super")
+CONTRIBUTION_FIELDS = (
+    "user_id",
+    "node_id",
+    "node_type",
+    "events",
+    "first_ms",
+    "last_ms",
+    "node_users",
+    "is_super",
+)
 
 USER_FEATURES = (
-    "connected_devices", "shared_attributes", "ip_count", "fingerprint_count", "max_node_users",
-    "super_node_links", "nodes", "events", "first_seen_ms", "last_seen_ms",
+    "connected_devices",
+    "shared_attributes",
+    "ip_count",
+    "fingerprint_count",
+    "max_node_users",
+    "super_node_links",
+    "nodes",
+    "events",
+    "first_seen_ms",
+    "last_seen_ms",
 )
 NODE_FEATURES = ("node_type", "users", "events", "is_super")
 
@@ -60,7 +78,9 @@ def merge_contribution(old: Mapping[str, object] | None, new: Mapping[str, objec
     }
 
 
-def merge_records(existing: Mapping[tuple[str, str], Mapping], records: Iterable[Mapping]) -> dict[tuple[str, str], dict]:
+def merge_records(
+    existing: Mapping[tuple[str, str], Mapping], records: Iterable[Mapping]
+) -> dict[tuple[str, str], dict]:
     """Merged contributions keyed by (user_id, node_id) for every edge the records touch."""
     merged: dict[tuple[str, str], dict] = {}
     for record in records:

@@ -1,4 +1,5 @@
 """State and rules of the FP service: ingest, recompute, idempotent batches, cached reads, metrics."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -80,16 +81,25 @@ class TTLCache:
 class FeatureService:
     """The FP rules over one store: what ingest does, what a read returns, what is counted."""
 
-    def __init__(self, settings: FPSettings, store: FeatureStore,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: FPSettings, store: FeatureStore, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.store = store
         # One cache per service instance: two apps in one process never see each other's data.
         self.cache = TTLCache(settings.cache_ttl_seconds, clock)
         self._counters = {
-            "records_ingested": 0, "realtime_requests": 0, "realtime_records": 0, "realtime_slow": 0,
-            "batches_applied": 0, "batch_records": 0, "batches_duplicate": 0,
-            "feature_reads": 0, "cache_hits": 0, "cache_misses": 0, "features_not_found": 0,
+            "records_ingested": 0,
+            "realtime_requests": 0,
+            "realtime_records": 0,
+            "realtime_slow": 0,
+            "batches_applied": 0,
+            "batch_records": 0,
+            "batches_duplicate": 0,
+            "feature_reads": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "features_not_found": 0,
         }
         self._counter_lock = threading.Lock()
         self._started = time.time()
@@ -104,8 +114,11 @@ class FeatureService:
         check_client(client)
         limit = self.settings.realtime_max_records
         if len(records) > limit:
-            raise FPRequestError(413, f"real-time ingest takes at most {limit} records, got {len(records)}; "
-                                      "use /fp/v1/ingest/batch for bulk loads")
+            raise FPRequestError(
+                413,
+                f"real-time ingest takes at most {limit} records, got {len(records)}; "
+                "use /fp/v1/ingest/batch for bulk loads",
+            )
         start = time.perf_counter()
         with self.store.write() as tx:
             counts, keys = self._apply(tx, client, records, source="realtime")
@@ -113,39 +126,63 @@ class FeatureService:
         elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
         slow = elapsed_ms > self.settings.realtime_timeout_ms
         if slow:
-            log.warning("real-time ingest for %s took %.1f ms (budget %.0f ms, %d records)",
-                        client, elapsed_ms, self.settings.realtime_timeout_ms, len(records))
-        self._count(records_ingested=len(records), realtime_requests=1, realtime_records=len(records),
-                    realtime_slow=int(slow))
+            log.warning(
+                "real-time ingest for %s took %.1f ms (budget %.0f ms, %d records)",
+                client,
+                elapsed_ms,
+                self.settings.realtime_timeout_ms,
+                len(records),
+            )
+        self._count(
+            records_ingested=len(records),
+            realtime_requests=1,
+            realtime_records=len(records),
+            realtime_slow=int(slow),
+        )
         return {"client": client, "records": len(records), **counts, "elapsed_ms": elapsed_ms}
 
     def ingest_batch(self, client: str, batch_id: str, records: Sequence[Mapping]) -> dict:
         """Apply a batch once: a batch id seen before returns its first answer with duplicate=true."""
         check_client(client)
         if not BATCH_ID_RE.match(batch_id):
-            raise FPRequestError(422, f"invalid batch_id {batch_id!r}: use letters, digits and ._:- (max 200)")
+            raise FPRequestError(
+                422, f"invalid batch_id {batch_id!r}: use letters, digits and ._:- (max 200)"
+            )
         limit = self.settings.batch_size_max
         if len(records) > limit:
-            raise FPRequestError(413, f"batch {batch_id} has {len(records)} records; the limit is {limit} "
-                                      "per batch, split it into smaller batches")
+            raise FPRequestError(
+                413,
+                f"batch {batch_id} has {len(records)} records; the limit is {limit} "
+                "per batch, split it into smaller batches",
+            )
         start = time.perf_counter()
         with self.store.write() as tx:
             seen = tx.get_batch(client, batch_id)
             if seen is None:
                 counts, keys = self._apply(tx, client, records, source="batch")
-                result = {"client": client, "batch_id": batch_id, "status": "applied",
-                          "records": len(records), **counts}
+                result = {
+                    "client": client,
+                    "batch_id": batch_id,
+                    "status": "applied",
+                    "records": len(records),
+                    **counts,
+                }
                 tx.put_batch(client, batch_id, len(records), "applied", _now_iso(), result)
         if seen is not None:
             self._count(batches_duplicate=1)
-            return {**seen["result"], "duplicate": True, "received_at": seen["received_at"],
-                    "elapsed_ms": round((time.perf_counter() - start) * 1000, 3)}
+            return {
+                **seen["result"],
+                "duplicate": True,
+                "received_at": seen["received_at"],
+                "elapsed_ms": round((time.perf_counter() - start) * 1000, 3),
+            }
         self.cache.invalidate(keys)
         self._count(batches_applied=1, batch_records=len(records), records_ingested=len(records))
         return {**result, "duplicate": False, "elapsed_ms": round((time.perf_counter() - start) * 1000, 3)}
 
-    def _apply(self, tx: StoreTx, client: str, records: Sequence[Mapping],
-               source: str) -> tuple[dict, list[tuple[str, str]]]:
+    def _apply(
+        self, tx: StoreTx, client: str, records: Sequence[Mapping], source: str
+    ) -> tuple[dict, list[tuple[str, str]]]:
         """Merge records into stored contributions, recompute touched entities; counts and cache keys."""
         users, nodes = compute.touched(records)
         existing = {(c["user_id"], c["node_id"]): c for c in tx.contributions_for_users(client, users)}
@@ -163,8 +200,11 @@ class FeatureService:
             (user_id, compute.USER, compute.user_features(contribs)) for user_id, contribs in by_user.items()
         ]
         rows.extend(
-            (agg["node_id"], compute.NODE,
-             compute.node_features(agg["node_type"], agg["users"], agg["events"], agg["is_super"]))
+            (
+                agg["node_id"],
+                compute.NODE,
+                compute.node_features(agg["node_type"], agg["users"], agg["events"], agg["is_super"]),
+            )
             for agg in tx.node_aggregates(client, nodes)
         )
         tx.put_features(client, rows, _now_iso(), source)
@@ -178,8 +218,13 @@ class FeatureService:
         row = self.store.get_batch(client, batch_id)
         if row is None:
             raise FPRequestError(404, f"batch {batch_id} of client {client} is unknown")
-        return {"client": client, "batch_id": batch_id, "status": row["status"], "records": row["records"],
-                "received_at": row["received_at"]}
+        return {
+            "client": client,
+            "batch_id": batch_id,
+            "status": row["status"],
+            "records": row["records"],
+            "received_at": row["received_at"],
+        }
 
     def features(self, client: str, entity_id: str) -> dict:
         """Features of one user or node, served from the TTL cache when fresh; 404 when unknown."""

@@ -1,4 +1,5 @@
 """Settings of the Feature Platform service: one object, environment overrides (FP_*)."""
+
 from __future__ import annotations
 
 import os

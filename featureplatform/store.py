@@ -1,4 +1,5 @@
 """Embedded feature storage in SQLite (WAL): contributions, computed features and batches."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,7 @@ _IN_CHUNK = 500
 
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class StoreTx:
@@ -49,8 +50,9 @@ class StoreTx:
         """The stored batch row, or None when the batch id is new."""
         return _get_batch(self._conn, client, batch_id)
 
-    def put_batch(self, client: str, batch_id: str, records: int, status: str, received_at: str,
-                  result: dict) -> None:
+    def put_batch(
+        self, client: str, batch_id: str, records: int, status: str, received_at: str, result: dict
+    ) -> None:
         """Record a batch as seen, with the answer a duplicate push gets back."""
         self._conn.execute(
             "INSERT INTO batches (client, batch_id, records, status, received_at, result) VALUES (?,?,?,?,?,?)",
@@ -75,8 +77,10 @@ class StoreTx:
         cols = ", ".join(CONTRIBUTION_FIELDS)
         self._conn.executemany(
             f"INSERT OR REPLACE INTO contributions (client, {cols}) VALUES (?, {','.join('?' * len(CONTRIBUTION_FIELDS))})",
-            ((client, *(int(c[f]) if f == "is_super" else c[f] for f in CONTRIBUTION_FIELDS))
-             for c in contributions),
+            (
+                (client, *(int(c[f]) if f == "is_super" else c[f] for f in CONTRIBUTION_FIELDS))
+                for c in contributions
+            ),
         )
 
     def node_aggregates(self, client: str, node_ids: Sequence[str]) -> list[dict]:
@@ -89,18 +93,23 @@ class StoreTx:
                 f"FROM contributions WHERE client = ? AND node_id IN ({marks}) GROUP BY node_id",
                 (client, *chunk),
             )
-            out.extend({"node_id": r[0], "node_type": r[1], "users": r[2], "events": r[3], "is_super": bool(r[4])}
-                       for r in cur)
+            out.extend(
+                {"node_id": r[0], "node_type": r[1], "users": r[2], "events": r[3], "is_super": bool(r[4])}
+                for r in cur
+            )
         return out
 
-    def put_features(self, client: str, rows: Iterable[tuple[str, str, dict]], updated_at: str,
-                     source: str) -> None:
+    def put_features(
+        self, client: str, rows: Iterable[tuple[str, str, dict]], updated_at: str, source: str
+    ) -> None:
         """Write (entity_id, entity_type, features) rows, replacing earlier versions."""
         self._conn.executemany(
             "INSERT OR REPLACE INTO features (client, entity_id, entity_type, features, updated_at, source) "
             "VALUES (?,?,?,?,?,?)",
-            ((client, eid, etype, json.dumps(feats, sort_keys=True), updated_at, source)
-             for eid, etype, feats in rows),
+            (
+                (client, eid, etype, json.dumps(feats, sort_keys=True), updated_at, source)
+                for eid, etype, feats in rows
+            ),
         )
 
 
@@ -147,14 +156,24 @@ class FeatureStore:
 
     def get_features(self, client: str, entity_id: str) -> dict | None:
         """The stored feature row of one entity, or None."""
-        row = self._conn().execute(
-            "SELECT entity_type, features, updated_at, source FROM features WHERE client = ? AND entity_id = ?",
-            (client, entity_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT entity_type, features, updated_at, source FROM features WHERE client = ? AND entity_id = ?",
+                (client, entity_id),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
-        return {"client": client, "entity_id": entity_id, "entity_type": row[0],
-                "features": json.loads(row[1]), "updated_at": row[2], "source": row[3]}
+        return {
+            "client": client,
+            "entity_id": entity_id,
+            "entity_type": row[0],
+            "features": json.loads(row[1]),
+            "updated_at": row[2],
+            "source": row[3],
+        }
 
     def get_batch(self, client: str, batch_id: str) -> dict | None:
         """The stored batch row, or None when the batch was never received."""
@@ -184,8 +203,14 @@ def _get_batch(conn: sqlite3.Connection, client: str, batch_id: str) -> dict | N
     ).fetchone()
     if row is None:
         return None
-    return {"client": client, "batch_id": batch_id, "records": row[0], "status": row[1],
-            "received_at": row[2], "result": json.loads(row[3])}
+    return {
+        "client": client,
+        "batch_id": batch_id,
+        "records": row[0],
+        "status": row[1],
+        "received_at": row[2],
+        "result": json.loads(row[3]),
+    }
 
 
 def _contribution_row(row: Sequence) -> dict:

@@ -1,4 +1,5 @@
 """Thin client of the Feature Platform API, over the platform's one JSON HTTP client (docs/adr/0016)."""
+
 from __future__ import annotations
 
 import time
@@ -30,22 +31,35 @@ class FPUnavailable(FPError):
 class FPClient:
     """Client of one FP service; `session` is injectable so tests can swap the transport."""
 
-    def __init__(self, base_url: str, session: Session | None = None, timeout: float = 10,
-                 attempts: int = 4, backoff_s: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        session: Session | None = None,
+        timeout: float = 10,
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """`attempts` is the total number of tries of a request (1: never retried), as RetryPolicy says."""
         # Every call is safe to resend: batch ingest is idempotent on batch id and real-time
         # ingest merges edges, so a try that did reach the server is not applied twice.
         self.http = JsonHttpClient(
-            base_url, retry=RetryPolicy(attempts, backoff_s), on_error=_fp_error, on_no_answer=_unreachable,
-            session=session, timeout=timeout, sleep=sleep, service="FP",
+            base_url,
+            retry=RetryPolicy(attempts, backoff_s),
+            on_error=_fp_error,
+            on_no_answer=_unreachable,
+            session=session,
+            timeout=timeout,
+            sleep=sleep,
+            service="FP",
         )
         self.base_url = self.http.base_url
 
     def push_batch(self, client: str, batch_id: str, records: list[dict]) -> dict:
         """Push one batch; the answer says `duplicate: true` when the batch id was applied before."""
-        return self._request("POST", "/fp/v1/ingest/batch",
-                             json={"client": client, "batch_id": batch_id, "records": records})
+        return self._request(
+            "POST", "/fp/v1/ingest/batch", json={"client": client, "batch_id": batch_id, "records": records}
+        )
 
     def push_realtime(self, client: str, records: list[dict]) -> dict:
         """Push a small set of recent records for synchronous compute."""

@@ -1,4 +1,5 @@
 """Ferry logic: read virtual nodes, cut them into idempotent batches, push them to the FP."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -59,16 +60,18 @@ def load_virtual_node_records(stage_dir: Path) -> list[dict]:
             # Nodes and edges come from one job; a dangling edge means the stage is corrupt, and
             # guessing its node's user count would push wrong features.
             raise ValueError(f"edge {edge['user_id']} -> {edge['node_id']} in {stage_dir} has no node row")
-        records.append({
-            "user_id": edge["user_id"],
-            "node_id": edge["node_id"],
-            "node_type": edge["node_type"],
-            "events": int(edge["events"]),
-            "first_ms": int(edge["first_ms"]),
-            "last_ms": int(edge["last_ms"]),
-            "node_users": int(node["users"]),
-            "is_super": bool(node["is_super"]),
-        })
+        records.append(
+            {
+                "user_id": edge["user_id"],
+                "node_id": edge["node_id"],
+                "node_type": edge["node_type"],
+                "events": int(edge["events"]),
+                "first_ms": int(edge["first_ms"]),
+                "last_ms": int(edge["last_ms"]),
+                "node_users": int(node["users"]),
+                "is_super": bool(node["is_super"]),
+            }
+        )
     records.sort(key=lambda r: (r["user_id"], r["node_id"]))
     return records
 
@@ -82,8 +85,14 @@ def batch_id_for(client: str, date: dt.date | str, index: int, records: Sequence
     return f"{client}-{day}-b{index:05d}-{digest.hexdigest()[:10]}"
 
 
-def ferry_batches(fp: FPClient, client: str, date: dt.date | str, records: Sequence[dict],
-                  batch_size: int = 10000, progress: Progress | None = None) -> FerryReport:
+def ferry_batches(
+    fp: FPClient,
+    client: str,
+    date: dt.date | str,
+    records: Sequence[dict],
+    batch_size: int = 10000,
+    progress: Progress | None = None,
+) -> FerryReport:
     """Push records in batches of at most `batch_size`; a rerun re-sends all, the FP skips applied ones."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -92,7 +101,7 @@ def ferry_batches(fp: FPClient, client: str, date: dt.date | str, records: Seque
     duplicates = 0
     sent = 0
     for index in range(total):
-        chunk = list(records[index * batch_size:(index + 1) * batch_size])
+        chunk = list(records[index * batch_size : (index + 1) * batch_size])
         answer = fp.push_batch(client, batch_id_for(client, date, index, chunk), chunk)
         duplicates += int(bool(answer.get("duplicate")))
         sent += len(chunk)
@@ -118,6 +127,6 @@ def ferry_realtime(fp: FPClient, client: str, records: Sequence[dict], chunk: in
     start = time.perf_counter()
     pushes = 0
     for offset in range(0, len(records), chunk):
-        fp.push_realtime(client, list(records[offset:offset + chunk]))
+        fp.push_realtime(client, list(records[offset : offset + chunk]))
         pushes += 1
     return FerryReport("realtime", client, pushes, len(records), 0, round(time.perf_counter() - start, 3))

@@ -1,17 +1,18 @@
 """`fraudbatch`: run a client-day, manage the embedded services, select clients for cron.
 
-    fraudbatch demo [--client demo] [--date 2025-11-21] [--events 20000]
-    fraudbatch run --client C --date D [--task MonitorTracker] [--local-scheduler]
-    fraudbatch services start|stop|status
-    fraudbatch clients [+name ...] [-name ...]
-    fraudbatch day --client C today|yesterday   (the client's date, in its timezone)
-    fraudbatch check --client C --date D
-    fraudbatch status --client C --date D [--json]   (stages done / stale / failed, what to run)
-    fraudbatch rerun --client C --date D [--from STAGE]   (make a stage and those after it again)
-    fraudbatch bench [--events 1000000]
-    fraudbatch maintenance [--keep-days 14]
-    fraudbatch jobs list|show|log|terminate …   (DCluster jobs; fraudbatch jobs --help)
+fraudbatch demo [--client demo] [--date 2025-11-21] [--events 20000]
+fraudbatch run --client C --date D [--task MonitorTracker] [--local-scheduler]
+fraudbatch services start|stop|status
+fraudbatch clients [+name ...] [-name ...]
+fraudbatch day --client C today|yesterday   (the client's date, in its timezone)
+fraudbatch check --client C --date D
+fraudbatch status --client C --date D [--json]   (stages done / stale / failed, what to run)
+fraudbatch rerun --client C --date D [--from STAGE]   (make a stage and those after it again)
+fraudbatch bench [--events 1000000]
+fraudbatch maintenance [--keep-days 14]
+fraudbatch jobs list|show|log|terminate …   (DCluster jobs; fraudbatch jobs --help)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,16 +54,35 @@ def select_clients(selectors: list[str], registry: str | None = None) -> list[st
     minus = {s[1:] for s in selectors if s.startswith("-")}
     bad = [s for s in selectors if s[:1] not in ("+", "-") or s[1:] not in names]
     if bad:
-        raise ConfigError(f"bad client selector(s) {bad}: use +name or -name with names from {', '.join(names)}")
+        raise ConfigError(
+            f"bad client selector(s) {bad}: use +name or -name with names from {', '.join(names)}"
+        )
     chosen = plus or names
     return [n for n in chosen if n not in minus]
 
 
-def run_luigi(task: str, client: str, date: str, *, workers: int = 5, local_scheduler: bool = False,
-              extra: list[str] | None = None) -> int:
+def run_luigi(
+    task: str,
+    client: str,
+    date: str,
+    *,
+    workers: int = 5,
+    local_scheduler: bool = False,
+    extra: list[str] | None = None,
+) -> int:
     """Run one task through luigi and return luigi's exit code (the [retcode] block)."""
-    argv = [str(BIN / "luigi"), "--module", "batch_tasks", task, "--client", client, "--date", date,
-            "--workers", str(workers)]
+    argv = [
+        str(BIN / "luigi"),
+        "--module",
+        "batch_tasks",
+        task,
+        "--client",
+        client,
+        "--date",
+        date,
+        "--workers",
+        str(workers),
+    ]
     if local_scheduler:
         argv.append("--local-scheduler")
     argv += extra or []
@@ -85,10 +105,24 @@ def ensure_sample_data(day: ClientDay, events: int, seed: int) -> None:
     if raw_data_keys(bucket_listing(day)):
         print(f"raw data for {client} {date} already present: {day.url(day.raw_prefix)}")
         return
-    argv = [str(BIN / "fraudbatch-datagen"), "--client", client, "--date", date, "--events", str(events),
-            "--seed", str(seed), "--truth-dir", str(var_dir() / "truth")]
+    argv = [
+        str(BIN / "fraudbatch-datagen"),
+        "--client",
+        client,
+        "--date",
+        date,
+        "--events",
+        str(events),
+        "--seed",
+        str(seed),
+        "--truth-dir",
+        str(var_dir() / "truth"),
+    ]
     if os.environ.get("FRAUDBATCH_OBJECTSTORE_BACKEND", "local") == "local":
-        argv += ["--objectstore-root", os.environ.get("FRAUDBATCH_OBJECTSTORE_ROOT") or str(var_dir() / "objectstore")]
+        argv += [
+            "--objectstore-root",
+            os.environ.get("FRAUDBATCH_OBJECTSTORE_ROOT") or str(var_dir() / "objectstore"),
+        ]
     else:
         argv += ["--out", str(var_dir() / "datagen-staging"), "--upload"]
     print("$ " + " ".join(["fraudbatch-datagen"] + argv[1:]), flush=True)
@@ -98,7 +132,7 @@ def ensure_sample_data(day: ClientDay, events: int, seed: int) -> None:
 
 def _results_paths(day: ClientDay) -> tuple[str, Path | None]:
     url = day.url(day.results_prefix)
-    local = Path(url[len("file://"):]) if url.startswith("file://") else None
+    local = Path(url[len("file://") :]) if url.startswith("file://") else None
     return url, local
 
 
@@ -115,8 +149,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = services.start(specs.values(), var_dir(), env=luigi_env())
     try:
         if _already_complete(args.client, args.date, "MonitorTracker"):
-            print(f"{args.client} {args.date} is already complete: nothing to do (to make it again: "
-                  f"fraudbatch rerun --client {args.client} --date {args.date})")
+            print(
+                f"{args.client} {args.date} is already complete: nothing to do (to make it again: "
+                f"fraudbatch rerun --client {args.client} --date {args.date})"
+            )
         code = run_luigi("MonitorTracker", args.client, args.date, workers=args.workers)
     finally:
         services.stop(started, var_dir())
@@ -128,8 +164,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"summary: {local / 'reports' / 'summary.json'}")
             print(day_outcome(json.loads((local / "reports" / "summary.json").read_text(encoding="utf-8"))))
     else:
-        print(f"\nthe run failed with exit code {code}; see the task log above, and "
-              f"`fraudbatch status --client {args.client} --date {args.date}` for what to run")
+        print(
+            f"\nthe run failed with exit code {code}; see the task log above, and "
+            f"`fraudbatch status --client {args.client} --date {args.date}` for what to run"
+        )
     return code
 
 
@@ -138,35 +176,47 @@ def day_outcome(summary: dict) -> str:
     s = summary
     stages = s.get("stage_seconds") or {}
     timing = ", ".join(f"{k} {v:g}" for k, v in stages.items() if k != "total" and v)
-    return (f"{s['client']} {s['date']}: {s['records_read']:,} records read, {s['records_accepted']:,} accepted, "
-            f"{s['records_quarantined']:,} quarantined; {s['users']:,} users, {s['flagged_users']:,} flagged, "
-            f"{s.get('fraud_rings', 0)} fraud rings among {s['campaigns']} campaigns\n"
-            f"seconds: {stages.get('total', 0):g} in total ({timing})")
+    return (
+        f"{s['client']} {s['date']}: {s['records_read']:,} records read, {s['records_accepted']:,} accepted, "
+        f"{s['records_quarantined']:,} quarantined; {s['users']:,} users, {s['flagged_users']:,} flagged, "
+        f"{s.get('fraud_rings', 0)} fraud rings among {s['campaigns']} campaigns\n"
+        f"seconds: {stages.get('total', 0):g} in total ({timing})"
+    )
 
 
 def _already_complete(client: str, date: str, task: str) -> bool:
     env = luigi_env()
-    probe = (f"import batch_tasks as b, datetime as d; "
-             f"print(b.{task}(client={client!r}, date=d.date.fromisoformat({date!r})).complete())")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env,
-                         capture_output=True, text=True)
+    probe = (
+        f"import batch_tasks as b, datetime as d; "
+        f"print(b.{task}(client={client!r}, date=d.date.fromisoformat({date!r})).complete())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
     return out.stdout.strip().endswith("True")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One luigi run; 15 (recovery.PARTIAL_EXIT) when it succeeded but files were set aside."""
     _validate(args.client, args.date)
-    code = run_luigi(args.task, args.client, args.date, workers=args.workers,
-                     local_scheduler=args.local_scheduler)
+    code = run_luigi(
+        args.task, args.client, args.date, workers=args.workers, local_scheduler=args.local_scheduler
+    )
     hint = f"fraudbatch status --client {args.client} --date {args.date}"
     if code != 0:
-        print(f"the run failed with exit code {code}: `{hint}` shows which stage and what to run", file=sys.stderr)
+        print(
+            f"the run failed with exit code {code}: `{hint}` shows which stage and what to run",
+            file=sys.stderr,
+        )
         return code
     st = recovery.status_of(args.client, args.date)
     if st.partial:
         names = ", ".join(f"{f['source_file']} ({f['reason']})" for f in st.files_quarantined[:5])
-        print(f"the day is partial: files were set aside: {names}. Replace them in the bucket and the next "
-              f"run reads them; `{hint}` lists them all", file=sys.stderr)
+        print(
+            f"the day is partial: files were set aside: {names}. Replace them in the bucket and the next "
+            f"run reads them; `{hint}` lists them all",
+            file=sys.stderr,
+        )
         return recovery.PARTIAL_EXIT
     return 0
 
@@ -222,9 +272,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return code
     _, local = _results_paths(day)
     summary = json.loads((local / "reports" / "summary.json").read_text()) if local else {}
-    print(f"\nbenchmark: {args.events} events requested, {summary.get('records_read')} records read, "
-          f"{summary.get('users')} users, {summary.get('flagged_users')} flagged, "
-          f"{summary.get('campaigns')} campaigns")
+    print(
+        f"\nbenchmark: {args.events} events requested, {summary.get('records_read')} records read, "
+        f"{summary.get('users')} users, {summary.get('flagged_users')} flagged, "
+        f"{summary.get('campaigns')} campaigns"
+    )
     print(f"{'stage':<22}{'seconds':>10}")
     for stage, secs in (summary.get("stage_seconds") or {}).items():
         print(f"{stage:<22}{secs:>10.1f}")
@@ -266,8 +318,9 @@ def _validate(client: str, date: str) -> ClientConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fraudbatch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fraudbatch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="generate sample data if needed, start services, run a whole client-day")

@@ -5,6 +5,7 @@ shell share one set of pid files under var/. `comparable_results` reduces a clie
 folder to the bytes that must not depend on where the jobs ran, so a local and a standalone run
 compare with `diff_results`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,17 @@ class ClusterScript:
 
     script: Path
 
-    def _run(self, command: str, env: Mapping[str, str] | None, timeout_s: float) -> subprocess.CompletedProcess:
+    def _run(
+        self, command: str, env: Mapping[str, str] | None, timeout_s: float
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(self.script), command], cwd=PROJECT_ROOT, env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s,
+            [str(self.script), command],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
 
     def start(self, env: Mapping[str, str] | None = None, timeout_s: float = 180.0) -> str:
@@ -71,7 +79,8 @@ def comparable_results(results_dir: Path) -> dict[str, bytes]:
     for key in RUN_FIELDS:
         summary.pop(key, None)
     out[summary_path.relative_to(results_dir).as_posix() + " (without run fields)"] = json.dumps(
-        summary, sort_keys=True, indent=1).encode("utf-8")
+        summary, sort_keys=True, indent=1
+    ).encode("utf-8")
     return out
 
 
@@ -80,6 +89,9 @@ def diff_results(a_dir: Path, b_dir: Path) -> list[str]:
     a, b = comparable_results(a_dir), comparable_results(b_dir)
     problems = [f"{name}: only in {a_dir}" for name in sorted(a.keys() - b.keys())]
     problems += [f"{name}: only in {b_dir}" for name in sorted(b.keys() - a.keys())]
-    problems += [f"{name}: differs ({len(a[name])} vs {len(b[name])} bytes)"
-                 for name in sorted(a.keys() & b.keys()) if a[name] != b[name]]
+    problems += [
+        f"{name}: differs ({len(a[name])} vs {len(b[name])} bytes)"
+        for name in sorted(a.keys() & b.keys())
+        if a[name] != b[name]
+    ]
     return problems

@@ -5,6 +5,7 @@
 The cron wrappers (scripts/lib.sh for_clients) ask this for every client, so a New York client
 at 02:00 UTC still works on its own evening's day, not on tomorrow's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def parse_now(text: str) -> dt.datetime:
     try:
         now = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"invalid --now {text!r}: expected an ISO-8601 instant such as "
-                          f"2025-11-22T02:00:00Z") from None
+        raise ConfigError(
+            f"invalid --now {text!r}: expected an ISO-8601 instant such as 2025-11-22T02:00:00Z"
+        ) from None
     if now.tzinfo is None:
         raise ConfigError(f"invalid --now {text!r}: give its offset (Z or +HH:MM)")
     return now
@@ -54,8 +56,12 @@ def cmd_day(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `day` on the fraudbatch command line."""
-    d = sub.add_parser("day", help="print a client's today / yesterday (YYYY-MM-DD) in its timezone",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = sub.add_parser(
+        "day",
+        help="print a client's today / yesterday (YYYY-MM-DD) in its timezone",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("--client", required=True)
     d.add_argument("--now", help="the instant to use instead of the clock (ISO-8601 with offset)")
     d.add_argument("which", help="today, yesterday or today-N")

@@ -8,6 +8,7 @@
 The service is DCLUSTER_URL, else http://127.0.0.1:8091 (the [dcluster] default of luigi.cfg);
 --url overrides both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,22 @@ COLUMNS = ("job_id", "client", "app", "state", "capacity", "attempts", "started"
 
 def add_parser(sub: Any) -> None:
     """Register `jobs` and its actions on the fraudbatch command line."""
-    j = sub.add_parser("jobs", help="list, inspect and terminate DCluster jobs",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    j = sub.add_parser(
+        "jobs",
+        help="list, inspect and terminate DCluster jobs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"DCluster base URL (default: $DCLUSTER_URL or {DEFAULT_URL})")
     actions = j.add_subparsers(dest="action", required=True)
     ls = actions.add_parser("list", help="jobs, newest first", parents=[common])
     ls.add_argument("--client")
-    ls.add_argument("--state", type=str.upper, choices=("PENDING", "RUNNING", "HANGING", "COMPLETED", "FAILED",
-                                                        "TERMINATED"))
+    ls.add_argument(
+        "--state",
+        type=str.upper,
+        choices=("PENDING", "RUNNING", "HANGING", "COMPLETED", "FAILED", "TERMINATED"),
+    )
     ls.add_argument("--app", help="job module, e.g. campaign")
     ls.add_argument("--capacity", choices=("spot", "on_demand"))
     ls.add_argument("--limit", type=int, default=50)
@@ -54,8 +62,13 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
     client = DClusterClient(url, timeout=10, attempts=1, actor=actor)
     try:
         if args.action == "list":
-            jobs = client.jobs(client=args.client, state=args.state, app=args.app, capacity=args.capacity,
-                               limit=str(args.limit))
+            jobs = client.jobs(
+                client=args.client,
+                state=args.state,
+                app=args.app,
+                capacity=args.capacity,
+                limit=str(args.limit),
+            )
             print(table([row(j) for j in jobs]) if jobs else "no jobs match")
         elif args.action == "show":
             print(describe(client.status(args.job_id)))
@@ -67,8 +80,10 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
                 print(f"job {job.job_id} is already {job.state}; nothing to terminate", file=sys.stderr)
                 return 1
             if not args.yes:
-                answer = ask(f"terminate {job.job_id} ({job.client} {job.app}, {job.state} on "
-                             f"{job.capacity_type or 'no capacity yet'})? [y/N] ")
+                answer = ask(
+                    f"terminate {job.job_id} ({job.client} {job.app}, {job.state} on "
+                    f"{job.capacity_type or 'no capacity yet'})? [y/N] "
+                )
                 if answer.strip().lower() not in ("y", "yes"):
                     print("not terminated")
                     return 1
@@ -85,14 +100,26 @@ def row(job: JobStatus) -> tuple[str, ...]:
     started = (job.started_at or "")[:19].replace("T", " ")
     message = job.message if len(job.message) <= 60 else job.message[:57] + "..."
     exit_code = "" if job.exit_code is None else str(job.exit_code)
-    return (job.job_id, job.client, job.app, job.state, job.capacity_type, str(job.attempts), started, exit_code,
-            message)
+    return (
+        job.job_id,
+        job.client,
+        job.app,
+        job.state,
+        job.capacity_type,
+        str(job.attempts),
+        started,
+        exit_code,
+        message,
+    )
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:
     """Rows under COLUMNS, each column as wide as its widest cell."""
     widths = [max(len(c) for c in col) for col in zip(COLUMNS, *rows, strict=True)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in (COLUMNS, *rows)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        for cells in (COLUMNS, *rows)
+    ]
     return "\n".join(lines)
 
 
@@ -113,7 +140,9 @@ def describe(job: JobStatus) -> str:
     transitions = raw.get("transitions") or []
     if transitions:
         lines.append("history")
-        lines += [f"  {t.get('at', '')}  {t.get('state', '')}  {t.get('reason', '')}".rstrip() for t in transitions]
+        lines += [
+            f"  {t.get('at', '')}  {t.get('state', '')}  {t.get('reason', '')}".rstrip() for t in transitions
+        ]
     if job.log_tail:
         lines.append("log tail")
         lines += [f"  {line}" for line in job.log_tail[-15:]]

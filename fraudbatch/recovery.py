@@ -9,6 +9,7 @@ failed) or missing, then the input listing against the fetched snapshot, whether
 final and complete, and the command to run. rerun invalidates a stage and every stage after it
 (the warehouse folders are moved aside, the last stage first) and runs the day again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,31 @@ def stage_tasks() -> dict[str, str]:
 def format_status(st: DayStatus) -> str:
     """The status as a person reads it."""
     width = max(len(s.stage) for s in st.stages) if st.stages else 5
-    lines = [f"{st.client} {st.date}: " + ("final" if st.final.get("final") else "provisional")
-             + f" ({st.final.get('final_reason')})" + (", PARTIAL: files were set aside" if st.partial else "")]
+    lines = [
+        f"{st.client} {st.date}: "
+        + ("final" if st.final.get("final") else "provisional")
+        + f" ({st.final.get('final_reason')})"
+        + (", PARTIAL: files were set aside" if st.partial else "")
+    ]
     marks = {"done": "done ", "stale": "STALE", "failed": "FAILED", "missing": "-    "}
     for s in st.stages:
-        lines.append(f"  {s.stage:<{width}}  {marks[s.state]:<6} {s.task}" + (f"  {s.message}" if s.message else ""))
-    lines.append("input: " + (st.changes.describe() + " since the last fetch" if st.fetched else "not fetched"))
+        lines.append(
+            f"  {s.stage:<{width}}  {marks[s.state]:<6} {s.task}" + (f"  {s.message}" if s.message else "")
+        )
+    lines.append(
+        "input: " + (st.changes.describe() + " since the last fetch" if st.fetched else "not fetched")
+    )
     for f in st.files_quarantined:
         lines.append(f"  set aside: {f['source_file']} ({f['reason']})")
     r = st.results
-    lines.append(f"results: {r['url']} " + (f"version {r.get('version')}, " + ("current" if r.get("current") else
-                                            "from an older input") if r.get("sent") else "not sent"))
+    lines.append(
+        f"results: {r['url']} "
+        + (
+            f"version {r.get('version')}, " + ("current" if r.get("current") else "from an older input")
+            if r.get("sent")
+            else "not sent"
+        )
+    )
     lines.append("next: " + st.next_step())
     return "\n".join(lines)
 
@@ -69,6 +84,7 @@ def resolve_stage(name: str) -> str:
 
 
 # --- command line -----------------------------------------------------------------------------
+
 
 def client_day(client_name: str, date: str) -> ClientDay:
     """The client-day named on the command line, from the pipeline's settings."""
@@ -95,27 +111,41 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
     stage = resolve_stage(args.from_stage)
     removed = invalidate(client_day(args.client, args.date).paths, stage)
-    print(f"invalidated {args.client} {args.date} from {stage}: "
-          + (", ".join(removed) if removed else "nothing was there yet"), flush=True)
-    return run_luigi(args.task, args.client, args.date, workers=args.workers,
-                     local_scheduler=args.local_scheduler)
+    print(
+        f"invalidated {args.client} {args.date} from {stage}: "
+        + (", ".join(removed) if removed else "nothing was there yet"),
+        flush=True,
+    )
+    return run_luigi(
+        args.task, args.client, args.date, workers=args.workers, local_scheduler=args.local_scheduler
+    )
 
 
 def add_parsers(sub) -> None:
     os.environ.setdefault("LUIGI_CONFIG_PATH", str(Path(__file__).resolve().parent.parent / "luigi.cfg"))
-    s = sub.add_parser("status", help="each stage of a client-day (done / stale / failed), the input "
-                                      "against the fetched snapshot, and what to run")
+    s = sub.add_parser(
+        "status",
+        help="each stage of a client-day (done / stale / failed), the input "
+        "against the fetched snapshot, and what to run",
+    )
     s.add_argument("--client", required=True)
     s.add_argument("--date", required=True)
     s.add_argument("--json", action="store_true", help="the status as JSON")
-    s.add_argument("--partial-exit", action="store_true",
-                   help=f"exit {PARTIAL_EXIT} when the day is partial (files set aside); the cron wrappers use it")
+    s.add_argument(
+        "--partial-exit",
+        action="store_true",
+        help=f"exit {PARTIAL_EXIT} when the day is partial (files set aside); the cron wrappers use it",
+    )
     s.set_defaults(func=cmd_status)
     r = sub.add_parser("rerun", help="invalidate a stage and everything after it, then run the day again")
     r.add_argument("--client", required=True)
     r.add_argument("--date", required=True)
-    r.add_argument("--from", dest="from_stage", default="raw",
-                   help=f"first stage to make again (default raw: fetch everything): {', '.join(STAGES)}")
+    r.add_argument(
+        "--from",
+        dest="from_stage",
+        default="raw",
+        help=f"first stage to make again (default raw: fetch everything): {', '.join(STAGES)}",
+    )
     r.add_argument("--task", default="MonitorTracker", help="the task to run afterwards")
     r.add_argument("--workers", type=int, default=5)
     r.add_argument("--local-scheduler", action="store_true")

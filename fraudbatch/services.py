@@ -3,6 +3,7 @@
 Each service runs as a child process on 127.0.0.1 with its pid file and log under var/.
 A service that already answers on its port is left alone (and not stopped afterwards).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,20 +43,41 @@ def service_specs(var_dir: Path, ports: Ports = Ports()) -> dict[str, Service]:
     return {
         "luigid": Service(
             "luigid",
-            [str(BIN / "luigid"), "--address", "127.0.0.1", "--port", str(ports.luigid),
-             "--state-path", str(var_dir / "luigi" / "luigi-state.pickle")],
+            [
+                str(BIN / "luigid"),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(ports.luigid),
+                "--state-path",
+                str(var_dir / "luigi" / "luigi-state.pickle"),
+            ],
             f"http://127.0.0.1:{ports.luigid}/",
         ),
         "dcluster": Service(
             "dcluster",
-            [str(BIN / "dcluster-server"), "--host", "127.0.0.1", "--port", str(ports.dcluster),
-             "--state-dir", str(var_dir / "dcluster")],
+            [
+                str(BIN / "dcluster-server"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports.dcluster),
+                "--state-dir",
+                str(var_dir / "dcluster"),
+            ],
             f"http://127.0.0.1:{ports.dcluster}/cluster/health",
         ),
         "fp": Service(
             "fp",
-            [str(BIN / "fp-server"), "--host", "127.0.0.1", "--port", str(ports.fp),
-             "--db", str(var_dir / "fp" / "features.sqlite")],
+            [
+                str(BIN / "fp-server"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports.fp),
+                "--db",
+                str(var_dir / "fp" / "features.sqlite"),
+            ],
             f"http://127.0.0.1:{ports.fp}/fp/v1/health",
         ),
     }
@@ -75,8 +97,13 @@ def _pidfile(var_dir: Path, name: str) -> Path:
     return Path(var_dir) / "run" / f"{name}.pid"
 
 
-def start(services: Iterable[Service], var_dir: Path, env: dict[str, str] | None = None,
-          wait_s: float = 60.0, log=print) -> list[str]:
+def start(
+    services: Iterable[Service],
+    var_dir: Path,
+    env: dict[str, str] | None = None,
+    wait_s: float = 60.0,
+    log=print,
+) -> list[str]:
     """Start every service that is not already up; return the names this call started."""
     var_dir = Path(var_dir)
     (var_dir / "run").mkdir(parents=True, exist_ok=True)
@@ -90,8 +117,14 @@ def start(services: Iterable[Service], var_dir: Path, env: dict[str, str] | None
             log(f"{svc.name}: already running ({svc.health_url})")
             continue
         logf = open(var_dir / "log" / f"{svc.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(svc.argv, stdout=logf, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            svc.argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         _pidfile(var_dir, svc.name).write_text(str(proc.pid), encoding="utf-8")
         procs[svc.name] = proc
         started.append(svc.name)
@@ -103,18 +136,21 @@ def start(services: Iterable[Service], var_dir: Path, env: dict[str, str] | None
     return started
 
 
-def _wait_until_up(services: list[Service], procs: dict[str, subprocess.Popen], var_dir: Path,
-                   wait_s: float, log) -> None:
+def _wait_until_up(
+    services: list[Service], procs: dict[str, subprocess.Popen], var_dir: Path, wait_s: float, log
+) -> None:
     deadline = time.monotonic() + wait_s
     for svc in services:
         logfile = var_dir / "log" / f"{svc.name}.log"
         while not is_up(svc.health_url):
             if procs[svc.name].poll() is not None:
-                raise RuntimeError(f"{svc.name} exited with code {procs[svc.name].returncode} at start; "
-                                   f"see {logfile}")
+                raise RuntimeError(
+                    f"{svc.name} exited with code {procs[svc.name].returncode} at start; see {logfile}"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{svc.name} did not answer {svc.health_url} within {wait_s:.0f}s; "
-                                   f"see {logfile}")
+                raise RuntimeError(
+                    f"{svc.name} did not answer {svc.health_url} within {wait_s:.0f}s; see {logfile}"
+                )
             time.sleep(0.3)
         log(f"{svc.name}: started, pid {procs[svc.name].pid} ({svc.health_url})")
 

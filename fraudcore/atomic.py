@@ -3,6 +3,7 @@
 The one way the project replaces a file or a folder: write a temporary sibling, fsync it, rename
 it over the target, then fsync the folder so the rename itself survives a power cut.
 """
+
 from __future__ import annotations
 
 import json

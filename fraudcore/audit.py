@@ -4,6 +4,7 @@ DCluster records job_submit, job_terminate and the resource actions; the Feature
 records data_access on feature reads; both record config_change when they start with settings
 that differ from the ones they last ran with (`record_config_change`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,7 +34,9 @@ class AuditLog:
     a day after that; 0 keeps everything.
     """
 
-    def __init__(self, path: Path, retention_days: float = 365, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path, retention_days: float = 365, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = Path(path)
         self.retention_days = float(retention_days)
         self._clock = clock
@@ -41,14 +44,21 @@ class AuditLog:
         self._next_prune = 0.0
         self.prune()
 
-    def record(self, action: str, actor: str | None, target: str, detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def record(
+        self, action: str, actor: str | None, target: str, detail: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Append an entry (flushed before returning, so a crash right after keeps it)."""
         now = self._clock()
         if now >= self._next_prune:
             self.prune()
         at = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        entry = {"at": at, "action": action, "actor": actor or ANONYMOUS, "target": target,
-                 "detail": dict(detail or {})}
+        entry = {
+            "at": at,
+            "action": action,
+            "actor": actor or ANONYMOUS,
+            "target": target,
+            "detail": dict(detail or {}),
+        }
         line = json.dumps(entry, sort_keys=True)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,8 +85,14 @@ class AuditLog:
                 fh.writelines(kept)
         return len(lines) - len(kept)
 
-    def read(self, *, action: str | None = None, actor: str | None = None, target: str | None = None,
-             limit: int = 1000) -> list[dict[str, Any]]:
+    def read(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
         """Matching entries, newest first."""
         with self._lock:
             try:
@@ -89,8 +105,11 @@ class AuditLog:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a line cut by a crash mid-write is skipped, not fatal
-            if (action is None or entry.get("action") == action) and (actor is None or entry.get("actor") == actor) \
-                    and (target is None or entry.get("target") == target):
+            if (
+                (action is None or entry.get("action") == action)
+                and (actor is None or entry.get("actor") == actor)
+                and (target is None or entry.get("target") == target)
+            ):
                 out.append(entry)
                 if len(out) >= limit:
                     break
@@ -131,8 +150,9 @@ def operator() -> str:
     return f"{current_user()}@{socket.gethostname()}"
 
 
-def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[str, Any], *,
-                         source: str, actor: str | None = None) -> dict[str, Any] | None:
+def record_config_change(
+    audit: AuditLog, applied_path: Path, config: Mapping[str, Any], *, source: str, actor: str | None = None
+) -> dict[str, Any] | None:
     """Record config_change when `config` differs from the one saved at `applied_path`; save it.
 
     The detail names every changed key with its old and new value (and keys added or removed),
@@ -150,8 +170,11 @@ def record_config_change(audit: AuditLog, applied_path: Path, config: Mapping[st
     detail = {
         "source": source,
         "first_start": previous is None,
-        "changed": {k: {"from": before[k], "to": current[k]} for k in sorted(before.keys() & current.keys())
-                    if before[k] != current[k]},
+        "changed": {
+            k: {"from": before[k], "to": current[k]}
+            for k in sorted(before.keys() & current.keys())
+            if before[k] != current[k]
+        },
         "added": {k: current[k] for k in sorted(current.keys() - before.keys())},
         "removed": sorted(before.keys() - current.keys()),
     }

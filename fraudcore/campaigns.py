@@ -5,6 +5,7 @@ default fingerprints) are pruned before anything here runs: they link crowds, no
 users are linked by one shared *strong* node or by two shared *weak* nodes; each connected
 component of the links is a campaign, scored from named 0-1 signals.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -105,8 +106,11 @@ def connected_components(pairs: Iterable[tuple[str, str]], nodes: Iterable[str] 
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
-def link_pairs(node_users: Mapping[str, Iterable[str]], node_types: Mapping[str, str],
-               new_accounts: Mapping[str, int] | None = None) -> set[tuple[str, str]]:
+def link_pairs(
+    node_users: Mapping[str, Iterable[str]],
+    node_types: Mapping[str, str],
+    new_accounts: Mapping[str, int] | None = None,
+) -> set[tuple[str, str]]:
     """User pairs (a < b) linked by one shared strong node or WEAK_LINKS_REQUIRED shared weak nodes.
 
     A single shared weak node also links two *new* accounts (`new_accounts`: user -> first
@@ -130,8 +134,7 @@ def link_pairs(node_users: Mapping[str, Iterable[str]], node_types: Mapping[str,
             weak.update(pairs)
     new = new_accounts or {}
     co_signup = {
-        (a, b) for a, b in weak
-        if a in new and b in new and abs(new[a] - new[b]) <= CO_SIGNUP_WINDOW_MS
+        (a, b) for a, b in weak if a in new and b in new and abs(new[a] - new[b]) <= CO_SIGNUP_WINDOW_MS
     }
     return strong | co_signup | {p for p, n in weak.items() if n >= WEAK_LINKS_REQUIRED}
 
@@ -188,7 +191,9 @@ def densest_window(times: Iterable[int], width_ms: int) -> int:
     return best
 
 
-def campaign_signals(members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def campaign_signals(
+    members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
     """The named 0-1 signals of one group of accounts.
 
     `members` are member_record dicts; `shared_nodes` are the group's shared non-super nodes as
@@ -221,8 +226,9 @@ def campaign_signals(members: Sequence[Mapping[str, Any]], shared_nodes: Sequenc
 
 def campaign_score(signals: Mapping[str, float]) -> int:
     """0-100: the SIGNAL_WEIGHTS-weighted sum of the signals, rounded half up."""
-    total = sum(weight * min(1.0, max(0.0, float(signals.get(name, 0.0))))
-                for name, weight in SIGNAL_WEIGHTS.items())
+    total = sum(
+        weight * min(1.0, max(0.0, float(signals.get(name, 0.0)))) for name, weight in SIGNAL_WEIGHTS.items()
+    )
     return max(0, min(100, math.floor(total + 0.5)))
 
 
@@ -231,8 +237,9 @@ def is_fraud_ring(size: int, score: int) -> bool:
     return size >= RING_MIN_SIZE and score >= RING_MIN_SCORE
 
 
-def group_nodes(groups: list[list[str]], node_users: Mapping[str, Iterable[str]],
-                node_types: Mapping[str, str]) -> list[list[dict[str, Any]]]:
+def group_nodes(
+    groups: list[list[str]], node_users: Mapping[str, Iterable[str]], node_types: Mapping[str, str]
+) -> list[list[dict[str, Any]]]:
     """Per group, its shared nodes (used by two or more of its members) as {node_id, node_type, users}."""
     where = {u: i for i, g in enumerate(groups) for u in g}
     out: list[list[dict[str, Any]]] = [[] for _ in groups]
@@ -244,15 +251,20 @@ def group_nodes(groups: list[list[str]], node_users: Mapping[str, Iterable[str]]
     return out
 
 
-def find_groups(node_users: Mapping[str, Iterable[str]], node_types: Mapping[str, str],
-                new_accounts: Mapping[str, int] | None = None) -> list[tuple[list[str], list[dict[str, Any]]]]:
+def find_groups(
+    node_users: Mapping[str, Iterable[str]],
+    node_types: Mapping[str, str],
+    new_accounts: Mapping[str, int] | None = None,
+) -> list[tuple[list[str], list[dict[str, Any]]]]:
     """Groups of two or more linked users, each with its shared nodes, sorted by first member."""
     pairs = link_pairs(node_users, node_types, new_accounts)
     groups = [g for g in connected_components(pairs) if len(g) >= 2]
     return list(zip(groups, group_nodes(groups, node_users, node_types), strict=True))
 
 
-def build_campaign(client: str, date: object, members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def build_campaign(
+    client: str, date: object, members: Sequence[Mapping[str, Any]], shared_nodes: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """One *campaign* record (docs/architecture.md) from its member records and shared nodes."""
     ids = sorted(str(m["user_id"]) for m in members)
     signals = campaign_signals(members, shared_nodes)

@@ -3,6 +3,7 @@
 `python -m fraudcore.clients --schema` prints the registry's JSON Schema (docs/clients.schema.json);
 `python -m fraudcore.clients [PATH]` checks a registry file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,32 @@ from pydantic.dataclasses import dataclass
 
 CLIENT_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 CanonicalField = Literal[
-    "event_id", "user_id", "event_time", "event_type", "ip", "device_id", "browser_fingerprint",
-    "user_agent", "email", "email_domain", "phone", "amount", "currency", "country", "merchant_id",
+    "event_id",
+    "user_id",
+    "event_time",
+    "event_type",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "email",
+    "email_domain",
+    "phone",
+    "amount",
+    "currency",
+    "country",
+    "merchant_id",
 ]
 # The event types the features understand (fraudcore/features.py); a client's own vocabulary
 # is mapped onto these by its registry entry's event_types.
 EventType = Literal[
-    "login", "login_failed", "logout", "page_view", "signup", "password_change", "transaction",
+    "login",
+    "login_failed",
+    "logout",
+    "page_view",
+    "signup",
+    "password_change",
+    "transaction",
 ]
 Priority = Literal["critical", "normal", "batch"]  # DCluster capacity class
 BadFilePolicy = Literal["quarantine", "fail"]
@@ -91,32 +111,60 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 class ClientEntry:
     """The keys of one client in the registry file, with their defaults (the schema of an entry)."""
 
-    bucket: Annotated[str, Field(min_length=1, description="object-store bucket holding rawdata/ and results/")]
-    timezone: Annotated[str, AfterValidator(_timezone), Field(
-        description="IANA zone; defines the client-day window and the zone of naive timestamps")] = "UTC"
+    bucket: Annotated[
+        str, Field(min_length=1, description="object-store bucket holding rawdata/ and results/")
+    ]
+    timezone: Annotated[
+        str,
+        AfterValidator(_timezone),
+        Field(description="IANA zone; defines the client-day window and the zone of naive timestamps"),
+    ] = "UTC"
     priority: Annotated[Priority, Field(description="DCluster capacity class")] = "normal"
-    field_map: Annotated[dict[str, CanonicalField], Field(
-        description="client field name -> canonical field name (DESIGN.md raw input)",
-    )] = dataclasses.field(default_factory=dict)
-    super_node_threshold: Annotated[int, Field(
-        ge=1, description="a virtual node shared by more users than this is a super-node")] = 50
-    flag_threshold: Annotated[int, Field(
-        ge=0, le=100, description="risk_score (0-100) at or above which a user is flagged")] = 70
+    field_map: Annotated[
+        dict[str, CanonicalField],
+        Field(
+            description="client field name -> canonical field name (DESIGN.md raw input)",
+        ),
+    ] = dataclasses.field(default_factory=dict)
+    super_node_threshold: Annotated[
+        int, Field(ge=1, description="a virtual node shared by more users than this is a super-node")
+    ] = 50
+    flag_threshold: Annotated[
+        int, Field(ge=0, le=100, description="risk_score (0-100) at or above which a user is flagged")
+    ] = 70
     cron_group: Annotated[str, Field(description="informational: which crontab line drives the client")] = ""
-    notify_url: Annotated[str, AfterValidator(_notify_url), Field(
-        description='http(s) endpoint told when the day\'s results are sent ("" = nobody)')] = ""
-    notify_secret_env: Annotated[str, AfterValidator(_env_name), Field(
-        description="environment variable holding the HMAC secret of notifications")] = ""
-    event_types: Annotated[dict[str, EventType], Field(
-        description="client event-type value -> canonical event type; unmapped values are counted",
-    )] = dataclasses.field(default_factory=dict)
-    on_bad_file: Annotated[BadFilePolicy, Field(
-        description="quarantine: the day completes, partial | fail: the day fails")] = "quarantine"
-    close_after: Annotated[str, AfterValidator(_duration), Field(
-        json_schema_extra={"pattern": r"^\s*\d+\s*[smhd]\s*$"},
-        description="a day is final this long after the end of the client's local day (30m, 2h, 1d)")] = "2h"
-    ready_marker: Annotated[str, AfterValidator(_file_name), Field(
-        description="rawdata/{client}/{date}/<this> written by the client closes the day")] = "_READY"
+    notify_url: Annotated[
+        str,
+        AfterValidator(_notify_url),
+        Field(description='http(s) endpoint told when the day\'s results are sent ("" = nobody)'),
+    ] = ""
+    notify_secret_env: Annotated[
+        str,
+        AfterValidator(_env_name),
+        Field(description="environment variable holding the HMAC secret of notifications"),
+    ] = ""
+    event_types: Annotated[
+        dict[str, EventType],
+        Field(
+            description="client event-type value -> canonical event type; unmapped values are counted",
+        ),
+    ] = dataclasses.field(default_factory=dict)
+    on_bad_file: Annotated[
+        BadFilePolicy, Field(description="quarantine: the day completes, partial | fail: the day fails")
+    ] = "quarantine"
+    close_after: Annotated[
+        str,
+        AfterValidator(_duration),
+        Field(
+            json_schema_extra={"pattern": r"^\s*\d+\s*[smhd]\s*$"},
+            description="a day is final this long after the end of the client's local day (30m, 2h, 1d)",
+        ),
+    ] = "2h"
+    ready_marker: Annotated[
+        str,
+        AfterValidator(_file_name),
+        Field(description="rawdata/{client}/{date}/<this> written by the client closes the day"),
+    ] = "_READY"
 
 
 @dataclass(frozen=True, kw_only=True, config=_STRICT)
@@ -278,9 +326,14 @@ def parse_date(value: str | dt.date) -> dt.date:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the registry's JSON Schema, or check a registry file; 0 when it is valid, 2 when not."""
     parser = argparse.ArgumentParser(prog="python -m fraudcore.clients", description=main.__doc__)
-    parser.add_argument("registry", nargs="?", help="registry file to check (default: $FRAUDBATCH_CLIENTS "
-                                                    "or config/clients.yaml)")
-    parser.add_argument("--schema", action="store_true", help="print the JSON Schema of the registry and exit")
+    parser.add_argument(
+        "registry",
+        nargs="?",
+        help="registry file to check (default: $FRAUDBATCH_CLIENTS or config/clients.yaml)",
+    )
+    parser.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of the registry and exit"
+    )
     args = parser.parse_args(argv)
     if args.schema:
         sys.stdout.write(schema_text())

@@ -30,6 +30,7 @@ Feature definitions (every value a finite float):
   super_node_links            super nodes the user is linked to (graph)
 The graph values are computed from the virtual-node graph by the caller and passed in.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,20 +46,52 @@ NIGHT_HOURS = range(0, 6)
 
 GRAPH_KEYS = ("connected_devices", "graph_centrality", "shared_attributes", "super_node_links")
 
-FEATURE_NAMES = tuple(sorted((
-    "account_events", "active_hours", "connected_devices", "device_changes", "distinct_devices",
-    "distinct_fingerprints", "distinct_ips", "graph_centrality", "is_new_account",
-    "login_failed_ratio", "login_frequency", "login_pattern_hour_entropy",
-    "login_pattern_night_share", "shared_attributes", "spending_pattern_cv", "super_node_links",
-    "transaction_amount_max", "transaction_amount_mean", "transaction_amount_total",
-    "transaction_count", "transaction_velocity",
-)))
+FEATURE_NAMES = tuple(
+    sorted(
+        (
+            "account_events",
+            "active_hours",
+            "connected_devices",
+            "device_changes",
+            "distinct_devices",
+            "distinct_fingerprints",
+            "distinct_ips",
+            "graph_centrality",
+            "is_new_account",
+            "login_failed_ratio",
+            "login_frequency",
+            "login_pattern_hour_entropy",
+            "login_pattern_night_share",
+            "shared_attributes",
+            "spending_pattern_cv",
+            "super_node_links",
+            "transaction_amount_max",
+            "transaction_amount_mean",
+            "transaction_amount_total",
+            "transaction_count",
+            "transaction_velocity",
+        )
+    )
+)
 
 # Column order of the *user_stats* dataset (docs/architecture.md).
 USER_STATS_FIELDS = (
-    "user_id", "events", "logins", "failed_logins", "transactions", "amount_total", "amount_max",
-    "distinct_devices", "distinct_ips", "distinct_fingerprints", "first_ms", "last_ms",
-    "active_hours", "night_share", "is_new_account", "max_tx_per_10min",
+    "user_id",
+    "events",
+    "logins",
+    "failed_logins",
+    "transactions",
+    "amount_total",
+    "amount_max",
+    "distinct_devices",
+    "distinct_ips",
+    "distinct_fingerprints",
+    "first_ms",
+    "last_ms",
+    "active_hours",
+    "night_share",
+    "is_new_account",
+    "max_tx_per_10min",
 )
 
 

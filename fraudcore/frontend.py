@@ -1,4 +1,5 @@
 """Frontend data of a client-day: campaign list, campaign graphs, hourly timeline, score distribution."""
+
 from __future__ import annotations
 
 import math
@@ -30,15 +31,17 @@ def campaign_list(campaigns: list[dict[str, Any]]) -> dict[str, Any]:
     for c in campaigns:
         members = c.get("members") or []
         nodes = c.get("nodes") or []
-        items.append({
-            "campaign_id": str(c["campaign_id"]),
-            "size": int(c.get("size", len(members))),
-            "score": c["score"],
-            "is_fraud_ring": bool(c.get("is_fraud_ring", False)),
-            "top_signals": top_signals(c.get("signals") or {}),
-            "members_count": len(members),
-            "shared_nodes_count": len(nodes),
-        })
+        items.append(
+            {
+                "campaign_id": str(c["campaign_id"]),
+                "size": int(c.get("size", len(members))),
+                "score": c["score"],
+                "is_fraud_ring": bool(c.get("is_fraud_ring", False)),
+                "top_signals": top_signals(c.get("signals") or {}),
+                "members_count": len(members),
+                "shared_nodes_count": len(nodes),
+            }
+        )
     items.sort(key=lambda i: (-float(i["score"]), i["campaign_id"]))
     return {"campaigns": items, "count": len(items)}
 
@@ -66,14 +69,17 @@ def _node_kind(node_id: str, info: Mapping[str, Any] | None, edge_type: str | No
     return node_id.split(":", 1)[0]
 
 
-def campaign_graph(campaign: dict[str, Any], edges: list[dict[str, Any]], node_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def campaign_graph(
+    campaign: dict[str, Any], edges: list[dict[str, Any]], node_info: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Graph of one campaign: member users and their shared non-super attribute nodes, laid out."""
     members = sorted({str(u) for u in campaign.get("members") or []})
     member_set = set(members)
     # The campaign's own node list is authoritative; node_info may still veto a super node
     # (a node that became super after the campaign was cut must not be drawn as shared).
     shared = sorted(
-        str(n) for n in set(campaign.get("nodes") or [])
+        str(n)
+        for n in set(campaign.get("nodes") or [])
         if not (node_info.get(str(n)) or {}).get("is_super", False)
     )
     shared_set = set(shared)
@@ -93,8 +99,13 @@ def campaign_graph(campaign: dict[str, Any], edges: list[dict[str, Any]], node_i
     for nid, (x, y) in zip(shared, _ring(len(shared), _NODE_RADIUS), strict=True):
         info = node_info.get(nid) or {}
         label = info.get("node_value") or (nid.split(":", 1)[1] if ":" in nid else nid)
-        shared_node: dict[str, object] = {"id": nid, "kind": _node_kind(nid, info, edge_types.get(nid)),
-                                          "label": str(label), "x": x, "y": y}
+        shared_node: dict[str, object] = {
+            "id": nid,
+            "kind": _node_kind(nid, info, edge_types.get(nid)),
+            "label": str(label),
+            "x": x,
+            "y": y,
+        }
         if "users" in info:
             shared_node["users"] = int(info["users"])
         nodes.append(shared_node)
@@ -132,10 +143,16 @@ def hourly_timeline(per_hour_events: list[int], per_hour_flagged: list[int], tz_
     for hour, (e, f) in enumerate(zip(events, flagged, strict=True)):
         if f > e:
             raise ValueError(f"hour {hour}: {f} flagged events exceed {e} events")
-    points = [{"hour": h, "events": e, "flagged_events": f}
-              for h, (e, f) in enumerate(zip(events, flagged, strict=True))]
-    return {"timezone": tz_name, "points": points,
-            "total_events": sum(events), "total_flagged_events": sum(flagged)}
+    points = [
+        {"hour": h, "events": e, "flagged_events": f}
+        for h, (e, f) in enumerate(zip(events, flagged, strict=True))
+    ]
+    return {
+        "timezone": tz_name,
+        "points": points,
+        "total_events": sum(events),
+        "total_flagged_events": sum(flagged),
+    }
 
 
 def bucket_of(score: int) -> str:
@@ -153,7 +170,9 @@ def score_distribution(scores: list[int], flag_threshold: int) -> dict[str, Any]
         counts[bucket_of(s)] += 1
         flagged += s >= flag_threshold  # a score equal to the threshold is flagged
     return {
-        "buckets": [{"bucket": name, "low": lo, "high": hi, "count": counts[name]} for name, lo, hi in BUCKETS],
+        "buckets": [
+            {"bucket": name, "low": lo, "high": hi, "count": counts[name]} for name, lo, hi in BUCKETS
+        ],
         "total": len(scores),
         "flagged": flagged,
         "flag_threshold": flag_threshold,

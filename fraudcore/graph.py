@@ -4,6 +4,7 @@
 are normalised. The Spark job (jobs/virtual_nodes.py) re-expresses the same rules with SQL
 functions for speed; tests keep the two in agreement, so change both together.
 """
+
 from __future__ import annotations
 
 import re

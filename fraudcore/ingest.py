@@ -22,6 +22,7 @@ The rules, in the order a file meets them:
   bad_id_characters; NUL in any other kept value → the record is quarantined (nul_in_value),
   never silently stripped; lone surrogates (from JSON escapes) → invalid_encoding.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -48,8 +49,21 @@ from fraudcore.clients import CANONICAL_EVENT_TYPES, ClientConfig
 
 # Order and names of the *events* schema (docs/architecture.md); jobs.common.events_schema matches it.
 EVENT_FIELDS = (
-    "event_id", "user_id", "event_time_ms", "event_type", "ip", "device_id", "browser_fingerprint",
-    "user_agent", "email_domain", "phone", "amount", "currency", "country", "merchant_id", "source",
+    "event_id",
+    "user_id",
+    "event_time_ms",
+    "event_type",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "email_domain",
+    "phone",
+    "amount",
+    "currency",
+    "country",
+    "merchant_id",
+    "source",
     "source_file",
 )
 SOURCES = ("logs", "events", "transactions")
@@ -77,7 +91,13 @@ ID_FIELDS = ("event_id", "user_id", "device_id", "browser_fingerprint", "merchan
 _ID_SET = frozenset(ID_FIELDS)
 # Fields copied as plain stripped strings (the rest get their own parsing below).
 _TEXT_FIELDS = (
-    "user_id", "device_id", "browser_fingerprint", "user_agent", "phone", "currency", "country",
+    "user_id",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "phone",
+    "currency",
+    "country",
     "merchant_id",
 )
 _DERIVED_ID_FIELDS = ("user_id", "event_time_ms", "event_type", "ip", "device_id", "amount", "merchant_id")
@@ -136,13 +156,16 @@ class RawRecord:
 
 # --- timestamps -------------------------------------------------------------------------------
 
+
 def parse_event_time(value: Any, tz: ZoneInfo) -> int:
     """Epoch milliseconds UTC of an ISO-8601 string or epoch seconds/milliseconds number."""
     if isinstance(value, bool) or value is None:
         raise RecordError("bad_event_time", f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
         # repr() of a float is its shortest exact decimal text, so 1704067200.123 stays .123.
-        return _check_range(_epoch_number_ms(Decimal(repr(value) if isinstance(value, float) else value)), value)
+        return _check_range(
+            _epoch_number_ms(Decimal(repr(value) if isinstance(value, float) else value)), value
+        )
     if not isinstance(value, str):
         raise RecordError("bad_event_time", f"not a timestamp: {_short(value)}")
     text = value.strip()
@@ -180,6 +203,7 @@ def _short(value: Any, limit: int = 200) -> str:
 
 
 # --- recognising files ------------------------------------------------------------------------
+
 
 def split_suffix(name: str) -> tuple[str | None, str | None]:
     """(format, compression) of a file name, suffixes matched case-insensitively: ('csv', 'gzip') for
@@ -228,11 +252,20 @@ def classify(rel: str, markers: Collection[str] = MARKERS) -> tuple[str, str | N
             return EXPECTED, None, "marker", "a marker file, not data"
         if name.startswith("."):
             return NOT_RECOGNISED, None, "hidden_file", "hidden files are not read"
-        return NOT_RECOGNISED, None, "outside_data_folders", "data files are read from logs/, events/, transactions/"
+        return (
+            NOT_RECOGNISED,
+            None,
+            "outside_data_folders",
+            "data files are read from logs/, events/, transactions/",
+        )
     bookkeeping = next((f for f in folders if f.startswith((".", "_"))), None)
     if bookkeeping is not None:
-        return (NOT_RECOGNISED, None, "bookkeeping_folder",
-                f"folder {bookkeeping!r} starts with '_' or '.' (archive or bookkeeping), not read")
+        return (
+            NOT_RECOGNISED,
+            None,
+            "bookkeeping_folder",
+            f"folder {bookkeeping!r} starts with '_' or '.' (archive or bookkeeping), not read",
+        )
     if name.startswith("."):
         return NOT_RECOGNISED, None, "hidden_file", "hidden files are not read"
     top = folders[0]
@@ -242,13 +275,16 @@ def classify(rel: str, markers: Collection[str] = MARKERS) -> tuple[str, str | N
             return EXPECTED, None, "labels", "labels, read by the labeling step"
         return NOT_RECOGNISED, None, "not_a_labels_file", "the labeling step reads labels/*.csv only"
     if top not in SOURCES:
-        return (NOT_RECOGNISED, None, "outside_data_folders",
-                f"{top!r} is not one of {', '.join(SOURCES)}")
+        return (NOT_RECOGNISED, None, "outside_data_folders", f"{top!r} is not one of {', '.join(SOURCES)}")
     if name.startswith("_"):
         return NOT_RECOGNISED, top, "bookkeeping_file", "names starting with '_' are markers or bookkeeping"
     if data_format(name) is None:
-        return (NOT_RECOGNISED, top, "unknown_suffix",
-                "not .jsonl, .ndjson, .json or .csv (optionally .gz, .bz2, .zst)")
+        return (
+            NOT_RECOGNISED,
+            top,
+            "unknown_suffix",
+            "not .jsonl, .ndjson, .json or .csv (optionally .gz, .bz2, .zst)",
+        )
     return DATA, top, "", ""
 
 
@@ -316,7 +352,7 @@ class _ZstdFrameCheck:
                 pos += step
                 continue
             take = min(self._need - len(self._buf), end - pos)
-            self._buf += data[pos:pos + take]
+            self._buf += data[pos : pos + take]
             pos += take
             if len(self._buf) == self._need:
                 header, self._buf = self._buf, b""
@@ -378,8 +414,7 @@ class _ZstdSource:
             pass
 
 
-def _decompressed_chunks(path: Path, rel_name: str, compression: str | None,
-                         limit: int) -> Iterator[bytes]:
+def _decompressed_chunks(path: Path, rel_name: str, compression: str | None, limit: int) -> Iterator[bytes]:
     """The file's bytes after decompression, in chunks of at most READ_CHUNK; BadFileError when the
     compressed data is not what the name says, truncated, corrupt or over `limit` bytes."""
     try:
@@ -391,16 +426,22 @@ def _decompressed_chunks(path: Path, rel_name: str, compression: str | None,
         fh.seek(0)
         if compression is None:
             if head.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)):
-                raise BadFileError(rel_name, "not_the_format_its_name_says",
-                                   "compressed data in a file without a .gz/.zst suffix")
+                raise BadFileError(
+                    rel_name,
+                    "not_the_format_its_name_says",
+                    "compressed data in a file without a .gz/.zst suffix",
+                )
             while chunk := fh.read(READ_CHUNK):
                 yield chunk
             return
         if not head:
             return  # an empty file holds no records, compressed or not
         if not _has_magic(compression, head):
-            raise BadFileError(rel_name, "not_the_format_its_name_says", f"the name says {compression}, "
-                               f"the data does not start like {compression} data")
+            raise BadFileError(
+                rel_name,
+                "not_the_format_its_name_says",
+                f"the name says {compression}, the data does not start like {compression} data",
+            )
         zsource = None
         if compression == "gzip":
             stream: Any = gzip.GzipFile(fileobj=fh, mode="rb")
@@ -411,8 +452,9 @@ def _decompressed_chunks(path: Path, rel_name: str, compression: str | None,
 
             zsource = _ZstdSource(fh)
             # stream_reader only calls read(), which _ZstdSource has.
-            stream = zstandard.ZstdDecompressor().stream_reader(cast("IO[bytes]", zsource), read_across_frames=True,
-                                                                closefd=False)
+            stream = zstandard.ZstdDecompressor().stream_reader(
+                cast("IO[bytes]", zsource), read_across_frames=True, closefd=False
+            )
         total = 0
         while True:
             try:
@@ -424,13 +466,16 @@ def _decompressed_chunks(path: Path, rel_name: str, compression: str | None,
             except EOFError as exc:
                 raise BadFileError(rel_name, "truncated_compressed_file", str(exc)) from None
             except Exception as exc:  # zlib.error, OSError, zstandard.ZstdError, ValueError of the check
-                raise BadFileError(rel_name, "corrupt_compressed_file", f"{type(exc).__name__}: {exc}") from None
+                raise BadFileError(
+                    rel_name, "corrupt_compressed_file", f"{type(exc).__name__}: {exc}"
+                ) from None
             if not chunk:
                 return
             total += len(chunk)
             if total > limit:
-                raise BadFileError(rel_name, "decompressed_over_limit",
-                                   f"more than {limit} bytes once decompressed")
+                raise BadFileError(
+                    rel_name, "decompressed_over_limit", f"more than {limit} bytes once decompressed"
+                )
             yield chunk
 
 
@@ -527,7 +572,7 @@ def physical_lines(chunks: Iterable[bytes], limit: int) -> Iterator[bytes | _Ove
                     pending_cr = True
                 elif chunk[i + 1] == 10:
                     i += 1
-            chunk = chunk[i + 1:]
+            chunk = chunk[i + 1 :]
         if not chunk:
             continue
         if _eol(chunk) < 0 and not (carry and carry[-1].endswith(b"\r")):
@@ -564,6 +609,7 @@ def physical_lines(chunks: Iterable[bytes], limit: int) -> Iterator[bytes | _Ove
 
 # --- records --------------------------------------------------------------------------------
 
+
 class FileReader:
     """The records of one data file, read in one streaming pass.
 
@@ -572,8 +618,9 @@ class FileReader:
     BadFileError (while iterating) when the file cannot be read as a whole.
     """
 
-    def __init__(self, path: Path, rel_name: str, *, max_decompressed: int | None = None,
-                 max_record: int | None = None) -> None:
+    def __init__(
+        self, path: Path, rel_name: str, *, max_decompressed: int | None = None, max_record: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.rel_name = rel_name
         self.fmt, self.compression = split_suffix(self.path.name)
@@ -583,8 +630,12 @@ class FileReader:
 
     def __iter__(self) -> Iterator[RawRecord]:
         if self.fmt is None:
-            raise BadFileError(self.rel_name, "unknown_suffix", "unsupported file type (expected .jsonl, "
-                               ".ndjson, .json or .csv, optionally .gz, .bz2 or .zst)")
+            raise BadFileError(
+                self.rel_name,
+                "unknown_suffix",
+                "unsupported file type (expected .jsonl, "
+                ".ndjson, .json or .csv, optionally .gz, .bz2 or .zst)",
+            )
         chunks = _decompressed_chunks(self.path, self.rel_name, self.compression, self.max_decompressed)
         lines = physical_lines(_utf8_chunks(chunks, self.rel_name), self.max_record)
         return self._csv(lines) if self.fmt == "csv" else self._jsonl(lines)
@@ -602,8 +653,13 @@ class FileReader:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
-                yield RawRecord(rel, line_no, None, "invalid_encoding",
-                                _preview(line.decode("utf-8", errors="replace").rstrip("\r\n")))
+                yield RawRecord(
+                    rel,
+                    line_no,
+                    None,
+                    "invalid_encoding",
+                    _preview(line.decode("utf-8", errors="replace").rstrip("\r\n")),
+                )
                 continue
             raw = text.rstrip("\r\n")
             try:
@@ -653,10 +709,13 @@ class FileReader:
             self.records += 1
             multi = len(pending) > 1
             if not failed and any(bad for _, _, bad, _ in pending):
-                yield RawRecord(rel, first_line, None, "invalid_encoding", _preview(_printable(_joined(pending))))
+                yield RawRecord(
+                    rel, first_line, None, "invalid_encoding", _preview(_printable(_joined(pending)))
+                )
             elif not failed and row is not None and len(row) == len(header):
-                yield RawRecord(rel, first_line, dict(zip(header, row, strict=True)), None,
-                                _preview(_joined(pending)))
+                yield RawRecord(
+                    rel, first_line, dict(zip(header, row, strict=True)), None, _preview(_joined(pending))
+                )
             elif not failed and not multi:
                 yield RawRecord(rel, first_line, None, "csv_column_count", _preview(_joined(pending)))
             elif multi:
@@ -669,8 +728,14 @@ class FileReader:
                     why = f"no good row across lines {first_line}-{pending[-1][0]} ({error})"
                 else:
                     why = f"lines {first_line}-{pending[-1][0]} give {len(row or [])} columns, not {len(header)}"
-                yield RawRecord(rel, first_line, None, "csv_unbalanced_quote",
-                                _preview(_printable(_joined(pending[:1]))), why)
+                yield RawRecord(
+                    rel,
+                    first_line,
+                    None,
+                    "csv_unbalanced_quote",
+                    _preview(_printable(_joined(pending[:1]))),
+                    why,
+                )
                 feed.replay(pending[1:])
             else:
                 if _field_limit_error(error):
@@ -679,12 +744,22 @@ class FileReader:
                     reason = "csv_unbalanced_quote"
                 else:
                     reason = "csv_bad_quoting"
-                yield RawRecord(rel, first_line, None, reason, _preview(_printable(_joined(pending))), error or "")
+                yield RawRecord(
+                    rel, first_line, None, reason, _preview(_printable(_joined(pending))), error or ""
+                )
 
-    def _header(self, row: list[str] | None, failed: bool, pending: list[tuple[int, str, bool, int]], error: str | None) -> list[str]:
+    def _header(
+        self,
+        row: list[str] | None,
+        failed: bool,
+        pending: list[tuple[int, str, bool, int]],
+        error: str | None,
+    ) -> list[str]:
         line_no = pending[0][0]
         if failed or row is None:
-            raise BadFileError(self.rel_name, "csv_bad_header", f"line {line_no}: {error or 'unbalanced quote'}")
+            raise BadFileError(
+                self.rel_name, "csv_bad_header", f"line {line_no}: {error or 'unbalanced quote'}"
+            )
         if any(bad for _, _, bad, _ in pending):
             raise BadFileError(self.rel_name, "csv_bad_header", f"line {line_no}: invalid UTF-8")
         header = [c.strip() for c in row]
@@ -785,6 +860,7 @@ def read_records(path: Path, rel_name: str) -> Iterator[RawRecord]:
 
 # --- validation -------------------------------------------------------------------------------
 
+
 class EventTypes:
     """A client's event_types: its value → canonical type, exact key first, then case-insensitively."""
 
@@ -802,14 +878,21 @@ class EventTypes:
         return (value if mapped is None else mapped).lower()
 
 
-def normalize(record: dict[str, Any], client: ClientConfig, source: str, source_file: str,
-              line: int | None = None) -> dict[str, Any]:
+def normalize(
+    record: dict[str, Any], client: ClientConfig, source: str, source_file: str, line: int | None = None
+) -> dict[str, Any]:
     """The canonical *events* row of one raw record, or RecordError with the quarantine reason."""
     return _normalize(record, client, source, source_file, line, EventTypes(client.event_types))[0]
 
 
-def _normalize(record: dict[str, Any], client: ClientConfig, source: str, source_file: str, line: int | None,
-               event_types: EventTypes) -> tuple[dict[str, Any], str | None]:
+def _normalize(
+    record: dict[str, Any],
+    client: ClientConfig,
+    source: str,
+    source_file: str,
+    line: int | None,
+    event_types: EventTypes,
+) -> tuple[dict[str, Any], str | None]:
     """normalize, plus the client's event type value when it maps to no canonical type."""
     rec = _apply_field_map(record, client.field_map)
     user_id = _text(rec.get("user_id"))
@@ -935,16 +1018,30 @@ def derived_event_id(row: dict[str, Any], line: int | None = None) -> str:
     The file and line keep two identical records apart (two same-second transactions are two
     events); the same file read again gives the same ids.
     """
-    key = json.dumps([*(row.get(name) for name in _DERIVED_ID_FIELDS), row.get("source_file"), line],
-                     separators=(",", ":"))
+    key = json.dumps(
+        [*(row.get(name) for name in _DERIVED_ID_FIELDS), row.get("source_file"), line], separators=(",", ":")
+    )
     return "derived-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
 
 
 # --- files and counts -------------------------------------------------------------------------
 
-def _file_entry(rel: str, source: str | None, status: str, reason: str = "", detail: str = "") -> dict[str, Any]:
-    return {"source_file": rel, "source": source, "status": status, "reason": reason, "detail": detail,
-            "read": 0, "accepted": 0, "quarantined": 0, "reasons": {}, "unmapped_event_types": {}}
+
+def _file_entry(
+    rel: str, source: str | None, status: str, reason: str = "", detail: str = ""
+) -> dict[str, Any]:
+    return {
+        "source_file": rel,
+        "source": source,
+        "status": status,
+        "reason": reason,
+        "detail": detail,
+        "read": 0,
+        "accepted": 0,
+        "quarantined": 0,
+        "reasons": {},
+        "unmapped_event_types": {},
+    }
 
 
 def _count_capped(counter: Counter[str], value: str, n: int = 1) -> None:
@@ -974,8 +1071,10 @@ class FileTally:
     def check(self) -> None:
         """Raise CountError unless accepted + quarantined == read."""
         if self.accepted + self.quarantined != self.read:
-            raise CountError(f"{self.source_file}: record counts do not reconcile: accepted {self.accepted} + "
-                             f"quarantined {self.quarantined} != read {self.read}")
+            raise CountError(
+                f"{self.source_file}: record counts do not reconcile: accepted {self.accepted} + "
+                f"quarantined {self.quarantined} != read {self.read}"
+            )
 
     def mark_bad(self, exc: BadFileError) -> None:
         """The file is quarantined as a whole: none of its records count."""
@@ -986,14 +1085,19 @@ class FileTally:
 
     def summary(self) -> dict[str, Any]:
         entry = _file_entry(self.source_file, self.source, self.status, self.reason, self.detail)
-        entry.update(read=self.read, accepted=self.accepted, quarantined=self.quarantined,
-                     reasons=dict(sorted(self.reasons.items())),
-                     unmapped_event_types=dict(sorted(self.unmapped_event_types.items())))
+        entry.update(
+            read=self.read,
+            accepted=self.accepted,
+            quarantined=self.quarantined,
+            reasons=dict(sorted(self.reasons.items())),
+            unmapped_event_types=dict(sorted(self.unmapped_event_types.items())),
+        )
         return entry
 
 
-def iter_file(path: Path, rel_name: str, source: str, client: ClientConfig,
-              tally: FileTally) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_file(
+    path: Path, rel_name: str, source: str, client: ClientConfig, tally: FileTally
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """("event", events row) and ("quarantine", entry) of one data file, in file order.
 
     Counts go to `tally`, checked (CountError) once the file is read. Raises BadFileError when the
@@ -1045,7 +1149,9 @@ def ingest_file(path: Path, rel_name: str, source: str, client: ClientConfig) ->
     return FileResult(events, quarantine, tally.summary())
 
 
-def process_file(path: Path, rel_name: str, source: str, client: ClientConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def process_file(
+    path: Path, rel_name: str, source: str, client: ClientConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Accepted *events* rows and quarantine entries of one data file; BadFileError if it is unreadable."""
     tally = FileTally(rel_name, source)
     events: list[dict[str, Any]] = []
@@ -1056,11 +1162,18 @@ def process_file(path: Path, rel_name: str, source: str, client: ClientConfig) -
 
 
 def _quarantine_entry(rr: RawRecord, reason: str, detail: str) -> dict[str, Any]:
-    return {"source_file": rr.source_file, "line": rr.line, "reason": reason, "detail": detail,
-            "record": rr.raw}
+    return {
+        "source_file": rr.source_file,
+        "line": rr.line,
+        "reason": reason,
+        "detail": detail,
+        "record": rr.raw,
+    }
 
 
-def connector_stats(summaries: Iterable[dict[str, Any]], others: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+def connector_stats(
+    summaries: Iterable[dict[str, Any]], others: Iterable[dict[str, Any]] = ()
+) -> dict[str, Any]:
     """The connector's stats.json from the data files' summaries and the other files' entries.
 
     records_* count the records of the files read; a file quarantined as a whole adds none (its
@@ -1100,7 +1213,9 @@ def reconcile(stats: dict[str, Any]) -> None:
     and the day's reasons add up to its quarantined records."""
     read, acc, quar = stats["records_read"], stats["records_accepted"], stats["records_quarantined"]
     if acc + quar != read:
-        raise CountError(f"record counts do not reconcile: accepted {acc} + quarantined {quar} != read {read}")
+        raise CountError(
+            f"record counts do not reconcile: accepted {acc} + quarantined {quar} != read {read}"
+        )
     reasons = stats.get("quarantine_reasons")
     if reasons is not None and sum(reasons.values()) != quar:
         raise CountError(f"quarantine reasons sum to {sum(reasons.values())}, not {quar}")
@@ -1108,11 +1223,15 @@ def reconcile(stats: dict[str, Any]) -> None:
     if isinstance(files, list):
         for f in files:
             if f["accepted"] + f["quarantined"] != f["read"]:
-                raise CountError(f"{f['source_file']}: record counts do not reconcile: accepted {f['accepted']} "
-                                 f"+ quarantined {f['quarantined']} != read {f['read']}")
+                raise CountError(
+                    f"{f['source_file']}: record counts do not reconcile: accepted {f['accepted']} "
+                    f"+ quarantined {f['quarantined']} != read {f['read']}"
+                )
 
 
-def keep_bad_files(raw_dir: Path, dest: Path, summaries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def keep_bad_files(
+    raw_dir: Path, dest: Path, summaries: Iterable[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Copy every file quarantined as a whole to dest/<relative path>; dest/reasons.json says why.
 
     The copies are hard links where the file system allows (raw files are never rewritten in place).
@@ -1133,4 +1252,3 @@ def keep_bad_files(raw_dir: Path, dest: Path, summaries: Iterable[dict[str, Any]
         reasons[rel] = {"reason": s["reason"], "detail": s.get("detail", "")}
     write_json(Path(dest) / "reasons.json", dict(sorted(reasons.items())))
     return reasons
-

@@ -1,4 +1,5 @@
 """Client fraud labels (user_id,label CSV) and how well the day's flags match them."""
+
 from __future__ import annotations
 
 import csv
@@ -85,8 +86,13 @@ def read_labels(path_or_lines: Path | str | Iterable[str]) -> LabelSet:
             label = "fraud"
         labels[uid] = label
     if labels.bad_rows or labels.conflicts:
-        log.warning("labels: %d of %d rows unreadable, %d conflicting; first problems: %s",
-                    labels.bad_rows, labels.rows, labels.conflicts, "; ".join(labels.problems[:3]))
+        log.warning(
+            "labels: %d of %d rows unreadable, %d conflicting; first problems: %s",
+            labels.bad_rows,
+            labels.rows,
+            labels.conflicts,
+            "; ".join(labels.problems[:3]),
+        )
     return labels
 
 
@@ -127,8 +133,13 @@ def evaluate(predictions: dict[str, bool], labels: dict[str, str]) -> dict[str, 
         f1 = round(2 * tp / (2 * tp + fp + fn), 4)  # exact counts, not the rounded ratios
     labelled_active = tp + fp + fn + tn
     return {
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-        "precision": precision, "recall": recall, "f1": f1,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
         "labelled_users": len(labels),
         "labelled_active_users": labelled_active,
         "unscored_labelled_users": unscored,

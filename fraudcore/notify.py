@@ -10,6 +10,7 @@ the body in `X-Fraudbatch-Signature: sha256=<hex>`.
 Connection errors, timeouts, 429 and 5xx answers are retried with backoff; any other answer
 fails at once with the receiver's status and the start of its body.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,9 @@ class NotifyError(RuntimeError):
     """The client's endpoint did not take the notification; the message says what it answered."""
 
 
-def results_ready(client: str, day: dt.date, results_url: str, manifest: bytes,
-                  summary: Mapping[str, Any]) -> dict[str, Any]:
+def results_ready(
+    client: str, day: dt.date, results_url: str, manifest: bytes, summary: Mapping[str, Any]
+) -> dict[str, Any]:
     """The notification document of one sent client-day."""
     doc = json.loads(manifest)
     return {
@@ -57,16 +59,27 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def send(url: str, payload: Mapping[str, Any], *, secret: str | None = None, session: Any | None = None,
-         attempts: int = 3, backoff_s: float = 1.0, timeout_s: float = 10.0,
-         sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def send(
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    secret: str | None = None,
+    session: Any | None = None,
+    attempts: int = 3,
+    backoff_s: float = 1.0,
+    timeout_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
     """POST the payload; {"status", "attempts"} once the endpoint answered 2xx, else NotifyError."""
     import requests
 
     session = session or requests.Session()
     body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(payload),
-               "User-Agent": "fraudbatch-result-sender"}
+    headers = {
+        "Content-Type": "application/json",
+        "Idempotency-Key": idempotency_key(payload),
+        "User-Agent": "fraudbatch-result-sender",
+    }
     if secret:
         headers[SIGNATURE_HEADER] = signature(secret, body)
     last = ""
@@ -80,9 +93,13 @@ def send(url: str, payload: Mapping[str, Any], *, secret: str | None = None, ses
                 return {"status": resp.status_code, "attempts": attempt}
             last = f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
             if resp.status_code not in RETRY_STATUSES:
-                raise NotifyError(f"client notification to {url} refused: {last}; check the endpoint and, "
-                                  "if it verifies signatures, the shared secret")
+                raise NotifyError(
+                    f"client notification to {url} refused: {last}; check the endpoint and, "
+                    "if it verifies signatures, the shared secret"
+                )
         if attempt < attempts:
             sleep(backoff_s * 2 ** (attempt - 1))
-    raise NotifyError(f"client notification to {url} failed after {attempts} attempts: {last}; the results "
-                      "are in place, run ResultSender again to notify once the endpoint answers")
+    raise NotifyError(
+        f"client notification to {url} failed after {attempts} attempts: {last}; the results "
+        "are in place, run ResultSender again to notify once the endpoint answers"
+    )

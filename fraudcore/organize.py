@@ -1,4 +1,5 @@
 """Rules of the LogTimeFileOrganizer: client-local hour and date, the inbox of other days, duplicate choice."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -76,8 +77,12 @@ def deduplicate(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [pick_duplicate(g) for g in groups.values()]
 
 
-def organizer_stats(day: dt.date, input_rows: int, groups: Iterable[tuple[bool, str, int, int]],
-                    from_inbox: Mapping[str, int] | None = None) -> dict[str, Any]:
+def organizer_stats(
+    day: dt.date,
+    input_rows: int,
+    groups: Iterable[tuple[bool, str, int, int]],
+    from_inbox: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """stats.json of the organizer of `day` from (is_duplicate, local date, hour, rows) groups; checks the sum.
 
     input_rows counts the connector's events plus the inbox records (from_inbox: source day ->
@@ -94,9 +99,14 @@ def organizer_stats(day: dt.date, input_rows: int, groups: Iterable[tuple[bool, 
             other_days[date] = other_days.get(date, 0) + rows
         else:
             per_hour[hour] += rows
-    stats = {"input": input_rows, "duplicates": duplicates, "other_days": dict(sorted(other_days.items())),
-             "from_inbox": dict(sorted((from_inbox or {}).items())), "organized": sum(per_hour),
-             "per_hour": per_hour}
+    stats = {
+        "input": input_rows,
+        "duplicates": duplicates,
+        "other_days": dict(sorted(other_days.items())),
+        "from_inbox": dict(sorted((from_inbox or {}).items())),
+        "organized": sum(per_hour),
+        "per_hour": per_hour,
+    }
     check_organizer_stats(stats)
     return stats
 
@@ -106,17 +116,22 @@ def check_organizer_stats(stats: Mapping[str, Any]) -> None:
     sent = sum(stats["other_days"].values())
     parts = stats["duplicates"] + sent + stats["organized"]
     if parts != stats["input"]:
-        raise ValueError(f"organizer counts do not reconcile: duplicates {stats['duplicates']} + to other "
-                         f"days {sent} + organized {stats['organized']} != input {stats['input']}")
+        raise ValueError(
+            f"organizer counts do not reconcile: duplicates {stats['duplicates']} + to other "
+            f"days {sent} + organized {stats['organized']} != input {stats['input']}"
+        )
     received = sum(stats["from_inbox"].values())
     if received > stats["input"]:
-        raise ValueError(f"organizer counts do not reconcile: {received} records from the inbox "
-                         f"but input is only {stats['input']}")
+        raise ValueError(
+            f"organizer counts do not reconcile: {received} records from the inbox "
+            f"but input is only {stats['input']}"
+        )
     if sum(stats["per_hour"]) != stats["organized"]:
         raise ValueError(f"per_hour sums to {sum(stats['per_hour'])}, not organized {stats['organized']}")
 
 
 # --- the inbox: records a client-day receives from the files of other days ----------------------
+
 
 def inbox_folder(warehouse: Path, client: str, to_day: dt.date, from_day: dt.date) -> Path:
     """Where the organizer of from_day puts the records of to_day: {to_day}/inbox/from-{from_day}/."""

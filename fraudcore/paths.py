@@ -1,4 +1,5 @@
 """Where each stage of a client-day keeps its data in the warehouse, and atomic stage output."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,26 @@ DONE = "_DONE"
 
 # Stage directory names, in pipeline order. Each is written whole, then marked with _DONE.
 STAGES = (
-    "raw", "connector", "organized", "virtual_nodes", "dfe", "dfe_store", "campaigns", "user_stats",
-    "risk", "event_join", "result_agg", "frontend_campaigns", "frontend_data", "frontend_report",
-    "results_staging", "result_sender", "ferry_batch", "ferry_cron", "labeling", "monitor",
+    "raw",
+    "connector",
+    "organized",
+    "virtual_nodes",
+    "dfe",
+    "dfe_store",
+    "campaigns",
+    "user_stats",
+    "risk",
+    "event_join",
+    "result_agg",
+    "frontend_campaigns",
+    "frontend_data",
+    "frontend_report",
+    "results_staging",
+    "result_sender",
+    "ferry_batch",
+    "ferry_cron",
+    "labeling",
+    "monitor",
 )
 
 

@@ -1,4 +1,5 @@
 """Files of the results contract: risk_scores.csv.gz, stage times, _manifest.json and _SUCCESS."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,12 @@ STAGES: dict[str, tuple[str, ...]] = {
     "feature_computation": ("BatchFeaturePlatformFerry", "CronFeaturePlatformFerry"),
     "dfe": ("Rawlogconverter", "CassandraDfeWriter"),
     "aggregation": ("Campaign", "UserStats", "ResultAggLite", "EventJoinLite", "ResultAgg"),
-    "frontend": ("CampaignFrontendData", "FrontendDataGen", "FrontendResultGenerator", "FrontendResultWriter"),
+    "frontend": (
+        "CampaignFrontendData",
+        "FrontendDataGen",
+        "FrontendResultGenerator",
+        "FrontendResultWriter",
+    ),
     "results": ("ResultSender",),
 }
 TASK_STAGE: dict[str, str] = {task: stage for stage, tasks in STAGES.items() for task in tasks}
@@ -62,8 +68,15 @@ def _risk_rows(rows: Iterable[Mapping[str, Any]]) -> list[tuple[str, ...]]:
         score = int(r["risk_score"])
         if not 0 <= score <= 100:
             raise ValueError(f"risk_score {score} of user {uid!r} is outside 0-100")
-        out.append((uid, str(score), _flag_text(r["is_flagged"]), str(r.get("campaign_id") or ""),
-                    _reason_text(r.get("reason_codes"))))
+        out.append(
+            (
+                uid,
+                str(score),
+                _flag_text(r["is_flagged"]),
+                str(r.get("campaign_id") or ""),
+                _reason_text(r.get("reason_codes")),
+            )
+        )
     out.sort()
     return out
 
@@ -153,16 +166,27 @@ def _result_files(results_dir: Path) -> list[str]:
     return sorted(rels)
 
 
-def build_manifest(results_dir: Path, run_id: str, code_version: str, client: str, date: str) -> dict[str, Any]:
+def build_manifest(
+    results_dir: Path, run_id: str, code_version: str, client: str, date: str
+) -> dict[str, Any]:
     """Manifest of a results folder: size, sha256 and row count of every file, plus run identity."""
     root = Path(results_dir)
     files = {}
     for rel in _result_files(root):
         data = (root / rel).read_bytes()
-        files[rel] = {"rows": count_rows(rel, data), "sha256": hashlib.sha256(data).hexdigest(),
-                      "size": len(data)}
-    return {"client": client, "code_version": code_version, "created_by": CREATED_BY, "date": date,
-            "files": files, "run_id": run_id}
+        files[rel] = {
+            "rows": count_rows(rel, data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+    return {
+        "client": client,
+        "code_version": code_version,
+        "created_by": CREATED_BY,
+        "date": date,
+        "files": files,
+        "run_id": run_id,
+    }
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -179,8 +203,9 @@ def write_manifest_and_success(results_dir: Path, manifest: dict[str, Any]) -> N
     atomic.write_bytes(root / SUCCESS, b"")
     # Coarse filesystem clocks (or files copied with future mtimes) could make _SUCCESS look
     # older than a file written before it; readers rely on it being the newest.
-    newest = max((p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != SUCCESS),
-                 default=0)
+    newest = max(
+        (p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != SUCCESS), default=0
+    )
     success = root / SUCCESS
     if success.stat().st_mtime_ns < newest:
         os.utime(success, ns=(newest, newest))

@@ -1,4 +1,5 @@
 """Per-user risk: named rules over user stats, DFE features and the user's campaign."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -9,12 +10,12 @@ from fraudcore.campaigns import VELOCITY_MIN, member_failed_ratio, member_record
 # Points of each individual rule. One rule alone never reaches the default flag threshold (70):
 # it takes several independent signs, or membership of a fraud ring, to flag a user.
 RULE_POINTS: dict[str, int] = {
-    "HIGH_TX_VELOCITY": 30,   # >= VELOCITY_MIN transactions in 10 minutes: scripted spending
+    "HIGH_TX_VELOCITY": 30,  # >= VELOCITY_MIN transactions in 10 minutes: scripted spending
     "NEW_ACCOUNT_SPEND": 25,  # signed up today and already transacting: the fraud cash-out shape
-    "FAILED_LOGINS": 20,      # mostly failed logins: credential stuffing or account takeover
-    "MANY_DEVICES": 15,       # more devices in a day than one person carries
-    "SHARED_DEVICE": 10,      # a non-super device other accounts use too (weak: families share)
-    "NIGHT_ACTIVITY": 10,     # most activity at night (client time): weak, shift workers exist
+    "FAILED_LOGINS": 20,  # mostly failed logins: credential stuffing or account takeover
+    "MANY_DEVICES": 15,  # more devices in a day than one person carries
+    "SHARED_DEVICE": 10,  # a non-super device other accounts use too (weak: families share)
+    "NIGHT_ACTIVITY": 10,  # most activity at night (client time): weak, shift workers exist
 }
 # A fraud-ring member scores its campaign's score (or its own, if higher) plus this bonus. The
 # ring threshold (50) plus the bonus reaches the default flag threshold (70), so every member
@@ -56,7 +57,9 @@ def rule_hits(stats: Mapping[str, Any], features: Mapping[str, Any] | None) -> l
     if bool(r.get("is_new_account")) and spent:
         hits.append("NEW_ACCOUNT_SPEND")
     failed = r.get("failed_logins")
-    if member_failed_ratio(r) >= FAILED_LOGIN_RATIO_MIN and (failed is None or _num(failed) >= FAILED_LOGINS_MIN):
+    if member_failed_ratio(r) >= FAILED_LOGIN_RATIO_MIN and (
+        failed is None or _num(failed) >= FAILED_LOGINS_MIN
+    ):
         hits.append("FAILED_LOGINS")
     if _num(r.get("distinct_devices")) >= MANY_DEVICES_MIN:
         hits.append("MANY_DEVICES")
@@ -67,8 +70,12 @@ def rule_hits(stats: Mapping[str, Any], features: Mapping[str, Any] | None) -> l
     return sorted(hits)
 
 
-def score_user(stats: Mapping[str, Any], features: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None,
-               flag_threshold: int) -> tuple[int, bool, list[str]]:
+def score_user(
+    stats: Mapping[str, Any],
+    features: Mapping[str, Any] | None,
+    campaign: Mapping[str, Any] | None,
+    flag_threshold: int,
+) -> tuple[int, bool, list[str]]:
     """(risk 0-100, is_flagged, sorted reason codes) of one user.
 
     `stats` is the user's *user_stats* row, optionally with `shared_devices` (non-super devices
@@ -84,7 +91,12 @@ def score_user(stats: Mapping[str, Any], features: Mapping[str, Any] | None, cam
     return score, score >= flag_threshold, reasons
 
 
-def risk_row(stats: Mapping[str, Any], features: Mapping[str, Any] | None, campaign: Mapping[str, Any] | None, flag_threshold: int) -> dict[str, Any]:
+def risk_row(
+    stats: Mapping[str, Any],
+    features: Mapping[str, Any] | None,
+    campaign: Mapping[str, Any] | None,
+    flag_threshold: int,
+) -> dict[str, Any]:
     """One row of risk/scores: campaign_id is set only when the user's campaign is a fraud ring."""
     score, flagged, reasons = score_user(stats, features, campaign, flag_threshold)
     ring = campaign if campaign is not None and campaign.get("is_fraud_ring") else None

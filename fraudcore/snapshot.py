@@ -11,6 +11,7 @@ A day is *provisional* until it closes: at the end of the client's local day plu
 ``close_after``, or as soon as the client writes its ``ready_marker`` (``_READY``). Files that
 land after the close are still read (nothing is lost); the day's results then get a new version.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -85,8 +86,13 @@ def diff(fetched: Iterable[InputFile], listed: Iterable[InputFile]) -> Changes:
     new = {f.key: f for f in listed}
     return Changes(
         added=tuple(sorted(set(new) - set(old))),
-        changed=tuple(sorted(k for k in set(old) & set(new) if (old[k].size, old[k].version)
-                             != (new[k].size, new[k].version))),
+        changed=tuple(
+            sorted(
+                k
+                for k in set(old) & set(new)
+                if (old[k].size, old[k].version) != (new[k].size, new[k].version)
+            )
+        ),
         removed=tuple(sorted(set(old) - set(new))),
     )
 
@@ -115,7 +121,9 @@ def closed_entry(client: ClientConfig, day: dt.date, now: dt.datetime) -> list[I
     return [InputFile(CLOSED, 0, at.isoformat())] if now >= at else []
 
 
-def closure(client: ClientConfig, day: dt.date, keys: Iterable[str], now: dt.datetime | None = None) -> Closure:
+def closure(
+    client: ClientConfig, day: dt.date, keys: Iterable[str], now: dt.datetime | None = None
+) -> Closure:
     """Final when the client wrote its ready marker or the close time has passed; else provisional.
 
     With `now` omitted the snapshot's keys decide: the day is closed when they hold @closed.
@@ -126,5 +134,6 @@ def closure(client: ClientConfig, day: dt.date, keys: Iterable[str], now: dt.dat
         return Closure(True, at, f"the client wrote {client.ready_marker}")
     if CLOSED in keys if now is None else now >= at:
         return Closure(True, at, f"closed at {at.isoformat()} (end of the local day + {client.close_after})")
-    return Closure(False, at, f"provisional until {at.isoformat()} or until the client writes "
-                              f"{client.ready_marker}")
+    return Closure(
+        False, at, f"provisional until {at.isoformat()} or until the client writes {client.ready_marker}"
+    )

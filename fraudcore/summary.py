@@ -1,4 +1,5 @@
 """The day summary of a client-day (result_agg/summary.json) from the stage outputs."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,8 +35,10 @@ def other_day_fields(organizer_stats: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "records_to_other_days": sum(sent.values()),
         "records_from_other_days": sum(received.values()),
-        "other_days": {d: {"sent": sent.get(d, 0), "received": received.get(d, 0)}
-                       for d in sorted(set(sent) | set(received))},
+        "other_days": {
+            d: {"sent": sent.get(d, 0), "received": received.get(d, 0)}
+            for d in sorted(set(sent) | set(received))
+        },
     }
 
 
@@ -52,21 +55,31 @@ def input_file_fields(connector_stats: Mapping[str, Any]) -> dict[str, Any]:
     files = [f for f in listed if isinstance(f, Mapping)] if isinstance(listed, list) else []
 
     def named(status: str) -> list[dict[str, Any]]:
-        return [{"source_file": str(f["source_file"]), "reason": str(f.get("reason") or "")}
-                for f in files if f.get("status") == status][:FILES_LISTED]
+        return [
+            {"source_file": str(f["source_file"]), "reason": str(f.get("reason") or "")}
+            for f in files
+            if f.get("status") == status
+        ][:FILES_LISTED]
 
     return {
         "partial": bool(connector_stats.get("partial", False)),
         "files_read": int(connector_stats.get("files_read", sum(f.get("status") == "read" for f in files))),
         "files_quarantined": named("quarantined"),
         "files_not_recognised": named("not_recognised"),
-        "unmapped_event_types": {str(k): int(v) for k, v in
-                                 sorted((connector_stats.get("unmapped_event_types") or {}).items())},
+        "unmapped_event_types": {
+            str(k): int(v) for k, v in sorted((connector_stats.get("unmapped_event_types") or {}).items())
+        },
     }
 
 
-def build_summary(client: str, date: str, connector_stats: Mapping[str, Any], organizer_stats: Mapping[str, Any],
-                  risk_rows: Iterable[Mapping[str, Any]], campaigns: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def build_summary(
+    client: str,
+    date: str,
+    connector_stats: Mapping[str, Any],
+    organizer_stats: Mapping[str, Any],
+    risk_rows: Iterable[Mapping[str, Any]],
+    campaigns: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     """summary.json (docs/architecture.md): record counts, users, flags, campaigns, histogram, top rings."""
     users = flagged = 0
     scores = []
@@ -83,7 +96,9 @@ def build_summary(client: str, date: str, connector_stats: Mapping[str, Any], or
         "records_read": int(connector_stats["records_read"]),
         "records_accepted": int(connector_stats["records_accepted"]),
         "records_quarantined": int(connector_stats["records_quarantined"]),
-        "quarantine_reasons": {k: int(v) for k, v in sorted((connector_stats.get("quarantine_reasons") or {}).items())},
+        "quarantine_reasons": {
+            k: int(v) for k, v in sorted((connector_stats.get("quarantine_reasons") or {}).items())
+        },
         **input_file_fields(connector_stats),
         "duplicates": int(organizer_stats.get("duplicates", 0)),
         **other_day_fields(organizer_stats),
@@ -93,8 +108,12 @@ def build_summary(client: str, date: str, connector_stats: Mapping[str, Any], or
         "fraud_rings": len(rings),
         "score_histogram": score_histogram(scores),
         "top_campaigns": [
-            {"campaign_id": str(c["campaign_id"]), "size": int(c["size"]), "score": int(c["score"]),
-             "signals": dict(sorted(c["signals"].items()))}
+            {
+                "campaign_id": str(c["campaign_id"]),
+                "size": int(c["size"]),
+                "score": int(c["score"]),
+                "signals": dict(sorted(c["signals"].items())),
+            }
             for c in rings[:TOP_CAMPAIGNS]
         ],
     }

@@ -2,6 +2,7 @@
 
 Usage: spark-submit jobs/run.py campaign --client C --date D --warehouse W [--registry R]
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,10 @@ def shared_node_users(spark: SparkSession, ctx: JobContext) -> tuple[dict[str, l
         ~F.col("is_super") & (F.col("users") >= 2) & (F.col("users") <= ctx.client.super_node_threshold)
     ).select("node_id", "node_type")
     rows = (
-        edges.select("user_id", "node_id").join(kept, "node_id")
-        .groupBy("node_id", "node_type").agg(F.sort_array(F.collect_set("user_id")).alias("users"))
+        edges.select("user_id", "node_id")
+        .join(kept, "node_id")
+        .groupBy("node_id", "node_type")
+        .agg(F.sort_array(F.collect_set("user_id")).alias("users"))
         .collect()
     )
     return ({r["node_id"]: list(r["users"]) for r in rows}, {r["node_id"]: r["node_type"] for r in rows})
@@ -70,9 +73,13 @@ def member_records(spark: SparkSession, ctx: JobContext, user_ids: list[str]) ->
 
     if not user_ids:
         return {}
-    wanted = spark.createDataFrame([(u,) for u in user_ids], StructType([StructField("user_id", StringType(), False)]))
+    wanted = spark.createDataFrame(
+        [(u,) for u in user_ids], StructType([StructField("user_id", StringType(), False)])
+    )
     stats = spark.read.parquet(str(ctx.paths.stage("user_stats") / "stats"))
-    rows = wanted.join(stats, "user_id", "left").join(feature_windows(spark, ctx), "user_id", "left").collect()
+    rows = (
+        wanted.join(stats, "user_id", "left").join(feature_windows(spark, ctx), "user_id", "left").collect()
+    )
     out = {}
     for row in rows:
         d = row.asDict(recursive=True)
@@ -90,7 +97,9 @@ def write_members(folder: Path, campaigns: list[dict]) -> int:
     pairs = sorted((u, c["campaign_id"]) for c in campaigns for u in c["members"])
     table = pa.table(
         {"user_id": [p[0] for p in pairs], "campaign_id": [p[1] for p in pairs]},
-        schema=pa.schema([pa.field("user_id", pa.string(), False), pa.field("campaign_id", pa.string(), False)]),
+        schema=pa.schema(
+            [pa.field("user_id", pa.string(), False), pa.field("campaign_id", pa.string(), False)]
+        ),
     )
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, str(folder / "part-00000.parquet"))

@@ -1,4 +1,5 @@
 """What every Spark job shares: argument parsing, the session, and the events schema."""
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,7 @@ def spark_session(app: str) -> SparkSession:
     if remote:
         builder = builder.remote(remote)
     builder = (
-        builder
-        .config("spark.sql.session.timeZone", "UTC")
+        builder.config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", os.environ.get("FRAUDBATCH_SHUFFLE_PARTITIONS", "8"))
         .config("spark.sql.parquet.compression.codec", "snappy")
     )
@@ -91,6 +91,7 @@ def _interrupt_on_sigterm(session: SparkSession) -> None:
     job needs. The exit unwinds the job while its session still works, so atomic_dir removes its
     half-written folder and a persisted frame is unpersisted; atexit then releases the session.
     """
+
     def stop(signum: int, frame: object) -> None:
         session.interruptAll()
         raise SystemExit(128 + signum)
@@ -104,29 +105,44 @@ def events_schema() -> StructType:
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
     s = StringType()
-    return StructType([
-        StructField("event_id", s, False),
-        StructField("user_id", s, False),
-        StructField("event_time_ms", LongType(), False),
-        StructField("event_type", s, False),
-        StructField("ip", s, True),
-        StructField("device_id", s, True),
-        StructField("browser_fingerprint", s, True),
-        StructField("user_agent", s, True),
-        StructField("email_domain", s, True),
-        StructField("phone", s, True),
-        StructField("amount", DoubleType(), True),
-        StructField("currency", s, True),
-        StructField("country", s, True),
-        StructField("merchant_id", s, True),
-        StructField("source", s, False),
-        StructField("source_file", s, False),
-    ])
+    return StructType(
+        [
+            StructField("event_id", s, False),
+            StructField("user_id", s, False),
+            StructField("event_time_ms", LongType(), False),
+            StructField("event_type", s, False),
+            StructField("ip", s, True),
+            StructField("device_id", s, True),
+            StructField("browser_fingerprint", s, True),
+            StructField("user_agent", s, True),
+            StructField("email_domain", s, True),
+            StructField("phone", s, True),
+            StructField("amount", DoubleType(), True),
+            StructField("currency", s, True),
+            StructField("country", s, True),
+            StructField("merchant_id", s, True),
+            StructField("source", s, False),
+            StructField("source_file", s, False),
+        ]
+    )
 
 
 EVENT_FIELDS = (
-    "event_id", "user_id", "event_time_ms", "event_type", "ip", "device_id", "browser_fingerprint",
-    "user_agent", "email_domain", "phone", "amount", "currency", "country", "merchant_id", "source",
+    "event_id",
+    "user_id",
+    "event_time_ms",
+    "event_type",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "email_domain",
+    "phone",
+    "amount",
+    "currency",
+    "country",
+    "merchant_id",
+    "source",
     "source_file",
 )
 
@@ -181,11 +197,14 @@ def map_rows(frame: DataFrame, fn: Callable[[dict], tuple], schema: StructType) 
             yield _record_batch([fn(row) for row in batch.to_pylist(maps_as_pydicts="strict")], arrow_schema)
 
     mapped = frame.mapInArrow(apply, schema)
-    return mapped.select(*[_default_collation(mapped[f.name], f.dataType).alias(f.name) for f in schema.fields])
+    return mapped.select(
+        *[_default_collation(mapped[f.name], f.dataType).alias(f.name) for f in schema.fields]
+    )
 
 
-def flat_map_rows(frame: DataFrame, fn: Callable[[dict], Iterable[tuple]], schema: StructType,
-                  batch_rows: int = 10_000) -> DataFrame:
+def flat_map_rows(
+    frame: DataFrame, fn: Callable[[dict], Iterable[tuple]], schema: StructType, batch_rows: int = 10_000
+) -> DataFrame:
     """A frame of every tuple fn(row) yields for each row of `frame`: none, one or many per input row.
 
     map_rows for a one-to-many function: rows as plain dicts, the same Python workers, output in
@@ -213,11 +232,16 @@ def flat_map_rows(frame: DataFrame, fn: Callable[[dict], Iterable[tuple]], schem
             yield _record_batch(out, arrow_schema)
 
     mapped = frame.mapInArrow(apply, schema)
-    return mapped.select(*[
-        (mapped[f.name] if isinstance(f.dataType, (ArrayType, Struct)) and _has_strings(f.dataType)
-         else _default_collation(mapped[f.name], f.dataType)).alias(f.name)
-        for f in schema.fields
-    ])
+    return mapped.select(
+        *[
+            (
+                mapped[f.name]
+                if isinstance(f.dataType, (ArrayType, Struct)) and _has_strings(f.dataType)
+                else _default_collation(mapped[f.name], f.dataType)
+            ).alias(f.name)
+            for f in schema.fields
+        ]
+    )
 
 
 def plain_strings(frame: DataFrame) -> DataFrame:
@@ -275,8 +299,12 @@ def _has_strings(data_type: DataType) -> bool:
     return False
 
 
-def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str],
-                 describe: Callable[[BaseException], str] = one_line) -> int:
+def guarded_main(
+    app: str,
+    run: Callable[[list[str]], int],
+    argv: list[str],
+    describe: Callable[[BaseException], str] = one_line,
+) -> int:
     """run(argv)'s exit code; a config error exits 2, any other failure 1, its cause the last stderr line."""
     try:
         return run(argv)
@@ -289,21 +317,31 @@ def guarded_main(app: str, run: Callable[[list[str]], int], argv: list[str],
         return 1
 
 
-def client_day_main(app: str, description: str, body: Callable[[JobContext], str], argv: list[str] | None,
-                    describe: Callable[[BaseException], str] = one_line) -> int:
+def client_day_main(
+    app: str,
+    description: str,
+    body: Callable[[JobContext], str],
+    argv: list[str] | None,
+    describe: Callable[[BaseException], str] = one_line,
+) -> int:
     """Parse the client-day arguments, run body(ctx) and print its one-line summary; failures as guarded_main."""
+
     def run(args: list[str]) -> int:
         ctx = job_context(job_parser(description), args)
         started = time.monotonic()
         summary = body(ctx)
-        print(f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
-              f"({time.monotonic() - started:.1f}s)", flush=True)
+        print(
+            f"{app} {ctx.client.name} {ctx.paths.date.isoformat()}: {summary} "
+            f"({time.monotonic() - started:.1f}s)",
+            flush=True,
+        )
         return 0
 
     return guarded_main(app, run, list(sys.argv[1:] if argv is None else argv), describe)
 
 
-def run_main(app: str, description: str, body: Callable[[SparkSession, JobContext], str],
-             argv: list[str] | None) -> int:
+def run_main(
+    app: str, description: str, body: Callable[[SparkSession, JobContext], str], argv: list[str] | None
+) -> int:
     """client_day_main for a Spark job: body gets the job's session."""
     return client_day_main(app, description, lambda ctx: body(spark_session(app), ctx), argv)

@@ -2,6 +2,7 @@
 
 Usage: spark-submit jobs/run.py connector --client C --date D --warehouse W [--registry R]
 """
+
 from __future__ import annotations
 
 import json
@@ -96,13 +97,15 @@ def quarantine_schema() -> StructType:
     """Schema of the quarantine JSON lines."""
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-    return StructType([
-        StructField("source_file", StringType(), False),
-        StructField("line", LongType(), False),
-        StructField("reason", StringType(), False),
-        StructField("detail", StringType(), True),
-        StructField("record", StringType(), True),
-    ])
+    return StructType(
+        [
+            StructField("source_file", StringType(), False),
+            StructField("line", LongType(), False),
+            StructField("reason", StringType(), False),
+            StructField("detail", StringType(), True),
+            StructField("record", StringType(), True),
+        ]
+    )
 
 
 def tagged_schema() -> StructType:
@@ -110,13 +113,15 @@ def tagged_schema() -> StructType:
     back exactly events_schema() and quarantine_schema(), non-nullable columns included."""
     from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
-    return StructType([
-        StructField("kind", StringType(), False),  # event | quarantine | file | error
-        StructField("events", ArrayType(events_schema(), False), True),
-        StructField("quarantine", ArrayType(quarantine_schema(), False), True),
-        # event, quarantine: the file's name; file: its summary as JSON; error: the message
-        StructField("meta", StringType(), True),
-    ])
+    return StructType(
+        [
+            StructField("kind", StringType(), False),  # event | quarantine | file | error
+            StructField("events", ArrayType(events_schema(), False), True),
+            StructField("quarantine", ArrayType(quarantine_schema(), False), True),
+            # event, quarantine: the file's name; file: its summary as JSON; error: the message
+            StructField("meta", StringType(), True),
+        ]
+    )
 
 
 def file_frame(spark: SparkSession, items: list[tuple[str, str, str]]) -> DataFrame:
@@ -127,12 +132,19 @@ def file_frame(spark: SparkSession, items: list[tuple[str, str, str]]) -> DataFr
     """
     from pyspark.sql import functions as F
 
-    listed = F.array(*[
-        F.struct(F.lit(path).alias("path"), F.lit(rel_name).alias("rel_name"), F.lit(source).alias("source"))
-        for path, rel_name, source in items
-    ])
-    return (spark.range(len(items), numPartitions=len(items))
-            .select(listed[F.col("id").cast("int")].alias("file")).select("file.*"))
+    listed = F.array(
+        *[
+            F.struct(
+                F.lit(path).alias("path"), F.lit(rel_name).alias("rel_name"), F.lit(source).alias("source")
+            )
+            for path, rel_name, source in items
+        ]
+    )
+    return (
+        spark.range(len(items), numPartitions=len(items))
+        .select(listed[F.col("id").cast("int")].alias("file"))
+        .select("file.*")
+    )
 
 
 def run(argv: list[str]) -> int:
@@ -143,9 +155,12 @@ def run(argv: list[str]) -> int:
     files = [e for e in entries if e.status == DATA]
     ignored = [e for e in entries if e.status == NOT_RECOGNISED]
     if ignored:
-        print(f"{len(ignored)} files not recognised under {raw_dir}: "
-              + ", ".join(f"{e.rel} ({e.reason})" for e in ignored[:10])
-              + (" ..." if len(ignored) > 10 else ""), file=sys.stderr)
+        print(
+            f"{len(ignored)} files not recognised under {raw_dir}: "
+            + ", ".join(f"{e.rel} ({e.reason})" for e in ignored[:10])
+            + (" ..." if len(ignored) > 10 else ""),
+            file=sys.stderr,
+        )
     if not files:
         print(f"no raw data files under {raw_dir}", file=sys.stderr)
         return EXIT_NO_DATA
@@ -156,19 +171,27 @@ def run(argv: list[str]) -> int:
     spark = spark_session(APP)
     items = [(str(e.path), e.rel, e.source or "") for e in files]
     # Every file is read once: the actions below all read this cache.
-    tagged = flat_map_rows(file_frame(spark, items), partial(process_row, ctx.client), tagged_schema(),
-                           batch_rows=1).persist(StorageLevel.MEMORY_AND_DISK)
+    tagged = flat_map_rows(
+        file_frame(spark, items), partial(process_row, ctx.client), tagged_schema(), batch_rows=1
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        meta = [(r["kind"], r["meta"]) for r in
-                tagged.where(F.col("kind").isin("file", "error")).select("kind", "meta").collect()]
+        meta = [
+            (r["kind"], r["meta"])
+            for r in tagged.where(F.col("kind").isin("file", "error")).select("kind", "meta").collect()
+        ]
         errors = sorted(m for kind, m in meta if kind == "error")
         if errors:
             day = f"--client {ctx.client.name} --date {ctx.paths.date}"
-            raise IngestError(errors[0] + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else "")
-                              + f". The client's on_bad_file is 'fail': replace or remove the file in the bucket "
-                              f"and run the day again (it fetches what changed); fraudbatch status {day} "
-                              "shows every stage")
-        summaries = sorted((json.loads(m) for kind, m in meta if kind == "file"), key=lambda s: s["source_file"])
+            raise IngestError(
+                errors[0]
+                + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else "")
+                + f". The client's on_bad_file is 'fail': replace or remove the file in the bucket "
+                f"and run the day again (it fetches what changed); fraudbatch status {day} "
+                "shows every stage"
+            )
+        summaries = sorted(
+            (json.loads(m) for kind, m in meta if kind == "file"), key=lambda s: s["source_file"]
+        )
         if len(summaries) != len(files):
             raise IngestError(f"{len(files)} data files listed but {len(summaries)} summaries came back")
         stats = connector_stats(summaries, [e.summary() for e in entries if e.status != DATA])
@@ -181,8 +204,12 @@ def run(argv: list[str]) -> int:
             events.write.parquet(str(tmp / "events"))
             quarantine = tagged.where((F.col("kind") == "quarantine") & kept).select(F.inline("quarantine"))
             # One part file, in file/line order, keeping null details so every line has every key.
-            (quarantine.coalesce(1).sortWithinPartitions("source_file", "line")
-             .write.option("ignoreNullFields", "false").json(str(tmp / "quarantine")))
+            (
+                quarantine.coalesce(1)
+                .sortWithinPartitions("source_file", "line")
+                .write.option("ignoreNullFields", "false")
+                .json(str(tmp / "quarantine"))
+            )
             keep_bad_files(raw_dir, tmp / "bad_files", summaries)
             _check_written(tmp, stats)
             write_json(tmp / "stats.json", stats)
@@ -190,11 +217,14 @@ def run(argv: list[str]) -> int:
         tagged.unpersist()
 
     reasons = ", ".join(f"{k}={v}" for k, v in stats["quarantine_reasons"].items()) or "none"
-    bad_note = (f"; {stats['files_quarantined']} files quarantined whole (partial): " + ", ".join(bad)
-                if bad else "")
-    print(f"connector {ctx.client.name} {ctx.paths.date}: files={stats['data_files']} "
-          f"read={stats['records_read']} accepted={stats['records_accepted']} "
-          f"quarantined={stats['records_quarantined']} ({reasons}){bad_note}")
+    bad_note = (
+        f"; {stats['files_quarantined']} files quarantined whole (partial): " + ", ".join(bad) if bad else ""
+    )
+    print(
+        f"connector {ctx.client.name} {ctx.paths.date}: files={stats['data_files']} "
+        f"read={stats['records_read']} accepted={stats['records_accepted']} "
+        f"quarantined={stats['records_quarantined']} ({reasons}){bad_note}"
+    )
     return 0
 
 
@@ -208,8 +238,13 @@ def _check_written(stage_tmp: Path, stats: dict) -> None:
     for p in sorted((stage_tmp / "quarantine").glob("part-*")):
         with open(p, encoding="utf-8") as fh:
             written_quarantine += sum(1 for line in fh if line.strip())
-    reconcile({"records_read": stats["records_read"], "records_accepted": written_events,
-               "records_quarantined": written_quarantine})
+    reconcile(
+        {
+            "records_read": stats["records_read"],
+            "records_accepted": written_events,
+            "records_quarantined": written_quarantine,
+        }
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -219,4 +254,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-

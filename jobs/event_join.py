@@ -2,6 +2,7 @@
 
 Usage: spark-submit jobs/run.py event_join --client C --date D --warehouse W [--registry R]
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,12 +38,17 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
 
     started = time.monotonic()
     require_done(ctx, INPUT_STAGES)
-    flagged = (spark.read.parquet(str(ctx.paths.stage("risk") / "scores"))
-               .where(F.col("is_flagged")).select("user_id", "risk_score", "campaign_id"))
+    flagged = (
+        spark.read.parquet(str(ctx.paths.stage("risk") / "scores"))
+        .where(F.col("is_flagged"))
+        .select("user_id", "risk_score", "campaign_id")
+    )
     events = read_organized_events(spark, ctx)
     # Flagged users are a small share of all users, so they travel to every task instead of
     # shuffling the day's events.
-    joined = events.join(F.broadcast(flagged), "user_id").select(*EVENT_FIELDS, "hour", "risk_score", "campaign_id")
+    joined = events.join(F.broadcast(flagged), "user_id").select(
+        *EVENT_FIELDS, "hour", "risk_score", "campaign_id"
+    )
     meta: dict = {}
     with ctx.paths.output("event_join", meta) as tmp:
         out = str(tmp / "flagged_events")

@@ -6,6 +6,7 @@ Records of client-day D whose time falls on another client-local day E are writt
 inbox (E/inbox/from-D/, fraudcore.organize.inbox_folder); every run of D reads D/inbox/from-*/
 with the connector's events, so each record is analysed in its own client-local day.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -59,24 +60,34 @@ def run(argv: list[str]) -> int:
         check_inbox_rows(folder, from_inbox[from_day])
     if inbox:
         events = events.unionByName(
-            spark.read.schema(events_schema()).parquet(*[str(f) for f in inbox.values()]))
+            spark.read.schema(events_schema()).parquet(*[str(f) for f in inbox.values()])
+        )
         input_rows += sum(from_inbox.values())
     start, end = ctx.client.day_window_ms(day)
     # Session time is UTC, so shifting the instant to the client zone gives the local wall clock.
     local = F.from_utc_timestamp(F.timestamp_millis("event_time_ms"), ctx.client.timezone)
 
-    ranking = Window.partitionBy(*DUPLICATE_KEY).orderBy(*[F.col(c).asc_nulls_first() for c in DUPLICATE_ORDER])
+    ranking = Window.partitionBy(*DUPLICATE_KEY).orderBy(
+        *[F.col(c).asc_nulls_first() for c in DUPLICATE_ORDER]
+    )
     in_day = (F.col("event_time_ms") >= start) & (F.col("event_time_ms") < end)
     ranked = (
         events.withColumn("_dup", F.row_number().over(ranking) > 1)
-        .withColumn("_date", F.when(in_day, F.lit(day.isoformat())).otherwise(F.date_format(local, "yyyy-MM-dd")))
+        .withColumn(
+            "_date", F.when(in_day, F.lit(day.isoformat())).otherwise(F.date_format(local, "yyyy-MM-dd"))
+        )
         .withColumn("hour", F.hour(local).cast("int"))
         .persist()
     )
     try:
-        counted = ranked.groupBy("_dup", "_date", "hour").agg(
-            F.count("*").alias("count"),
-            F.sum(F.xxhash64(*EVENT_FIELDS).cast("decimal(38,0)")).alias("digest")).collect()
+        counted = (
+            ranked.groupBy("_dup", "_date", "hour")
+            .agg(
+                F.count("*").alias("count"),
+                F.sum(F.xxhash64(*EVENT_FIELDS).cast("decimal(38,0)")).alias("digest"),
+            )
+            .collect()
+        )
         groups = [(r["_dup"], r["_date"], r["hour"], r["count"]) for r in counted]
         digests: dict[str, int] = {}
         for r in counted:
@@ -89,9 +100,14 @@ def run(argv: list[str]) -> int:
         for other, rows in stats["other_days"].items():
             folder = inbox_folder(warehouse, client, dt.date.fromisoformat(other), day)
             with atomic_dir(folder, inbox_meta(rows, day, f"xxhash64-sum:{digests.get(other, 0)}")) as tmp:
-                (kept.filter(F.col("_date") == other).select(*EVENT_FIELDS)
-                 .coalesce(1).sortWithinPartitions(*OUTPUT_ORDER)
-                 .write.mode("overwrite").parquet(str(tmp)))
+                (
+                    kept.filter(F.col("_date") == other)
+                    .select(*EVENT_FIELDS)
+                    .coalesce(1)
+                    .sortWithinPartitions(*OUTPUT_ORDER)
+                    .write.mode("overwrite")
+                    .parquet(str(tmp))
+                )
                 sent[other] = _rows(tmp)
                 if sent[other] != rows:
                     raise RuntimeError(f"{folder}: wrote {sent[other]} records, expected {rows}")
@@ -99,17 +115,24 @@ def run(argv: list[str]) -> int:
             remove_folder(folder)
         # A copy: output() stamps the _DONE meta's "input" with the raw snapshot id.
         with ctx.paths.output("organized", dict(stats)) as tmp:
-            (kept.filter(F.col("_date") == day.isoformat()).select(*EVENT_FIELDS, "hour")
-             .repartition("hour").sortWithinPartitions("hour", *OUTPUT_ORDER)
-             .write.partitionBy("hour").parquet(str(tmp / "events")))
+            (
+                kept.filter(F.col("_date") == day.isoformat())
+                .select(*EVENT_FIELDS, "hour")
+                .repartition("hour")
+                .sortWithinPartitions("hour", *OUTPUT_ORDER)
+                .write.partitionBy("hour")
+                .parquet(str(tmp / "events"))
+            )
             check_organizer_stats({**stats, "other_days": sent, "organized": _rows(tmp / "events")})
             write_json(tmp / "stats.json", stats)
     finally:
         ranked.unpersist()
 
-    print(f"organizer {client} {day}: input={stats['input']} (from other days "
-          f"{sum(from_inbox.values())}) duplicates={stats['duplicates']} "
-          f"to other days={sum(stats['other_days'].values())} organized={stats['organized']}")
+    print(
+        f"organizer {client} {day}: input={stats['input']} (from other days "
+        f"{sum(from_inbox.values())}) duplicates={stats['duplicates']} "
+        f"to other days={sum(stats['other_days'].values())} organized={stats['organized']}"
+    )
     return 0
 
 

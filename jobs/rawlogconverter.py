@@ -3,6 +3,7 @@
 Graph values come from the virtual-node graph with Spark joins; the per-user vector is a plain
 function applied to each user's grouped events (DataFrame API only, so it also runs on Spark Connect).
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,17 @@ APP = "rawlogconverter"
 
 # The event columns the per-user functions read; fewer columns, less to ship to Python workers.
 USER_EVENT_COLUMNS = (
-    "event_id", "user_id", "event_time_ms", "event_type", "ip", "device_id", "browser_fingerprint",
-    "email_domain", "phone", "amount", "hour",
+    "event_id",
+    "user_id",
+    "event_time_ms",
+    "event_type",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "email_domain",
+    "phone",
+    "amount",
+    "hour",
 )
 
 
@@ -49,7 +59,8 @@ def graph_values(edges: DataFrame, nodes: DataFrame) -> DataFrame:
     # Non-super nodes have at most `threshold` users, so the self-join below stays bounded.
     shared = linked.where(~F.col("is_super") & (F.col("users") >= 2)).select("user_id", "node_id")
     pairs = (
-        shared.alias("a").join(shared.alias("b"), "node_id")
+        shared.alias("a")
+        .join(shared.alias("b"), "node_id")
         .where(F.col("a.user_id") != F.col("b.user_id"))
         .select(F.col("a.user_id").alias("user_id"), F.col("b.user_id").alias("other"))
         .distinct()
@@ -58,13 +69,15 @@ def graph_values(edges: DataFrame, nodes: DataFrame) -> DataFrame:
     centrality = pairs.groupBy("user_id").agg(F.count(F.lit(1)).alias("graph_centrality"))
     shared_n = shared.groupBy("user_id").agg(F.countDistinct("node_id").alias("shared_attributes"))
     supers = (
-        linked.where(F.col("is_super")).groupBy("user_id")
+        linked.where(F.col("is_super"))
+        .groupBy("user_id")
         .agg(F.countDistinct("node_id").alias("super_node_links"))
     )
     devices = edges.where(F.col("node_type") == "device").select(F.col("user_id").alias("other"), "node_id")
     reach = pairs.unionByName(users.select("user_id", F.col("user_id").alias("other")))
     connected = (
-        reach.join(devices, "other").groupBy("user_id")
+        reach.join(devices, "other")
+        .groupBy("user_id")
         .agg(F.countDistinct("node_id").alias("connected_devices"))
     )
     out = users
@@ -77,11 +90,13 @@ def vectors_schema() -> StructType:
     """Schema of dfe/vectors: user_id, window_start_ms, features map<string,double>."""
     from pyspark.sql.types import DoubleType, LongType, MapType, StringType, StructField, StructType
 
-    return StructType([
-        StructField("user_id", StringType(), False),
-        StructField("window_start_ms", LongType(), False),
-        StructField("features", MapType(StringType(), DoubleType(), False), False),
-    ])
+    return StructType(
+        [
+            StructField("user_id", StringType(), False),
+            StructField("window_start_ms", LongType(), False),
+            StructField("features", MapType(StringType(), DoubleType(), False), False),
+        ]
+    )
 
 
 def run(spark: SparkSession, ctx: JobContext) -> str:
@@ -110,11 +125,16 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
         out = str(Path(tmp) / "vectors")
         vectors.orderBy("user_id").write.parquet(out)
         users = spark.read.parquet(out).count()
-        stats = {"users": users, "features_per_vector": len(FEATURE_NAMES),
-                 "feature_names": list(FEATURE_NAMES), "window_start_ms": day_start_ms}
+        stats = {
+            "users": users,
+            "features_per_vector": len(FEATURE_NAMES),
+            "feature_names": list(FEATURE_NAMES),
+            "window_start_ms": day_start_ms,
+        }
         write_json(Path(tmp) / "stats.json", stats)
-        meta.update(users=users, features_per_vector=len(FEATURE_NAMES),
-                    seconds=round(time.monotonic() - started, 3))
+        meta.update(
+            users=users, features_per_vector=len(FEATURE_NAMES), seconds=round(time.monotonic() - started, 3)
+        )
     return f"vectors={users} features={len(FEATURE_NAMES)}"
 
 

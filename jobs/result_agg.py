@@ -6,6 +6,7 @@ Its inputs are two small JSON files, the campaign list and two columns of the ri
 reads them with pyarrow on the driver and starts no Spark session: the JVM start-up would cost
 more than the work.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,7 +29,8 @@ def run(ctx: JobContext) -> str:
     require_done(ctx, INPUT_STAGES)
     p = ctx.paths
     summary = build_summary(
-        ctx.client.name, p.date.isoformat(),
+        ctx.client.name,
+        p.date.isoformat(),
         read_json(p.stage("connector") / "stats.json"),
         read_json(p.stage("organized") / "stats.json"),
         read_parquet_rows(p.stage("risk") / "scores", columns=["risk_score", "is_flagged"]),
@@ -37,10 +39,15 @@ def run(ctx: JobContext) -> str:
     meta: dict = {}
     with p.output("result_agg", meta) as tmp:
         write_json(tmp / "summary.json", summary)
-        meta.update(users=summary["users"], flagged_users=summary["flagged_users"],
-                    seconds=round(time.monotonic() - started, 3))
-    return (f"users={summary['users']} flagged={summary['flagged_users']} "
-            f"campaigns={summary['campaigns']} fraud_rings={summary['fraud_rings']}")
+        meta.update(
+            users=summary["users"],
+            flagged_users=summary["flagged_users"],
+            seconds=round(time.monotonic() - started, 3),
+        )
+    return (
+        f"users={summary['users']} flagged={summary['flagged_users']} "
+        f"campaigns={summary['campaigns']} fraud_rings={summary['fraud_rings']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 Usage: spark-submit jobs/run.py result_agg_lite --client C --date D --warehouse W [--registry R]
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,13 +30,15 @@ def risk_schema() -> StructType:
     """Schema of risk/scores (docs/architecture.md)."""
     from pyspark.sql.types import BooleanType, IntegerType, StringType, StructField, StructType
 
-    return StructType([
-        StructField("user_id", StringType(), False),
-        StructField("risk_score", IntegerType(), False),
-        StructField("is_flagged", BooleanType(), False),
-        StructField("campaign_id", StringType(), False),
-        StructField("reason_codes", StringType(), False),
-    ])
+    return StructType(
+        [
+            StructField("user_id", StringType(), False),
+            StructField("risk_score", IntegerType(), False),
+            StructField("is_flagged", BooleanType(), False),
+            StructField("campaign_id", StringType(), False),
+            StructField("reason_codes", StringType(), False),
+        ]
+    )
 
 
 def shared_devices(spark: SparkSession, ctx: JobContext) -> DataFrame:
@@ -43,11 +46,17 @@ def shared_devices(spark: SparkSession, ctx: JobContext) -> DataFrame:
     from pyspark.sql import functions as F
 
     vn = ctx.paths.stage("virtual_nodes")
-    devices = spark.read.parquet(str(vn / "nodes")).where(
-        (F.col("node_type") == "device") & ~F.col("is_super") & (F.col("users") >= 2)
-    ).select("node_id")
+    devices = (
+        spark.read.parquet(str(vn / "nodes"))
+        .where((F.col("node_type") == "device") & ~F.col("is_super") & (F.col("users") >= 2))
+        .select("node_id")
+    )
     edges = spark.read.parquet(str(vn / "edges")).select("user_id", "node_id")
-    return edges.join(devices, "node_id").groupBy("user_id").agg(F.countDistinct("node_id").alias("shared_devices"))
+    return (
+        edges.join(devices, "node_id")
+        .groupBy("user_id")
+        .agg(F.countDistinct("node_id").alias("shared_devices"))
+    )
 
 
 def score_row(row: Mapping, campaigns: dict[str, dict], flag_threshold: int) -> tuple:
@@ -63,7 +72,11 @@ def score_row(row: Mapping, campaigns: dict[str, dict], flag_threshold: int) -> 
 def campaign_index(stage: Path) -> dict[str, dict]:
     """campaign_id -> the fields scoring needs, from campaigns.json (members dropped: they ship to workers)."""
     return {
-        c["campaign_id"]: {"campaign_id": c["campaign_id"], "score": c["score"], "is_fraud_ring": c["is_fraud_ring"]}
+        c["campaign_id"]: {
+            "campaign_id": c["campaign_id"],
+            "score": c["score"],
+            "is_fraud_ring": c["is_fraud_ring"],
+        }
         for c in read_json_list(stage / "campaigns.json")
     }
 
@@ -86,9 +99,11 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     campaigns = campaign_index(cstage)
     users = spark.read.parquet(str(ctx.paths.stage("user_stats") / "stats")).where(F.col("events") > 0)
     members = spark.read.parquet(str(cstage / "members")).select("user_id", "campaign_id")
-    joined = (users.join(feature_windows(spark, ctx), "user_id", "left")
-              .join(shared_devices(spark, ctx), "user_id", "left")
-              .join(members, "user_id", "left"))
+    joined = (
+        users.join(feature_windows(spark, ctx), "user_id", "left")
+        .join(shared_devices(spark, ctx), "user_id", "left")
+        .join(members, "user_id", "left")
+    )
     threshold = ctx.client.flag_threshold
     scored = map_rows(joined, lambda row: score_row(row, campaigns, threshold), risk_schema())
     meta: dict = {}
@@ -97,9 +112,11 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
         # One sorted file: the table is one narrow row per user, and a single file keeps the
         # output order (and so the results CSV built from it) deterministic.
         scored.repartition(1).sortWithinPartitions("user_id").write.parquet(out)
-        agg = spark.read.parquet(out).agg(
-            F.count(F.lit(1)).alias("users"), F.sum(F.col("is_flagged").cast("long")).alias("flagged")
-        ).first()
+        agg = (
+            spark.read.parquet(out)
+            .agg(F.count(F.lit(1)).alias("users"), F.sum(F.col("is_flagged").cast("long")).alias("flagged"))
+            .first()
+        )
         stats = {"users": int(agg["users"]), "flagged": int(agg["flagged"] or 0)}
         write_json(tmp / "stats.json", stats)
         meta.update(stats, seconds=round(time.monotonic() - started, 3))

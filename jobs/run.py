@@ -3,6 +3,7 @@
 It imports jobs.<app> and exits with its main(argv) result, so every job has the same
 entry point on a laptop (local mode) and on a cluster.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Smoke job: proves spark-submit, the session and the job entry point work end to end."""
+
 from __future__ import annotations
 
 import argparse

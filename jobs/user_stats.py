@@ -1,4 +1,5 @@
 """UserStats: one *user_stats* row per user of a client-day (fraudcore.features.user_stats)."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,13 @@ def user_stats_schema() -> StructType:
     """Spark schema of the *user_stats* dataset (docs/architecture.md), in USER_STATS_FIELDS order."""
     from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
-    types = {"user_id": StringType(), "amount_total": DoubleType(), "amount_max": DoubleType(),
-             "night_share": DoubleType(), "is_new_account": BooleanType()}
+    types = {
+        "user_id": StringType(),
+        "amount_total": DoubleType(),
+        "amount_max": DoubleType(),
+        "night_share": DoubleType(),
+        "is_new_account": BooleanType(),
+    }
     return StructType([StructField(f, types.get(f, LongType()), False) for f in USER_STATS_FIELDS])
 
 
@@ -46,9 +52,11 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
     with ctx.paths.output("user_stats", meta) as tmp:
         out = str(Path(tmp) / "stats")
         rows.orderBy("user_id").write.parquet(out)
-        agg = spark.read.parquet(out).agg(
-            F.count(F.lit(1)).alias("users"), *[F.sum(f).alias(f) for f in TOTAL_FIELDS]
-        ).first()
+        agg = (
+            spark.read.parquet(out)
+            .agg(F.count(F.lit(1)).alias("users"), *[F.sum(f).alias(f) for f in TOTAL_FIELDS])
+            .first()
+        )
         totals = {f: (agg[f] or 0) for f in TOTAL_FIELDS}
         totals["amount_total"] = float(totals["amount_total"])
         stats = {"users": int(agg["users"]), "totals": totals}

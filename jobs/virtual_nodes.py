@@ -3,6 +3,7 @@
 Node values are built with Spark SQL functions that mirror fraudcore.graph.event_nodes (the
 reference); Python UDFs would ship every event through a Python worker and be many times slower.
 """
+
 from __future__ import annotations
 
 import sys
@@ -68,8 +69,9 @@ def _ip_value_and_block(ip: Column) -> tuple[Column, Column]:
     is_v6 = s.contains(":") & groups.isNotNull()
     head = F.transform(F.slice(groups, 1, 4), lambda g: F.regexp_replace(g, "^0+(?=.)", ""))
     # Drop trailing zero hextets (see fraudcore.graph.ip_block for why that is RFC 5952 form).
-    trimmed = F.regexp_replace(F.regexp_replace(F.concat(F.lit(":"), F.array_join(head, ":")), "(:0)+$", ""),
-                               "^:", "")
+    trimmed = F.regexp_replace(
+        F.regexp_replace(F.concat(F.lit(":"), F.array_join(head, ":")), "(:0)+$", ""), "^:", ""
+    )
     v4_block = F.concat(F.regexp_extract(s, r"^(\d+\.\d+\.\d+)\.", 1), F.lit(".0/24"))
     value = F.when(is_v4, s).when(is_v6, s6)
     block = F.when(is_v4, v4_block).when(is_v6, F.concat(trimmed, F.lit("::/64")))
@@ -98,13 +100,10 @@ def event_node_rows(events: DataFrame) -> DataFrame:
 
     # One array of (type, value) structs exploded once: a single pass over the events, where a
     # union of one select per node type would scan them six times.
-    pairs = F.array(*[
-        F.struct(F.lit(t).alias("node_type"), c.alias("node_value")) for t, c in node_value_columns()
-    ])
-    return (
-        events.select("user_id", "event_time_ms", F.inline(pairs))
-        .where(F.col("node_value").isNotNull())
+    pairs = F.array(
+        *[F.struct(F.lit(t).alias("node_type"), c.alias("node_value")) for t, c in node_value_columns()]
     )
+    return events.select("user_id", "event_time_ms", F.inline(pairs)).where(F.col("node_value").isNotNull())
 
 
 # ---------------------------------------------------------------- the job
@@ -118,8 +117,11 @@ def build_graph(events: DataFrame, threshold: int) -> tuple[DataFrame, DataFrame
         event_node_rows(events)
         .withColumn("node_id", F.concat_ws(":", "node_type", "node_value"))
         .groupBy("user_id", "node_id", "node_type", "node_value")
-        .agg(F.count(F.lit(1)).alias("events"), F.min("event_time_ms").alias("first_ms"),
-             F.max("event_time_ms").alias("last_ms"))
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.min("event_time_ms").alias("first_ms"),
+            F.max("event_time_ms").alias("last_ms"),
+        )
     )
     nodes = (
         edges.groupBy("node_id", "node_type", "node_value")
@@ -128,9 +130,8 @@ def build_graph(events: DataFrame, threshold: int) -> tuple[DataFrame, DataFrame
         .select("node_id", "node_type", "node_value", "users", "events", "is_super")
         .orderBy("node_id")
     )
-    edges = (
-        edges.select("user_id", "node_id", "node_type", "events", "first_ms", "last_ms")
-        .orderBy("user_id", "node_id")
+    edges = edges.select("user_id", "node_id", "node_type", "events", "first_ms", "last_ms").orderBy(
+        "user_id", "node_id"
     )
     return nodes, edges
 
@@ -151,11 +152,15 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
         written_nodes = spark.read.parquet(str(Path(tmp) / "nodes"))
         written_edges = spark.read.parquet(str(Path(tmp) / "edges"))
         per_type = {t: [0, 0] for t in NODE_TYPES}
-        for row in written_nodes.groupBy("node_type").agg(
-            F.count(F.lit(1)).alias("n"), F.sum(F.col("is_super").cast("long")).alias("s")
-        ).collect():
+        for row in (
+            written_nodes.groupBy("node_type")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("is_super").cast("long")).alias("s"))
+            .collect()
+        ):
             per_type[row["node_type"]] = [int(row["n"]), int(row["s"] or 0)]
-        edge_row = written_edges.agg(F.count(F.lit(1)).alias("e"), F.countDistinct("user_id").alias("u")).first()
+        edge_row = written_edges.agg(
+            F.count(F.lit(1)).alias("e"), F.countDistinct("user_id").alias("u")
+        ).first()
         stats = {
             "nodes": {t: per_type[t][0] for t in sorted(per_type)},
             "super_nodes": {t: per_type[t][1] for t in sorted(per_type)},
@@ -164,10 +169,16 @@ def run(spark: SparkSession, ctx: JobContext) -> str:
             "super_node_threshold": threshold,
         }
         write_json(Path(tmp) / "stats.json", stats)
-        meta.update(nodes=sum(stats["nodes"].values()), edges=stats["edges"], users=stats["users"],
-                    seconds=round(time.monotonic() - started, 3))
-    return (f"nodes={meta['nodes']} super={sum(stats['super_nodes'].values())} "
-            f"edges={meta['edges']} users={meta['users']}")
+        meta.update(
+            nodes=sum(stats["nodes"].values()),
+            edges=stats["edges"],
+            users=stats["users"],
+            seconds=round(time.monotonic() - started, 3),
+        )
+    return (
+        f"nodes={meta['nodes']} super={sum(stats['super_nodes'].values())} "
+        f"edges={meta['edges']} users={meta['users']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ Import direction: fraudbatch (CLI) → batch_tasks (Luigi wiring) → pipeline �
 dcluster_client, fp_ferry. Each step reads its inputs from the warehouse (docs/architecture.md),
 writes its stage folder atomically, and returns the metadata stored in the stage's _DONE marker.
 """
+
 from pipeline.day import ClientDay, Settings
 
 __all__ = ["ClientDay", "Settings"]

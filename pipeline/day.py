@@ -1,4 +1,5 @@
 """The context every step takes: a `ClientDay`, built from one `Settings`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ class Settings:
 
     def client_day(self, client: ClientConfig, date: dt.date) -> ClientDay:
         """The ClientDay of a client already looked up in the registry."""
-        return ClientDay(client, WorkPaths(self.warehouse, client.name, date), self.object_store,
-                         self.open_tables)
+        return ClientDay(
+            client, WorkPaths(self.warehouse, client.name, date), self.object_store, self.open_tables
+        )
 
     def resolve(self, client: str, date: str | dt.date) -> ClientDay:
         """The ClientDay of a client name looked up in the registry; ConfigError for a bad name or date."""
@@ -55,8 +57,13 @@ class Settings:
 class ClientDay:
     """One client's day: its registry entry, date, warehouse paths, object store and table store."""
 
-    def __init__(self, client: ClientConfig, paths: WorkPaths, object_store: Callable[[], ObjectStore],
-                 open_tables: Callable[[], TableStore] | None = None) -> None:
+    def __init__(
+        self,
+        client: ClientConfig,
+        paths: WorkPaths,
+        object_store: Callable[[], ObjectStore],
+        open_tables: Callable[[], TableStore] | None = None,
+    ) -> None:
         if paths.client != client.name:
             raise ValueError(f"warehouse paths of client {paths.client!r} given for client {client.name!r}")
         self.client = client

@@ -1,4 +1,5 @@
 """dfe_store/: the day's DFE vectors written into the table store."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -21,12 +22,18 @@ def store_dfe(day: ClientDay, chunk: int = 100_000, progress: Progress | None = 
     meta: dict[str, Any] = {}
     with day.tables() as tables, day.paths.output("dfe_store", meta):
         for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            written += tables.write_dfe(day.name, [
-                DfeRow(user_id=r["user_id"], timestamp_ms=int(r["window_start_ms"]),
-                       feature_vector={k: float(v) for k, v in _as_map(r["features"]).items()})
-                for r in part
-            ])
+            part = rows[start : start + chunk]
+            written += tables.write_dfe(
+                day.name,
+                [
+                    DfeRow(
+                        user_id=r["user_id"],
+                        timestamp_ms=int(r["window_start_ms"]),
+                        feature_vector={k: float(v) for k, v in _as_map(r["features"]).items()},
+                    )
+                    for r in part
+                ],
+            )
             if progress:
                 progress(min(start + chunk, len(rows)), len(rows))
         meta.update(rows=written)

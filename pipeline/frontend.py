@@ -1,4 +1,5 @@
 """The dashboard data, the day's summary and HTML report, and the staged results folder."""
+
 from __future__ import annotations
 
 import shutil
@@ -30,18 +31,27 @@ def frontend_campaigns(day: ClientDay) -> dict[str, Any]:
     edges = []
     node_info: dict[str, dict[str, Any]] = {}
     if members:
-        edges = ds.dataset(str(vn / "edges"), format="parquet").to_table(
-            filter=ds.field("user_id").isin(members)).to_pylist()
+        edges = (
+            ds.dataset(str(vn / "edges"), format="parquet")
+            .to_table(filter=ds.field("user_id").isin(members))
+            .to_pylist()
+        )
         wanted = sorted({e["node_id"] for e in edges})
-        node_info = {n["node_id"]: n for n in ds.dataset(str(vn / "nodes"), format="parquet").to_table(
-            filter=ds.field("node_id").isin(wanted)).to_pylist()}
+        node_info = {
+            n["node_id"]: n
+            for n in ds.dataset(str(vn / "nodes"), format="parquet")
+            .to_table(filter=ds.field("node_id").isin(wanted))
+            .to_pylist()
+        }
     meta: dict[str, Any] = {}
     with paths.output("frontend_campaigns", meta) as tmp:
         write_json(tmp / "campaigns.json", campaign_list(every))
         for c in chosen:
             mine = set(c["members"])
-            write_json(tmp / "campaign_graphs" / f"{c['campaign_id']}.json",
-                       campaign_graph(c, [e for e in edges if e["user_id"] in mine], node_info))
+            write_json(
+                tmp / "campaign_graphs" / f"{c['campaign_id']}.json",
+                campaign_graph(c, [e for e in edges if e["user_id"] in mine], node_info),
+            )
         meta.update(campaigns=len(every), graphs=len(chosen))
     return meta
 
@@ -56,8 +66,10 @@ def frontend_data(day: ClientDay) -> dict[str, Any]:
     scores = [int(r["risk_score"]) for r in risk_rows(paths)]
     meta: dict[str, Any] = {}
     with paths.output("frontend_data", meta) as tmp:
-        write_json(tmp / "timeline.json",
-                   hourly_timeline(organized["per_hour"], joined["per_hour"], day.client.timezone))
+        write_json(
+            tmp / "timeline.json",
+            hourly_timeline(organized["per_hour"], joined["per_hour"], day.client.timezone),
+        )
         write_json(tmp / "score_distribution.json", score_distribution(scores, day.client.flag_threshold))
         meta.update(users=len(scores))
     return meta
@@ -86,15 +98,25 @@ def frontend_report(day: ClientDay, run: RunInfo) -> dict[str, Any]:
 
     paths = day.paths
     summary = dict(read_json(paths.stage("result_agg") / "summary.json"))
-    summary.update(stage_seconds=stage_seconds(dict(run.task_seconds)), run_id=run.run_id,
-                   code_version=run.code_version, **day_state(day))
+    summary.update(
+        stage_seconds=stage_seconds(dict(run.task_seconds)),
+        run_id=run.run_id,
+        code_version=run.code_version,
+        **day_state(day),
+    )
     fc = paths.stage("frontend_campaigns")
     listed = read_json(fc / "campaigns.json")
     top = next((c for c in listed["campaigns"] if c.get("is_fraud_ring")), None)
     graph = read_json(fc / "campaign_graphs" / f"{top['campaign_id']}.json") if top else None
     fd = paths.stage("frontend_data")
-    html = render_report(summary, listed, read_json(fd / "timeline.json"),
-                         read_json(fd / "score_distribution.json"), graph, labeling_doc(paths))
+    html = render_report(
+        summary,
+        listed,
+        read_json(fd / "timeline.json"),
+        read_json(fd / "score_distribution.json"),
+        graph,
+        labeling_doc(paths),
+    )
     meta: dict[str, Any] = {}
     with paths.output("frontend_report", meta) as tmp:
         write_json(tmp / "summary.json", summary)
@@ -128,8 +150,9 @@ def assemble_results(day: ClientDay) -> dict[str, Any]:
         for name in ("summary.json", "report.html"):
             shutil.copy2(paths.stage("frontend_report") / name, tmp / "reports" / name)
         write_json(tmp / "reports" / "input_files.json", input_files(paths))
-        shutil.copytree(paths.stage("frontend_campaigns"), tmp / "frontend_data",
-                        ignore=shutil.ignore_patterns("_DONE"))
+        shutil.copytree(
+            paths.stage("frontend_campaigns"), tmp / "frontend_data", ignore=shutil.ignore_patterns("_DONE")
+        )
         for f in sorted(paths.stage("frontend_data").glob("*.json")):
             shutil.copy2(f, tmp / "frontend_data" / f.name)
         # Names this staging: the sent manifest records it, so staged results made again are sent again.

@@ -1,4 +1,5 @@
 """The day's input: listing the raw prefix and the inbox, and fetching the raw files into the warehouse."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,8 +19,11 @@ from pipeline.layout import DATA_FOLDERS
 def bucket_listing(day: ClientDay) -> list[InputFile]:
     """Every object under the day's raw prefix, keys relative to it."""
     prefix = day.raw_prefix
-    return [InputFile(i.key[len(prefix):], i.size, i.version)
-            for i in day.store.list(day.bucket, prefix) if not i.key.endswith("/")]
+    return [
+        InputFile(i.key[len(prefix) :], i.size, i.version)
+        for i in day.store.list(day.bucket, prefix)
+        if not i.key.endswith("/")
+    ]
 
 
 def list_input(day: ClientDay, now: dt.datetime | None = None) -> list[InputFile]:
@@ -49,11 +53,16 @@ def inbox_files(paths: WorkPaths) -> list[InputFile]:
 
 def raw_data_keys(files: Iterable[InputFile]) -> list[str]:
     """Keys of the data files (logs/, events/, transactions/) in a listing; empty when none landed."""
-    return sorted(f.key for f in files if f.from_bucket and f.key.split("/", 1)[0] in DATA_FOLDERS
-                  and not f.key.endswith("/"))
+    return sorted(
+        f.key
+        for f in files
+        if f.from_bucket and f.key.split("/", 1)[0] in DATA_FOLDERS and not f.key.endswith("/")
+    )
 
 
-def fetch_raw(day: ClientDay, listing: list[InputFile] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def fetch_raw(
+    day: ClientDay, listing: list[InputFile] | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
     """raw/: a copy of the day's raw prefix from the client's bucket.
 
     Files unchanged since the previous snapshot are taken from the previous raw/ copy; only
@@ -85,13 +94,24 @@ def fetch_raw(day: ClientDay, listing: list[InputFile] | None = None, progress: 
                 reused.append(f.key)
             else:
                 wanted.append(f.key)
-        download_keys(day.store, day.bucket, [day.raw_prefix + k for k in wanted], day.raw_prefix, tmp,
-                      progress=progress)
+        download_keys(
+            day.store,
+            day.bucket,
+            [day.raw_prefix + k for k in wanted],
+            day.raw_prefix,
+            tmp,
+            progress=progress,
+        )
         changes = snapshot.diff(previous.values(), listing) if previous else None
         meta.update(
-            files=len(bucket_files), data_files=len(data_keys),
-            bytes=sum(f.size for f in bucket_files), downloaded=len(wanted), reused=len(reused),
-            input=snapshot.snapshot_id(listing), snapshot=snapshot.to_doc(listing), fetched_at=time.time(),
+            files=len(bucket_files),
+            data_files=len(data_keys),
+            bytes=sum(f.size for f in bucket_files),
+            downloaded=len(wanted),
+            reused=len(reused),
+            input=snapshot.snapshot_id(listing),
+            snapshot=snapshot.to_doc(listing),
+            fetched_at=time.time(),
             changes=changes.counts() if changes is not None else {},
         )
     return meta

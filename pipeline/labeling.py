@@ -1,4 +1,5 @@
 """labeling/: the day's flags against the client's labels."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Where a client-day's raw input and results live in the client's bucket (DESIGN's bucket layout)."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,4 +1,5 @@
 """Sending the staged results to the client's bucket, and telling the client they are there."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from pipeline.layout import MANIFEST, SUCCESS, SUMMARY
 from pipeline.runs import RunInfo
 
 
-def send_results(day: ClientDay, run: RunInfo, started: float, progress: Progress | None = None) -> dict[str, Any]:
+def send_results(
+    day: ClientDay, run: RunInfo, started: float, progress: Progress | None = None
+) -> dict[str, Any]:
     """Upload results_staging/ to the day's results prefix with its manifest, then SUCCESS last.
 
     `started` is the time.monotonic() at which sending began, counted as the sender's own seconds.
@@ -34,8 +37,11 @@ def send_results(day: ClientDay, run: RunInfo, started: float, progress: Progres
     write_json(summary_path, summary)
     manifest = build_manifest(outbox, run.run_id, run.code_version, day.name, day.date.isoformat())
     state = {k: summary.get(k) for k in ("final", "partial", "input_snapshot")}
-    manifest.update(state, version=next_version(day, state["input_snapshot"]),
-                    staged_id=done_meta(paths.stage("results_staging")).get("staged_id"))
+    manifest.update(
+        state,
+        version=next_version(day, state["input_snapshot"]),
+        staged_id=done_meta(paths.stage("results_staging")).get("staged_id"),
+    )
     problems = verify_manifest(outbox, manifest)
     if problems:
         raise RuntimeError("results failed their own manifest check: " + "; ".join(problems))
@@ -46,8 +52,12 @@ def send_results(day: ClientDay, run: RunInfo, started: float, progress: Progres
     day.store.delete_prefix(day.bucket, prefix)
     keys = upload_dir(day.store, day.bucket, prefix, outbox, last=[MANIFEST, SUCCESS], progress=progress)
     shutil.rmtree(outbox)
-    return {"files": len(keys), "url": day.url(prefix), "users": summary.get("users", 0),
-            "flagged_users": summary.get("flagged_users", 0)}
+    return {
+        "files": len(keys),
+        "url": day.url(prefix),
+        "users": summary.get("users", 0),
+        "flagged_users": summary.get("flagged_users", 0),
+    }
 
 
 def next_version(day: ClientDay, input_snapshot: str | None) -> int:
@@ -62,7 +72,9 @@ def next_version(day: ClientDay, input_snapshot: str | None) -> int:
     return version if sent.get("input_snapshot") == input_snapshot else version + 1
 
 
-def notify_client(day: ClientDay, environ: dict[str, str] | None = None, **send_options: Any) -> dict[str, Any]:
+def notify_client(
+    day: ClientDay, environ: dict[str, str] | None = None, **send_options: Any
+) -> dict[str, Any]:
     """result_sender/: tell the client its sent results are ready (if it asked to be told), then mark it done.
 
     Reads the manifest and summary back from the client's bucket, so what the client is told is
@@ -79,15 +91,26 @@ def notify_client(day: ClientDay, environ: dict[str, str] | None = None, **send_
         if client.notify_secret_env:
             secret = env.get(client.notify_secret_env)
             if not secret:
-                raise RuntimeError(f"client {client.name} signs notifications with ${client.notify_secret_env}, "
-                                   "which is not set in the environment of the Luigi worker")
+                raise RuntimeError(
+                    f"client {client.name} signs notifications with ${client.notify_secret_env}, "
+                    "which is not set in the environment of the Luigi worker"
+                )
         prefix = day.results_prefix
         summary = json.loads(day.store.get_bytes(day.bucket, prefix + SUMMARY))
-        payload = results_ready(client.name, day.date, day.url(prefix),
-                                day.store.get_bytes(day.bucket, prefix + MANIFEST), summary)
+        payload = results_ready(
+            client.name,
+            day.date,
+            day.url(prefix),
+            day.store.get_bytes(day.bucket, prefix + MANIFEST),
+            summary,
+        )
         answer = send(client.notify_url, payload, secret=secret, **send_options)
-        meta = {"notified": True, "status": answer["status"], "attempts": answer["attempts"],
-                "manifest_sha256": payload["manifest_sha256"]}
+        meta = {
+            "notified": True,
+            "status": answer["status"],
+            "attempts": answer["attempts"],
+            "manifest_sha256": payload["manifest_sha256"],
+        }
     with day.paths.output("result_sender", meta) as tmp:
         write_json(tmp / "notification.json", meta)
     return meta

@@ -1,4 +1,5 @@
 """The run that makes a client-day: its id, the code version, and the seconds each task took."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -48,8 +49,13 @@ def code_version() -> str:
     except PackageNotFoundError:
         v = "0+unknown"
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{v}+{sha}" if sha else v

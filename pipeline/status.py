@@ -5,6 +5,7 @@ older snapshot of the bucket (the next run makes it again), failed when its task
 failed, and missing otherwise. Invalidation moves a stage and every stage after it aside, so
 the next run makes them again.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -56,31 +57,46 @@ class DayStatus:
         day = f"--client {self.client} --date {self.date}"
         failed = [s for s in self.stages if s.state == "failed"]
         if failed:
-            return (f"{failed[0].task} failed: fix the cause named above (for a bad file, replace or remove "
-                    f"it in the bucket), then `fraudbatch run {day}`; the day fetches what changed. To make "
-                    f"a stage again from scratch: `fraudbatch rerun {day} --from {failed[0].stage}`")
+            return (
+                f"{failed[0].task} failed: fix the cause named above (for a bad file, replace or remove "
+                f"it in the bucket), then `fraudbatch run {day}`; the day fetches what changed. To make "
+                f"a stage again from scratch: `fraudbatch rerun {day} --from {failed[0].stage}`"
+            )
         if not self.fetched:
             return f"not fetched yet: `fraudbatch run {day}` (or wait for the cron run)"
         if self.changes or any(s.state == "stale" for s in self.stages):
-            return (f"the bucket changed since the last fetch: the next scheduled run re-ingests it, or "
-                    f"now: `fraudbatch run {day}`")
+            return (
+                f"the bucket changed since the last fetch: the next scheduled run re-ingests it, or "
+                f"now: `fraudbatch run {day}`"
+            )
         if not self.complete:
             return f"unfinished: `fraudbatch run {day}`"
-        return "nothing to do: every stage is current" + ("" if self.final.get("final") else
-                                                           " (provisional until the day closes)")
+        return "nothing to do: every stage is current" + (
+            "" if self.final.get("final") else " (provisional until the day closes)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "client": self.client, "date": self.date, "complete": self.complete, "partial": self.partial,
-            **self.final, "changes": {"added": list(self.changes.added), "changed": list(self.changes.changed),
-                                      "removed": list(self.changes.removed)},
-            "stages": [vars(s) for s in self.stages], "files_quarantined": self.files_quarantined,
-            "results": self.results, "next": self.next_step(),
+            "client": self.client,
+            "date": self.date,
+            "complete": self.complete,
+            "partial": self.partial,
+            **self.final,
+            "changes": {
+                "added": list(self.changes.added),
+                "changed": list(self.changes.changed),
+                "removed": list(self.changes.removed),
+            },
+            "stages": [vars(s) for s in self.stages],
+            "files_quarantined": self.files_quarantined,
+            "results": self.results,
+            "next": self.next_step(),
         }
 
 
-def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable[RunRecord] = (),
-               now: dt.datetime | None = None) -> DayStatus:
+def day_status(
+    day: ClientDay, tasks: Mapping[str, str], runs: Iterable[RunRecord] = (), now: dt.datetime | None = None
+) -> DayStatus:
     """Where the client-day stands.
 
     `tasks` maps each stage folder to the task family that writes it; `runs` are the day's run
@@ -100,7 +116,9 @@ def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable[RunRecor
         task = tasks.get(stage, "-")
         run = latest.get(task)
         if run is not None and run.status == "FAILED":
-            stages.append(StageState(stage, task, "failed", run.message.splitlines()[-1] if run.message else ""))
+            stages.append(
+                StageState(stage, task, "failed", run.message.splitlines()[-1] if run.message else "")
+            )
         elif is_done(paths.stage(stage)):
             made = done_meta(paths.stage(stage)).get("input")
             stages.append(StageState(stage, task, "done" if made and made == current else "stale"))
@@ -110,12 +128,23 @@ def day_status(day: ClientDay, tasks: Mapping[str, str], runs: Iterable[RunRecor
     stages = [s for s in stages if not (s.state == "missing" and s.stage in ("ferry_cron",))]
     connector = paths.stage("connector") / "stats.json"
     stats = json.loads(connector.read_text(encoding="utf-8")) if connector.is_file() else {}
-    quarantined = [{"source_file": f["source_file"], "reason": f.get("reason", "")}
-                   for f in stats.get("files") or [] if isinstance(f, dict) and f.get("status") == "quarantined"]
+    quarantined = [
+        {"source_file": f["source_file"], "reason": f.get("reason", "")}
+        for f in stats.get("files") or []
+        if isinstance(f, dict) and f.get("status") == "quarantined"
+    ]
     keys = [f.key for f in listing]
-    return DayStatus(day.name, day.date.isoformat(), stages, changes, bool(raw),
-                     snapshot.closure(day.client, day.date, keys, now or dt.datetime.now(dt.UTC)).as_dict(),
-                     bool(stats.get("partial")), quarantined, sent_results(day, current))
+    return DayStatus(
+        day.name,
+        day.date.isoformat(),
+        stages,
+        changes,
+        bool(raw),
+        snapshot.closure(day.client, day.date, keys, now or dt.datetime.now(dt.UTC)).as_dict(),
+        bool(stats.get("partial")),
+        quarantined,
+        sent_results(day, current),
+    )
 
 
 def sent_results(day: ClientDay, current: str | None) -> dict[str, Any]:
@@ -128,9 +157,13 @@ def sent_results(day: ClientDay, current: str | None) -> dict[str, Any]:
         manifest = json.loads(day.store.get_bytes(day.bucket, prefix + MANIFEST))
     except (ObjectNotFound, ValueError):
         return {"sent": False, "url": url}
-    return {"sent": day.store.exists(day.bucket, prefix + SUCCESS), "url": url,
-            "version": manifest.get("version"), "final": manifest.get("final"),
-            "current": manifest.get("input_snapshot") == current and current is not None}
+    return {
+        "sent": day.store.exists(day.bucket, prefix + SUCCESS),
+        "url": url,
+        "version": manifest.get("version"),
+        "final": manifest.get("final"),
+        "current": manifest.get("input_snapshot") == current and current is not None,
+    }
 
 
 def invalidate(paths: WorkPaths, from_stage: str) -> list[str]:
@@ -141,7 +174,7 @@ def invalidate(paths: WorkPaths, from_stage: str) -> list[str]:
     """
     if from_stage not in STAGES:
         raise ConfigError(f"unknown stage {from_stage!r}; stages: {', '.join(STAGES)}")
-    chosen = list(STAGES[STAGES.index(from_stage):])
+    chosen = list(STAGES[STAGES.index(from_stage) :])
     removed = []
     for stage in reversed(chosen):
         folder = paths.stage(stage)

@@ -1,4 +1,5 @@
 """Readers of stage outputs that several steps share."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ def risk_rows(paths: WorkPaths) -> list[dict[str, Any]]:
 
 def campaigns(paths: WorkPaths) -> list[dict[str, Any]]:
     """campaigns/campaigns.json: every campaign of the day."""
-    found: list[dict[str, Any]] = json.loads((paths.stage("campaigns") / "campaigns.json").read_text(encoding="utf-8"))
+    found: list[dict[str, Any]] = json.loads(
+        (paths.stage("campaigns") / "campaigns.json").read_text(encoding="utf-8")
+    )
     return found
 
 

@@ -8,6 +8,7 @@ share through the same driver with the same concurrency, nothing else — and th
 write_dfe_rows. Prints rows/s and the CPU per row of the node and of the client for every run, then
 the best of each and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,17 +39,26 @@ def _feature_vector(rnd: random.Random) -> dict[str, float]:
     logins = rnd.randint(0, 40)
     tx = rnd.randint(0, 30)
     values = {
-        "account_events": events, "active_hours": rnd.randint(1, 24), "connected_devices": rnd.randint(1, 6),
-        "device_changes": rnd.randint(0, 5), "distinct_devices": rnd.randint(1, 6),
-        "distinct_fingerprints": rnd.randint(1, 4), "distinct_ips": rnd.randint(1, 12),
-        "graph_centrality": round(rnd.random(), 6), "is_new_account": float(rnd.random() < 0.1),
-        "login_failed_ratio": round(rnd.random() * 0.3, 6), "login_frequency": logins,
+        "account_events": events,
+        "active_hours": rnd.randint(1, 24),
+        "connected_devices": rnd.randint(1, 6),
+        "device_changes": rnd.randint(0, 5),
+        "distinct_devices": rnd.randint(1, 6),
+        "distinct_fingerprints": rnd.randint(1, 4),
+        "distinct_ips": rnd.randint(1, 12),
+        "graph_centrality": round(rnd.random(), 6),
+        "is_new_account": float(rnd.random() < 0.1),
+        "login_failed_ratio": round(rnd.random() * 0.3, 6),
+        "login_frequency": logins,
         "login_pattern_hour_entropy": round(rnd.random() * 4.5, 6),
-        "login_pattern_night_share": round(rnd.random(), 6), "shared_attributes": rnd.randint(0, 8),
-        "spending_pattern_cv": round(rnd.random() * 2, 6), "super_node_links": rnd.randint(0, 3),
+        "login_pattern_night_share": round(rnd.random(), 6),
+        "shared_attributes": rnd.randint(0, 8),
+        "spending_pattern_cv": round(rnd.random() * 2, 6),
+        "super_node_links": rnd.randint(0, 3),
         "transaction_amount_max": round(rnd.random() * 2000, 2),
         "transaction_amount_mean": round(rnd.random() * 300, 2),
-        "transaction_amount_total": round(rnd.random() * 9000, 2), "transaction_count": tx,
+        "transaction_amount_total": round(rnd.random() * 9000, 2),
+        "transaction_count": tx,
         "transaction_velocity": rnd.randint(0, min(tx, 10)),
     }
     return {name: float(values[name]) for name in FEATURE_NAMES}
@@ -61,7 +71,9 @@ def synthetic_rows(n: int, seed: int = 7, pool: int = 4096) -> list[tuple[str, i
     return [(f"user-{i:08d}", DAY_MS, vectors[(i * 2654435761) % pool]) for i in range(n)]
 
 
-def _python_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int) -> None:
+def _python_ceiling(
+    settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int
+) -> None:
     """The simplest fast write with the Python driver: prepared INSERT, execute_concurrent_with_args."""
     from cassandra.concurrent import execute_concurrent_with_args
 
@@ -76,8 +88,9 @@ def _python_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n
     cluster.shutdown()
 
 
-async def _native_ceiling_async(settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int,
-                                concurrency: int) -> None:
+async def _native_ceiling_async(
+    settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int
+) -> None:
     from storage.cassandra_session import native_cluster
     from storage.dfe_writer import INSERT_DFE
 
@@ -96,7 +109,9 @@ async def _native_ceiling_async(settings: TableStoreSettings, rows: Sequence[Any
     await session.close()
 
 
-def _native_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int) -> None:
+def _native_ceiling(
+    settings: TableStoreSettings, rows: Sequence[Any], k: int, n: int, concurrency: int
+) -> None:
     """The simplest fast write with the native driver: prepared INSERT, `concurrency` requests in flight."""
     asyncio.run(_native_ceiling_async(settings, rows, k, n, concurrency))
 
@@ -104,13 +119,20 @@ def _native_ceiling(settings: TableStoreSettings, rows: Sequence[Any], k: int, n
 CEILINGS = {"native": _native_ceiling, "python": _python_ceiling}
 
 
-def run_ceiling(settings: TableStoreSettings, rows: Sequence[Any], processes: int, concurrency: int,
-                driver: str = "native") -> float:
+def run_ceiling(
+    settings: TableStoreSettings,
+    rows: Sequence[Any],
+    processes: int,
+    concurrency: int,
+    driver: str = "native",
+) -> float:
     """Seconds the raw driver takes for the rows with `processes` processes (every row-th share each)."""
     ctx = multiprocessing.get_context("fork")
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=CEILINGS[driver], args=(settings, rows, k, processes, concurrency))
-             for k in range(processes)]
+    procs = [
+        ctx.Process(target=CEILINGS[driver], args=(settings, rows, k, processes, concurrency))
+        for k in range(processes)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -121,14 +143,20 @@ def run_ceiling(settings: TableStoreSettings, rows: Sequence[Any], processes: in
     return secs
 
 
-def run_writer(settings: TableStoreSettings, rows: Sequence[Any], processes: int, concurrency: int,
-               driver: str = "native") -> float:
+def run_writer(
+    settings: TableStoreSettings,
+    rows: Sequence[Any],
+    processes: int,
+    concurrency: int,
+    driver: str = "native",
+) -> float:
     """Seconds write_dfe_rows takes for the rows."""
     from storage.dfe_writer import write_dfe_rows
 
     t0 = time.perf_counter()
-    written = write_dfe_rows(settings, BENCH_CLIENT, rows, processes=processes, concurrency=concurrency,
-                             driver=driver)
+    written = write_dfe_rows(
+        settings, BENCH_CLIENT, rows, processes=processes, concurrency=concurrency, driver=driver
+    )
     secs = time.perf_counter() - t0
     assert written == len(rows), (written, len(rows))
     return secs
@@ -157,7 +185,11 @@ class CpuMeter:
     def per_row_us(self, rows: int) -> str:
         """'node N us, client M us' of CPU per row since the meter started."""
         (node0, client0), (node1, client1) = self._start, self._now()
-        node = f"node {(node1 - node0) / rows * 1e6:.0f} us" if node0 is not None and node1 is not None else "node n/a"
+        node = (
+            f"node {(node1 - node0) / rows * 1e6:.0f} us"
+            if node0 is not None and node1 is not None
+            else "node n/a"
+        )
         return f"CPU per row: {node}, client {(client1 - client0) / rows * 1e6:.0f} us"
 
 
@@ -172,14 +204,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="writer and ceiling processes")
     p.add_argument("--concurrency", type=int, default=base.cassandra_write_concurrency)
-    p.add_argument("--driver", choices=sorted(CEILINGS), default=base.cassandra_writer_driver,
-                   help="driver of both the writer and its ceiling (FRAUDBATCH_CASSANDRA_WRITER_DRIVER)")
-    p.add_argument("--repeat", type=int, default=2, help="rounds of (ceiling, writer), order alternating; "
-                                                         "the best of each is compared")
+    p.add_argument(
+        "--driver",
+        choices=sorted(CEILINGS),
+        default=base.cassandra_writer_driver,
+        help="driver of both the writer and its ceiling (FRAUDBATCH_CASSANDRA_WRITER_DRIVER)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="rounds of (ceiling, writer), order alternating; the best of each is compared",
+    )
     p.add_argument("--keyspace", default="fraud_bench")
     p.add_argument("--warmup", type=int, default=100_000, help="rows written first, not measured")
-    p.add_argument("--pid-file", type=Path, default=Path(__file__).resolve().parents[1] / "var" / "cassandra" /
-                   "cassandra.pid", help="pid file of a local node, for its CPU per row")
+    p.add_argument(
+        "--pid-file",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "var" / "cassandra" / "cassandra.pid",
+        help="pid file of a local node, for its CPU per row",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip counting the rows afterwards")
     args = p.parse_args(argv)
 
@@ -197,21 +241,32 @@ def main(argv: list[str] | None = None) -> int:
     cluster, session = connect(settings)
     best = {"ceiling": 0.0, "writer": 0.0}
     rows: list[tuple[str, int, dict[str, float]]]  # made inside the try, before the first run
-    runs = {"ceiling": lambda: run_ceiling(settings, rows, args.processes, args.concurrency, args.driver),
-            "writer": lambda: run_writer(settings, rows, args.processes, args.concurrency, args.driver)}
+    runs = {
+        "ceiling": lambda: run_ceiling(settings, rows, args.processes, args.concurrency, args.driver),
+        "writer": lambda: run_writer(settings, rows, args.processes, args.concurrency, args.driver),
+    }
     labels = {"ceiling": f"ceiling (raw {args.driver} driver)", "writer": "writer  (write_dfe_rows)"}
     try:
-        apply_migrations(session, args.keyspace, f"{args.keyspace}_fp", settings.cassandra_replication,
-                         log=lambda _: None)
+        apply_migrations(
+            session, args.keyspace, f"{args.keyspace}_fp", settings.cassandra_replication, log=lambda _: None
+        )
         # A list, as callers hand the writer (the store materialises its input).
         rows = synthetic_rows(args.rows)
-        print(f"DFE write benchmark: {args.rows:,} rows (21-feature maps) into {args.keyspace}.dfe_data at "
-              f"{settings.cassandra_hosts[0]}:{settings.cassandra_port}; {args.driver} driver, {args.processes} "
-              f"processes, concurrency {args.concurrency}, {os.cpu_count()} cores", flush=True)
+        print(
+            f"DFE write benchmark: {args.rows:,} rows (21-feature maps) into {args.keyspace}.dfe_data at "
+            f"{settings.cassandra_hosts[0]}:{settings.cassandra_port}; {args.driver} driver, {args.processes} "
+            f"processes, concurrency {args.concurrency}, {os.cpu_count()} cores",
+            flush=True,
+        )
         _truncate(session, args.keyspace)
         if args.warmup:
-            run_ceiling(settings, synthetic_rows(min(args.warmup, args.rows), seed=1), args.processes,
-                        args.concurrency, args.driver)
+            run_ceiling(
+                settings,
+                synthetic_rows(min(args.warmup, args.rows), seed=1),
+                args.processes,
+                args.concurrency,
+                args.driver,
+            )
         for r in range(max(1, args.repeat)):
             for kind in ("ceiling", "writer") if r % 2 == 0 else ("writer", "ceiling"):
                 _truncate(session, args.keyspace)
@@ -219,10 +274,14 @@ def main(argv: list[str] | None = None) -> int:
                 secs = runs[kind]()
                 rate = args.rows / secs
                 best[kind] = max(best[kind], rate)
-                print(f"{labels[kind]:<30} {rate:>10,.0f} rows/s  ({secs:.1f} s; {meter.per_row_us(args.rows)})",
-                      flush=True)
-        print(f"best: ceiling {best['ceiling']:,.0f} rows/s, writer {best['writer']:,.0f} rows/s; "
-              f"ratio writer/ceiling {best['writer'] / best['ceiling']:.2f}")
+                print(
+                    f"{labels[kind]:<30} {rate:>10,.0f} rows/s  ({secs:.1f} s; {meter.per_row_us(args.rows)})",
+                    flush=True,
+                )
+        print(
+            f"best: ceiling {best['ceiling']:,.0f} rows/s, writer {best['writer']:,.0f} rows/s; "
+            f"ratio writer/ceiling {best['writer'] / best['ceiling']:.2f}"
+        )
     finally:
         cluster.shutdown()
     if not args.no_verify:

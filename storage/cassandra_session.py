@@ -4,6 +4,7 @@ The driver settings (token-aware routing over the local data centre, consistency
 TLS, authentication, timeouts) for both drivers, connecting, and the bounded retries with the
 error that names the node to check.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,18 @@ from storage.errors import StorageError
 from storage.model import TableStoreSettings
 
 __all__ = [
-    "REQUEST_TIMEOUT_S", "RETRY_DELAYS_S", "TRANSIENT_ERRORS", "CassandraWriteError", "build_cluster", "connect",
-    "describe_error", "native_cluster", "node_hint", "open_session", "retrying", "ssl_context_for",
+    "REQUEST_TIMEOUT_S",
+    "RETRY_DELAYS_S",
+    "TRANSIENT_ERRORS",
+    "CassandraWriteError",
+    "build_cluster",
+    "connect",
+    "describe_error",
+    "native_cluster",
+    "node_hint",
+    "open_session",
+    "retrying",
+    "ssl_context_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,8 +94,10 @@ def build_cluster(settings: TableStoreSettings, *, request_timeout: float | None
     if settings.cassandra_username:
         auth = PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password)
     return Cluster(
-        list(settings.cassandra_hosts), port=int(settings.cassandra_port),
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile}, auth_provider=auth,
+        list(settings.cassandra_hosts),
+        port=int(settings.cassandra_port),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth,
         ssl_context=ssl_context_for(settings),
         # v4 rather than v5: v5 frames every request with checksums computed in Python, which cost
         # about 15 % more client CPU per row in the DFE benchmark; pinning also skips negotiation.
@@ -107,14 +120,21 @@ def open_session(settings: TableStoreSettings) -> tuple[Cluster, Session]:
         raise
 
 
-def connect(settings: TableStoreSettings, *, delays: Iterable[float] = RETRY_DELAYS_S) -> tuple[Cluster, Session]:
+def connect(
+    settings: TableStoreSettings, *, delays: Iterable[float] = RETRY_DELAYS_S
+) -> tuple[Cluster, Session]:
     """A connected (cluster, session), retried with backoff; StorageError naming the node otherwise."""
     return retrying(settings, "connect failed", lambda: open_session(settings), delays, error=StorageError)
 
 
-def retrying(settings: TableStoreSettings, action: str, fn: Callable[[], T],
-             delays: Iterable[float] = RETRY_DELAYS_S, error: type[StorageError] = CassandraWriteError,
-             what: str = "") -> T:
+def retrying(
+    settings: TableStoreSettings,
+    action: str,
+    fn: Callable[[], T],
+    delays: Iterable[float] = RETRY_DELAYS_S,
+    error: type[StorageError] = CassandraWriteError,
+    what: str = "",
+) -> T:
     """fn() retried with backoff on transient errors (node down, timeouts); then `error` naming the node."""
     waits = list(delays)
     for attempt in range(len(waits) + 1):
@@ -124,8 +144,10 @@ def retrying(settings: TableStoreSettings, action: str, fn: Callable[[], T],
             raise
         except TRANSIENT_ERRORS as exc:
             if attempt == len(waits):
-                raise error(f"Cassandra {action}: {what}{describe_error(exc)} (after {attempt + 1} attempts); "
-                            f"{node_hint(settings)}") from exc
+                raise error(
+                    f"Cassandra {action}: {what}{describe_error(exc)} (after {attempt + 1} attempts); "
+                    f"{node_hint(settings)}"
+                ) from exc
             log.warning("Cassandra %s: %s; retrying in %.1f s", action, describe_error(exc), waits[attempt])
             time.sleep(waits[attempt])
         except (DriverException, ErrorMessage) as exc:
@@ -161,18 +183,28 @@ def native_cluster(settings: TableStoreSettings, *, request_timeout: float | Non
 
     tls: dict[str, Any] = {}
     if settings.cassandra_tls_ca_file:
-        tls = {"ssl_enabled": True, "ssl_trusted_cert": Path(settings.cassandra_tls_ca_file).read_text(),
-               "ssl_verify_flags": _VERIFY_PEER_CERT_AND_IDENTITY}
+        tls = {
+            "ssl_enabled": True,
+            "ssl_trusted_cert": Path(settings.cassandra_tls_ca_file).read_text(),
+            "ssl_verify_flags": _VERIFY_PEER_CERT_AND_IDENTITY,
+        }
         if settings.cassandra_tls_cert_file:
             tls["ssl_cert"] = Path(settings.cassandra_tls_cert_file).read_text()
             tls["ssl_private_key"] = Path(settings.cassandra_tls_key_file).read_text()
     return acsylla.create_cluster(
-        list(settings.cassandra_hosts), port=int(settings.cassandra_port),
-        username=settings.cassandra_username or None, password=settings.cassandra_password or None,
-        protocol_version=4, consistency=settings.cassandra_consistency.upper(),
-        load_balance_dc_aware=settings.cassandra_local_dc, token_aware_routing=True,
+        list(settings.cassandra_hosts),
+        port=int(settings.cassandra_port),
+        username=settings.cassandra_username or None,
+        password=settings.cassandra_password or None,
+        protocol_version=4,
+        consistency=settings.cassandra_consistency.upper(),
+        load_balance_dc_aware=settings.cassandra_local_dc,
+        token_aware_routing=True,
         connect_timeout=5.0,
         request_timeout=REQUEST_TIMEOUT_S if request_timeout is None else request_timeout,
-        exponential_reconnect_base_delay_ms=500, exponential_reconnect_max_delay_ms=4000,
-        num_threads_io=1, log_level="warn", **tls,
+        exponential_reconnect_base_delay_ms=500,
+        exponential_reconnect_max_delay_ms=4000,
+        num_threads_io=1,
+        log_level="warn",
+        **tls,
     )

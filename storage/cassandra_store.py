@@ -1,4 +1,5 @@
 """The Cassandra table store: the TableStore interface on the fraud keyspace of cql/ (SPEC §5)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,19 +26,19 @@ _CQL = {
     # count_dfe scans the table in token slices: the partition key is (client_id, user_id), so a
     # client's rows are spread over the whole ring. Fine for checks and reports, not a hot path.
     "count_dfe_slice": "SELECT COUNT(*) FROM {ks}.dfe_data WHERE token(client_id, user_id) >= ?"
-                       " AND token(client_id, user_id) <= ? AND client_id = ? ALLOW FILTERING",
+    " AND token(client_id, user_id) <= ? AND client_id = ? ALLOW FILTERING",
     "keys_dfe_slice": "SELECT client_id, user_id, timestamp FROM {ks}.dfe_data WHERE token(client_id, user_id) >= ?"
-                      " AND token(client_id, user_id) <= ?",
+    " AND token(client_id, user_id) <= ?",
     "insert_result": "INSERT INTO {ks}.results (client_id, job_id, result_type, result_data, created_at)"
-                     " VALUES (?, ?, ?, ?, ?)",
+    " VALUES (?, ?, ?, ?, ?)",
     "read_results": "SELECT result_type, result_data FROM {ks}.results WHERE client_id = ? AND job_id = ?",
     "insert_run": "INSERT INTO {ks}.job_runs (client_id, run_date, task, run_id, status, started_at, finished_at,"
-                  " duration_s, row_counts, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " duration_s, row_counts, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "list_runs": "SELECT task, run_id, status, started_at, finished_at, duration_s, row_counts, message"
-                 " FROM {ks}.job_runs WHERE client_id = ? AND run_date = ?",
+    " FROM {ks}.job_runs WHERE client_id = ? AND run_date = ?",
 }
 
-_MIN_TOKEN, _MAX_TOKEN = -(2 ** 63), 2 ** 63 - 1
+_MIN_TOKEN, _MAX_TOKEN = -(2**63), 2**63 - 1
 # Small slices keep each server-side count well inside the range-read timeout on a busy node.
 _COUNT_SLICES = 64
 _SCAN_TIMEOUT_S = 120.0
@@ -58,7 +59,9 @@ def datetime_to_ms(value: dt.datetime) -> int:
 class CassandraTableStore:
     """The table store on a Cassandra cluster; connects on first use, one session per instance."""
 
-    def __init__(self, settings: TableStoreSettings, *, retry_delays: Iterable[float] = RETRY_DELAYS_S) -> None:
+    def __init__(
+        self, settings: TableStoreSettings, *, retry_delays: Iterable[float] = RETRY_DELAYS_S
+    ) -> None:
         settings.validate()
         self.settings = settings
         self.keyspace = settings.cassandra_keyspace
@@ -68,8 +71,10 @@ class CassandraTableStore:
         self._prepared: dict[str, PreparedStatement] = {}
 
     def __repr__(self) -> str:
-        return (f"CassandraTableStore({','.join(self.settings.cassandra_hosts)}:{self.settings.cassandra_port}"
-                f"/{self.keyspace})")
+        return (
+            f"CassandraTableStore({','.join(self.settings.cassandra_hosts)}:{self.settings.cassandra_port}"
+            f"/{self.keyspace})"
+        )
 
     def __enter__(self) -> CassandraTableStore:
         return self
@@ -93,21 +98,32 @@ class CassandraTableStore:
         return stmt
 
     def _write(self, action: str, name: str, params: tuple[Any, ...]) -> None:
-        retrying(self.settings, "write failed", lambda: self.session.execute(self.prepared(name), params),
-                 self.retry_delays, what=f"{action}: ")
+        retrying(
+            self.settings,
+            "write failed",
+            lambda: self.session.execute(self.prepared(name), params),
+            self.retry_delays,
+            what=f"{action}: ",
+        )
 
-    def _read(self, action: str, name: str, params: tuple[Any, ...], timeout: float | None = None) -> list[Any]:
+    def _read(
+        self, action: str, name: str, params: tuple[Any, ...], timeout: float | None = None
+    ) -> list[Any]:
         def run() -> list[Any]:
             if timeout is None:
                 return list(self.session.execute(self.prepared(name), params))
             return list(self.session.execute(self.prepared(name), params, timeout=timeout))
 
-        return retrying(self.settings, "read failed", run, self.retry_delays, error=StorageError, what=f"{action}: ")
+        return retrying(
+            self.settings, "read failed", run, self.retry_delays, error=StorageError, what=f"{action}: "
+        )
 
     def write_dfe(self, client: str, rows: Iterable[DfeRow]) -> int:
         check_client(client)
         return write_dfe_rows(
-            self.settings, client, ((r.user_id, r.timestamp_ms, r.feature_vector) for r in rows),
+            self.settings,
+            client,
+            ((r.user_id, r.timestamp_ms, r.feature_vector) for r in rows),
             processes=self.settings.cassandra_write_processes,
             concurrency=self.settings.cassandra_write_concurrency,
             store=self,
@@ -117,13 +133,21 @@ class CassandraTableStore:
         check_client(client)
         found = self._read("read_dfe", "read_dfe", (client, user_id))
         # The table clusters by timestamp DESC, so rows already come newest first.
-        return [DfeRow(r.user_id, datetime_to_ms(r.timestamp),
-                       {str(k): float(v) for k, v in (r.feature_vector or {}).items()}) for r in found]
+        return [
+            DfeRow(
+                r.user_id,
+                datetime_to_ms(r.timestamp),
+                {str(k): float(v) for k, v in (r.feature_vector or {}).items()},
+            )
+            for r in found
+        ]
 
     def count_dfe(self, client: str) -> int:
         check_client(client)
-        return sum(self._read("count_dfe", "count_dfe_slice", (lo, hi, client), timeout=_SCAN_TIMEOUT_S)[0][0]
-                   for lo, hi in token_slices(_COUNT_SLICES))
+        return sum(
+            self._read("count_dfe", "count_dfe_slice", (lo, hi, client), timeout=_SCAN_TIMEOUT_S)[0][0]
+            for lo, hi in token_slices(_COUNT_SLICES)
+        )
 
     def iter_dfe_keys(self, client: str) -> Iterator[tuple[str, int]]:
         """Every (user_id, timestamp_ms) of the client's DFE rows, by a paged scan of the table."""
@@ -133,33 +157,59 @@ class CassandraTableStore:
                 if r.client_id == client:
                     yield r.user_id, datetime_to_ms(r.timestamp)
 
-    def write_result(self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int) -> None:
+    def write_result(
+        self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int
+    ) -> None:
         check_client(client)
-        self._write("write_result", "insert_result",
-                    (client, job_id, result_type, result_data, ms_to_datetime(created_at_ms)))
+        self._write(
+            "write_result",
+            "insert_result",
+            (client, job_id, result_type, result_data, ms_to_datetime(created_at_ms)),
+        )
 
     def read_results(self, client: str, job_id: str) -> dict[str, str]:
         check_client(client)
-        return {r.result_type: r.result_data for r in self._read("read_results", "read_results", (client, job_id))}
+        return {
+            r.result_type: r.result_data for r in self._read("read_results", "read_results", (client, job_id))
+        }
 
     def record_run(self, run: RunRecord) -> None:
         check_client(run.client)
         day = dt.date.fromisoformat(check_date(run.date))
-        self._write("record_run", "insert_run", (
-            run.client, day, run.task, run.run_id, run.status, ms_to_datetime(run.started_ms),
-            None if run.finished_ms is None else ms_to_datetime(run.finished_ms),
-            None if run.duration_s is None else float(run.duration_s),
-            {str(k): int(v) for k, v in run.rows.items()}, run.message,
-        ))
+        self._write(
+            "record_run",
+            "insert_run",
+            (
+                run.client,
+                day,
+                run.task,
+                run.run_id,
+                run.status,
+                ms_to_datetime(run.started_ms),
+                None if run.finished_ms is None else ms_to_datetime(run.finished_ms),
+                None if run.duration_s is None else float(run.duration_s),
+                {str(k): int(v) for k, v in run.rows.items()},
+                run.message,
+            ),
+        )
 
     def list_runs(self, client: str, date: str | dt.date) -> list[RunRecord]:
         check_client(client)
         day_text = check_date(date)
         found = self._read("list_runs", "list_runs", (client, dt.date.fromisoformat(day_text)))
         runs = [
-            RunRecord(client, day_text, r.task, r.run_id, r.status, datetime_to_ms(r.started_at),
-                      None if r.finished_at is None else datetime_to_ms(r.finished_at), r.duration_s,
-                      {str(k): int(v) for k, v in (r.row_counts or {}).items()}, r.message or "")
+            RunRecord(
+                client,
+                day_text,
+                r.task,
+                r.run_id,
+                r.status,
+                datetime_to_ms(r.started_at),
+                None if r.finished_at is None else datetime_to_ms(r.finished_at),
+                r.duration_s,
+                {str(k): int(v) for k, v in (r.row_counts or {}).items()},
+                r.message or "",
+            )
             for r in found
         ]
         return sorted(runs, key=lambda r: (r.started_ms, r.task, r.run_id))

@@ -13,6 +13,7 @@ replica of its partition (token-aware), keep at most `concurrency` requests in f
 process and never batch across partitions. Failed rows are retried with backoff; a failure
 that outlasts the retries, or one that waiting cannot cure, is a CassandraWriteError.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,7 +77,7 @@ def _routing_key(client: bytes, user_id: str) -> bytes:
 def owner_of(client: str, user_id: str, processes: int) -> int:
     """The worker that owns a partition: the Murmur3 ring cut into `processes` contiguous token ranges."""
     token: int = murmur3(_routing_key(client.encode("utf-8"), user_id))
-    return ((token + 2 ** 63) * processes) >> 64
+    return ((token + 2**63) * processes) >> 64
 
 
 def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array[int]]:
@@ -84,19 +85,26 @@ def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array[
     can settle a repeated key on its own."""
     c = client.encode("utf-8")
     parts = [array("q") for _ in range(processes)]
-    shift = 2 ** 63
+    shift = 2**63
     for i in range(len(rows)):
         token = murmur3(_routing_key(c, rows[i][0]))
         parts[((token + shift) * processes) >> 64].append(i)
     return parts
 
 
-def _fail(settings: TableStoreSettings, client: str, failed: int, size: int, error: BaseException,
-          attempts: int | None) -> CassandraWriteError:
+def _fail(
+    settings: TableStoreSettings,
+    client: str,
+    failed: int,
+    size: int,
+    error: BaseException,
+    attempts: int | None,
+) -> CassandraWriteError:
     tries = f" after {attempts} attempts" if attempts else ""
     return CassandraWriteError(
         f"Cassandra write failed: {failed} of {size} DFE rows of {client} not written{tries} "
-        f"({describe_error(error)}); {node_hint(settings)}")
+        f"({describe_error(error)}); {node_hint(settings)}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,11 +120,21 @@ def _native_transient() -> tuple[type[BaseException], ...]:
         from acsylla import errors as e
 
         _NATIVE_TRANSIENT = (
-            e.CassExceptionConnectionError, e.CassErrorLibNoHostsAvailable, e.CassErrorLibUnableToConnect,
-            e.CassErrorLibRequestTimedOut, e.CassErrorLibWriteError, e.CassErrorLibRequestQueueFull,
-            e.CassErrorLibNoStreams, e.CassErrorLibUnableToDetermineProtocol, e.CassErrorServerOverloaded,
-            e.CassErrorServerUnavailable, e.CassErrorServerWriteTimeout, e.CassErrorServerIsBootstrapping,
-            e.CassErrorServerTruncateError, e.CassErrorSslClosed, OSError,
+            e.CassExceptionConnectionError,
+            e.CassErrorLibNoHostsAvailable,
+            e.CassErrorLibUnableToConnect,
+            e.CassErrorLibRequestTimedOut,
+            e.CassErrorLibWriteError,
+            e.CassErrorLibRequestQueueFull,
+            e.CassErrorLibNoStreams,
+            e.CassErrorLibUnableToDetermineProtocol,
+            e.CassErrorServerOverloaded,
+            e.CassErrorServerUnavailable,
+            e.CassErrorServerWriteTimeout,
+            e.CassErrorServerIsBootstrapping,
+            e.CassErrorServerTruncateError,
+            e.CassErrorSslClosed,
+            OSError,
         )
     return _NATIVE_TRANSIENT
 
@@ -127,8 +145,15 @@ def _native_timestamp(ms: int) -> int | Decimal:
     return ms // 1000 if ms % 1000 == 0 else Decimal(ms).scaleb(-3)
 
 
-async def _native_pass(session: Any, insert: Any, client: str, rows: Sequence[DfeTuple], indexes: Sequence[int],
-                       concurrency: int, on_rows: OnRows) -> tuple[list[tuple[int, BaseException]], list[int]]:
+async def _native_pass(
+    session: Any,
+    insert: Any,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    on_rows: OnRows,
+) -> tuple[list[tuple[int, BaseException]], list[int]]:
     """One pass over the rows with `concurrency` requests in flight: the rows that failed (with why)
     and the rows not sent because the pass stopped early."""
     transient = _native_transient()
@@ -167,8 +192,15 @@ async def _native_pass(session: Any, insert: Any, client: str, rows: Sequence[Df
     return failed, list(it)
 
 
-async def _native_write(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
-                        indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
+async def _native_write(
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    delays: Sequence[float],
+    on_rows: OnRows,
+) -> None:
     transient = _native_transient()
     cluster = native_cluster(settings)
     session = None
@@ -178,20 +210,28 @@ async def _native_write(settings: TableStoreSettings, client: str, rows: Sequenc
             break
         except transient as exc:
             if attempt == len(delays):
-                raise CassandraWriteError(f"Cassandra write failed: connect: {describe_error(exc)} (after {attempt + 1} "
-                                          f"attempts); {node_hint(settings)}") from exc
-            log.warning("Cassandra write failed: connect: %s; retrying in %.1f s", describe_error(exc), delays[attempt])
+                raise CassandraWriteError(
+                    f"Cassandra write failed: connect: {describe_error(exc)} (after {attempt + 1} "
+                    f"attempts); {node_hint(settings)}"
+                ) from exc
+            log.warning(
+                "Cassandra write failed: connect: %s; retrying in %.1f s",
+                describe_error(exc),
+                delays[attempt],
+            )
             await asyncio.sleep(delays[attempt])
         except Exception as exc:  # noqa: BLE001 - bad credentials, TLS refused: say so at once
-            raise CassandraWriteError(f"Cassandra write failed: connect: {describe_error(exc)}; "
-                                      f"{node_hint(settings)}") from exc
+            raise CassandraWriteError(
+                f"Cassandra write failed: connect: {describe_error(exc)}; {node_hint(settings)}"
+            ) from exc
     assert session is not None
     try:
         try:
             insert = await session.create_prepared(INSERT_DFE.format(ks=settings.cassandra_keyspace))
         except Exception as exc:  # noqa: BLE001 - a missing keyspace or table will not heal by waiting
-            raise CassandraWriteError(f"Cassandra write failed: prepare: {describe_error(exc)}; "
-                                      f"{node_hint(settings)}") from exc
+            raise CassandraWriteError(
+                f"Cassandra write failed: prepare: {describe_error(exc)}; {node_hint(settings)}"
+            ) from exc
         pending: Sequence[int] = indexes
         for attempt in range(len(delays) + 1):
             failed, unsent = await _native_pass(session, insert, client, rows, pending, concurrency, on_rows)
@@ -202,8 +242,13 @@ async def _native_write(settings: TableStoreSettings, client: str, rows: Sequenc
                 raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, None)
             if attempt == len(delays):
                 raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, attempt + 1)
-            log.warning("Cassandra write: %d of %d DFE rows not written (%s); retrying in %.1f s",
-                        len(failed) + len(unsent), len(pending), describe_error(error), delays[attempt])
+            log.warning(
+                "Cassandra write: %d of %d DFE rows not written (%s); retrying in %.1f s",
+                len(failed) + len(unsent),
+                len(pending),
+                describe_error(error),
+                delays[attempt],
+            )
             await asyncio.sleep(delays[attempt])
             # In input order, so a repeated key still ends on its last row.
             pending = sorted([i for i, _ in failed] + unsent)
@@ -211,8 +256,15 @@ async def _native_write(settings: TableStoreSettings, client: str, rows: Sequenc
         await session.close()
 
 
-def _run_native(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: Sequence[int],
-                concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
+def _run_native(
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    delays: Sequence[float],
+    on_rows: OnRows,
+) -> None:
     """The native write on an event loop of its own (a thread of its own if this one runs a loop)."""
     coro = _native_write(settings, client, rows, indexes, concurrency, delays, on_rows)
     try:
@@ -227,18 +279,31 @@ def _run_native(settings: TableStoreSettings, client: str, rows: Sequence[DfeTup
 # ---------------------------------------------------------------------------------------------
 # Python driver (DataStax cassandra-driver)
 
-def _python_write(session: Any, insert: Any, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
-                  indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows) -> None:
+
+def _python_write(
+    session: Any,
+    insert: Any,
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    delays: Sequence[float],
+    on_rows: OnRows,
+) -> None:
     """Write the given rows chunk by chunk; failed rows of a chunk are retried with backoff."""
     from cassandra.concurrent import execute_concurrent_with_args
 
     for start in range(0, len(indexes), CHUNK_ROWS):
         # The driver binds an int to a TIMESTAMP as epoch milliseconds.
-        pending = [(client, u, int(ts), fv) for u, ts, fv in (rows[i] for i in indexes[start:start + CHUNK_ROWS])]
+        pending = [
+            (client, u, int(ts), fv) for u, ts, fv in (rows[i] for i in indexes[start : start + CHUNK_ROWS])
+        ]
         size = len(pending)
         for attempt in range(len(delays) + 1):
-            results = execute_concurrent_with_args(session, insert, pending, concurrency=concurrency,
-                                                   raise_on_first_error=False)
+            results = execute_concurrent_with_args(
+                session, insert, pending, concurrency=concurrency, raise_on_first_error=False
+            )
             failed = [(params, res) for params, (ok, res) in zip(pending, results, strict=True) if not ok]
             if not failed:
                 break
@@ -247,26 +312,43 @@ def _python_write(session: Any, insert: Any, settings: TableStoreSettings, clien
                 raise _fail(settings, client, len(failed), size, error, None)
             if attempt == len(delays):
                 raise _fail(settings, client, len(failed), size, error, attempt + 1)
-            log.warning("Cassandra write: %d of %d DFE rows failed (%s); retrying in %.1f s",
-                        len(failed), size, describe_error(error), delays[attempt])
+            log.warning(
+                "Cassandra write: %d of %d DFE rows failed (%s); retrying in %.1f s",
+                len(failed),
+                size,
+                describe_error(error),
+                delays[attempt],
+            )
             time.sleep(delays[attempt])
             pending = [params for params, _ in failed]
         on_rows(size)
 
 
-def _python_session_write(settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
-                          indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
-                          store: SessionSource | None = None) -> None:
+def _python_session_write(
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    delays: Sequence[float],
+    on_rows: OnRows,
+    store: SessionSource | None = None,
+) -> None:
     own: Any = None
     try:
         if store is None:
-            own, session = retrying(settings, "write failed", lambda: open_session(settings), delays,
-                                    what="connect: ")
+            own, session = retrying(
+                settings, "write failed", lambda: open_session(settings), delays, what="connect: "
+            )
         else:
             session = retrying(settings, "write failed", lambda: store.session, delays, what="connect: ")
-        insert = retrying(settings, "write failed",
-                          lambda: session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace)), delays,
-                          what="prepare: ")
+        insert = retrying(
+            settings,
+            "write failed",
+            lambda: session.prepare(INSERT_DFE.format(ks=settings.cassandra_keyspace)),
+            delays,
+            what="prepare: ",
+        )
         _python_write(session, insert, settings, client, rows, indexes, concurrency, delays, on_rows)
     finally:
         if own is not None:
@@ -275,6 +357,7 @@ def _python_session_write(settings: TableStoreSettings, client: str, rows: Seque
 
 # ---------------------------------------------------------------------------------------------
 # the writer
+
 
 def _last_per_key(rows: Sequence[DfeTuple], indexes: Sequence[int]) -> Sequence[int]:
     """The indexes with each (user_id, timestamp) once, at its last occurrence, in input order.
@@ -287,15 +370,25 @@ def _last_per_key(rows: Sequence[DfeTuple], indexes: Sequence[int]) -> Sequence[
     return indexes if len(last) == len(indexes) else sorted(last.values())
 
 
-def _write_part(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple],
-                indexes: Sequence[int], concurrency: int, delays: Sequence[float], on_rows: OnRows,
-                store: SessionSource | None = None) -> None:
+def _write_part(
+    driver: str,
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: Sequence[int],
+    concurrency: int,
+    delays: Sequence[float],
+    on_rows: OnRows,
+    store: SessionSource | None = None,
+) -> None:
     """Write rows[i] for i in indexes (a partition's rows are all in one part) with the chosen driver."""
     unique = _last_per_key(rows, indexes)
     if len(unique) < len(indexes):
         on_rows(len(indexes) - len(unique))  # the repeats count as written: their key is
-        log.info("DFE writer: %d repeated (user, timestamp) keys; the last row of each is written",
-                 len(indexes) - len(unique))
+        log.info(
+            "DFE writer: %d repeated (user, timestamp) keys; the last row of each is written",
+            len(indexes) - len(unique),
+        )
     indexes = unique
     if driver == "native":
         _run_native(settings, client, rows, indexes, concurrency, delays, on_rows)
@@ -303,9 +396,19 @@ def _write_part(driver: str, settings: TableStoreSettings, client: str, rows: Se
         _python_session_write(settings, client, rows, indexes, concurrency, delays, on_rows, store)
 
 
-def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], indexes: array[int],
-            concurrency: int, delays: Sequence[float], done: Any, errors: Any) -> None:
+def _worker(
+    driver: str,
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    indexes: array[int],
+    concurrency: int,
+    delays: Sequence[float],
+    done: Any,
+    errors: Any,
+) -> None:
     """One writer process: its own connection (opened after the fork), its own token range."""
+
     def on_rows(n: int) -> None:
         with done.get_lock():
             done.value += n
@@ -313,8 +416,11 @@ def _worker(driver: str, settings: TableStoreSettings, client: str, rows: Sequen
     try:
         _write_part(driver, settings, client, rows, indexes, concurrency, delays, on_rows)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
-        errors.put(str(exc) if isinstance(exc, CassandraWriteError)
-                   else f"Cassandra write failed: {describe_error(exc)}; {node_hint(settings)}")
+        errors.put(
+            str(exc)
+            if isinstance(exc, CassandraWriteError)
+            else f"Cassandra write failed: {describe_error(exc)}; {node_hint(settings)}"
+        )
         raise SystemExit(1) from None
 
 
@@ -341,8 +447,10 @@ def write_dfe_rows(
     settings.validate()
     use = driver or settings.cassandra_writer_driver
     if use not in WRITER_DRIVERS:
-        raise CassandraWriteError(f"unknown DFE writer driver {use!r}; choose one of {', '.join(WRITER_DRIVERS)} "
-                                  "(FRAUDBATCH_CASSANDRA_WRITER_DRIVER)")
+        raise CassandraWriteError(
+            f"unknown DFE writer driver {use!r}; choose one of {', '.join(WRITER_DRIVERS)} "
+            "(FRAUDBATCH_CASSANDRA_WRITER_DRIVER)"
+        )
     seq: Sequence[DfeTuple] = rows if isinstance(rows, Sequence) else list(rows)
     total = len(seq)
     if total == 0:
@@ -363,17 +471,32 @@ def write_dfe_rows(
     return _write_forked(use, settings, client, seq, procs, conc, delays, report)
 
 
-def _write_forked(driver: str, settings: TableStoreSettings, client: str, rows: Sequence[DfeTuple], processes: int,
-                  concurrency: int, delays: Sequence[float], report: Progress) -> int:
+def _write_forked(
+    driver: str,
+    settings: TableStoreSettings,
+    client: str,
+    rows: Sequence[DfeTuple],
+    processes: int,
+    concurrency: int,
+    delays: Sequence[float],
+    report: Progress,
+) -> int:
     # fork: the workers inherit the rows instead of receiving a pickled copy; each opens its
     # own connection after the fork (drivers' sockets and threads never cross it).
     ctx = multiprocessing.get_context("fork")
     parts = _split(client, rows, processes)
     done = ctx.Value("q", 0)
     errors = ctx.Queue()
-    workers = [ctx.Process(target=_worker, name=f"dfe-writer-{n}", daemon=True,
-                           args=(driver, settings, client, rows, part, concurrency, delays, done, errors))
-               for n, part in enumerate(parts) if len(part)]
+    workers = [
+        ctx.Process(
+            target=_worker,
+            name=f"dfe-writer-{n}",
+            daemon=True,
+            args=(driver, settings, client, rows, part, concurrency, delays, done, errors),
+        )
+        for n, part in enumerate(parts)
+        if len(part)
+    ]
     for w in workers:
         w.start()
     failure = ""
@@ -400,8 +523,8 @@ def _write_forked(driver: str, settings: TableStoreSettings, client: str, rows: 
         raise CassandraWriteError(failure)
     crashed = [f"{w.name} exit {w.exitcode}" for w in workers if w.exitcode != 0]
     if crashed:
-        raise CassandraWriteError(f"Cassandra write failed: writer processes died ({', '.join(crashed)}); "
-                                  f"{node_hint(settings)}")
+        raise CassandraWriteError(
+            f"Cassandra write failed: writer processes died ({', '.join(crashed)}); {node_hint(settings)}"
+        )
     report(done.value, len(rows))
     return len(rows)
-

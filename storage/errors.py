@@ -1,4 +1,5 @@
 """Errors of the storage adapters; each message names what failed and what to check."""
+
 from __future__ import annotations
 
 from fraudcore.clients import ConfigError

@@ -6,6 +6,7 @@ A file's statements are split on `;` outside quotes and comments; `${keyspace}`,
 `${replication}` are substituted from validated settings (identifiers and a replication map the runner
 renders itself), never from free text. An applied file whose text changed is refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,12 @@ from storage.errors import StorageError
 from storage.model import Replication, TableStoreSettings, check_identifier, parse_replication, setting
 
 __all__ = [
-    "Migration", "MigrationError", "apply_migrations", "load_migrations", "main", "render_statements",
+    "Migration",
+    "MigrationError",
+    "apply_migrations",
+    "load_migrations",
+    "main",
+    "render_statements",
     "split_statements",
 ]
 
@@ -56,12 +62,16 @@ def load_migrations(cql_dir: Path = CQL_DIR) -> list[Migration]:
     for path in sorted(Path(cql_dir).glob("*.cql")):
         m = _FILE_RE.match(path.name)
         if not m:
-            raise MigrationError(f"{path}: schema files must be named NNN_name.cql (three digits, lower case)")
+            raise MigrationError(
+                f"{path}: schema files must be named NNN_name.cql (three digits, lower case)"
+            )
         found.append(Migration(int(m.group(1)), m.group(2), path, path.read_text(encoding="utf-8")))
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"schema files in {cql_dir} must be numbered 001, 002, … without gaps or repeats; "
-                             f"found {', '.join(f'{v:03d}' for v in versions)}")
+        raise MigrationError(
+            f"schema files in {cql_dir} must be numbered 001, 002, … without gaps or repeats; "
+            f"found {', '.join(f'{v:03d}' for v in versions)}"
+        )
     return found
 
 
@@ -71,7 +81,7 @@ def split_statements(text: str) -> list[str]:
     buf: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        c, two = text[i], text[i:i + 2]
+        c, two = text[i], text[i : i + 2]
         if two in ("--", "//"):
             end = text.find("\n", i)
             i = n if end < 0 else end
@@ -89,11 +99,11 @@ def split_statements(text: str) -> list[str]:
                 if k < 0:
                     raise MigrationError(f"unterminated {close} quote")
                 # A doubled quote is an escaped quote inside the literal.
-                if close != "$$" and text[k + 1:k + 2] == close:
+                if close != "$$" and text[k + 1 : k + 2] == close:
                     j = k + 2
                     continue
                 break
-            buf.append(text[i:k + len(close)])
+            buf.append(text[i : k + len(close)])
             i = k + len(close)
         elif c == ";":
             stmt = "".join(buf).strip()
@@ -116,6 +126,7 @@ def render_statements(text: str, values: Mapping[str, str]) -> list[str]:
     for stmt in split_statements(text):
         parts = re.split(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$\$.*?\$\$)", stmt, flags=re.S)
         for idx in range(0, len(parts), 2):  # even parts are outside literals
+
             def sub(m: re.Match[str]) -> str:
                 if m.group(1) not in values:
                     raise MigrationError(f"unknown placeholder ${{{m.group(1)}}}; known: {sorted(values)}")
@@ -151,14 +162,19 @@ def apply_migrations(
     planned = [(m, render_statements(m.text, values)) for m in migrations]
     for stmt in _BOOTSTRAP:
         session.execute(stmt.format(ks=ks, replication=rep.cql()))
-    applied = {r.version: (r.name, r.checksum)
-               for r in session.execute(f"SELECT version, name, checksum FROM {ks}.schema_migrations")}
+    applied = {
+        r.version: (r.name, r.checksum)
+        for r in session.execute(f"SELECT version, name, checksum FROM {ks}.schema_migrations")
+    }
     unknown = sorted(set(applied) - {m.version for m in migrations})
     if unknown:
-        raise MigrationError(f"keyspace {ks} records applied versions {unknown} that {cql_dir} does not have; "
-                             "this checkout is older than the schema — update it before migrating")
+        raise MigrationError(
+            f"keyspace {ks} records applied versions {unknown} that {cql_dir} does not have; "
+            "this checkout is older than the schema — update it before migrating"
+        )
     record = session.prepare(
-        f"INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)")
+        f"INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"
+    )
     done: list[int] = []
     for m, statements in planned:
         if m.version in applied:
@@ -167,14 +183,16 @@ def apply_migrations(
                 raise MigrationError(
                     f"{m.path.name} was changed after it was applied to keyspace {ks} (recorded sha256 "
                     f"{checksum[:12]}…, file now {m.checksum[:12]}…); applied files are never edited — "
-                    f"restore it and put the change in a new file numbered {len(migrations) + 1:03d}")
+                    f"restore it and put the change in a new file numbered {len(migrations) + 1:03d}"
+                )
             continue
         for stmt in statements:
             try:
                 session.execute(stmt)
             except Exception as exc:
-                raise MigrationError(f"{m.path.name} failed on keyspace {ks}: {exc}; statement: "
-                                     f"{' '.join(stmt.split())[:200]}") from exc
+                raise MigrationError(
+                    f"{m.path.name} failed on keyspace {ks}: {exc}; statement: {' '.join(stmt.split())[:200]}"
+                ) from exc
         session.execute(record, (m.version, m.name, m.checksum, dt.datetime.now(dt.UTC)))
         log(f"applied {m.path.name} to {ks}")
         done.append(m.version)
@@ -195,9 +213,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     # Imported here so parsing and rendering the schema files never loads the driver.
     from storage.cassandra_session import connect
 
-    settings = replace(base, backend="cassandra", cassandra_hosts=tuple(h.strip() for h in args.hosts.split(",")),
-                       cassandra_port=args.port, cassandra_keyspace=args.keyspace,
-                       cassandra_replication=args.replication)
+    settings = replace(
+        base,
+        backend="cassandra",
+        cassandra_hosts=tuple(h.strip() for h in args.hosts.split(",")),
+        cassandra_port=args.port,
+        cassandra_keyspace=args.keyspace,
+        cassandra_replication=args.replication,
+    )
     try:
         settings.validate()
         cluster, session = connect(settings)

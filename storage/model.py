@@ -5,6 +5,7 @@ luigi.cfg key, meaning); the defaults of TableStoreSettings (whose fields are ch
 list at import), its `from_env` and `from_cfg` loaders and the luigi.cfg `[tables]` section
 (batch_tasks.config.tables) are built from that list.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,9 +19,21 @@ from fraudcore.clients import CLIENT_RE, ConfigError, parse_date
 from storage.errors import StorageConfigError
 
 __all__ = [
-    "BACKENDS", "CONSISTENCY_LEVELS", "TABLE_SETTINGS", "WRITER_DRIVERS",
-    "DfeRow", "Replication", "RunRecord", "Setting", "TableStore", "TableStoreSettings",
-    "check_client", "check_date", "check_identifier", "parse_replication", "setting",
+    "BACKENDS",
+    "CONSISTENCY_LEVELS",
+    "TABLE_SETTINGS",
+    "WRITER_DRIVERS",
+    "DfeRow",
+    "Replication",
+    "RunRecord",
+    "Setting",
+    "TableStore",
+    "TableStoreSettings",
+    "check_client",
+    "check_date",
+    "check_identifier",
+    "parse_replication",
+    "setting",
 ]
 
 
@@ -76,7 +89,9 @@ class TableStore(Protocol):
         """Number of DFE rows stored for the client."""
         ...
 
-    def write_result(self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int) -> None:
+    def write_result(
+        self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int
+    ) -> None:
         """Store one result, replacing any earlier one of the same (client, job_id, result_type)."""
         ...
 
@@ -106,7 +121,17 @@ BACKENDS = ("cassandra", "sqlite")
 WRITER_DRIVERS = ("native", "python")
 
 # ConsistencyLevel names of the Cassandra driver, spelled out so validation does not import it.
-CONSISTENCY_LEVELS = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
+CONSISTENCY_LEVELS = (
+    "ANY",
+    "ONE",
+    "TWO",
+    "THREE",
+    "QUORUM",
+    "ALL",
+    "LOCAL_QUORUM",
+    "EACH_QUORUM",
+    "LOCAL_ONE",
+)
 
 _IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _DC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -152,8 +177,10 @@ class Replication:
 
 def parse_replication(spec: str) -> Replication:
     """`SimpleStrategy:1` or `NetworkTopologyStrategy:dc1=3,dc2=2` as a Replication; bad specs are refused."""
-    how = ("use SimpleStrategy:<factor> or NetworkTopologyStrategy:<dc>=<factor>[,<dc>=<factor>…] "
-           f"({_ENV['cassandra_replication']})")
+    how = (
+        "use SimpleStrategy:<factor> or NetworkTopologyStrategy:<dc>=<factor>[,<dc>=<factor>…] "
+        f"({_ENV['cassandra_replication']})"
+    )
     strategy, sep, rest = (spec or "").strip().partition(":")
     if not sep or strategy not in _STRATEGIES or not rest:
         raise StorageConfigError(f"invalid replication {spec!r}: {how}")
@@ -167,8 +194,10 @@ def parse_replication(spec: str) -> Replication:
         raise StorageConfigError(f"invalid replication {spec!r}: {how}") from None
     for dc, n in factors:
         if not (1 <= n <= 20) or not _DC_RE.match(dc):
-            raise StorageConfigError(f"invalid replication {spec!r}: factors 1-20, data centre names "
-                                     f"matching {_DC_RE.pattern}; {how}")
+            raise StorageConfigError(
+                f"invalid replication {spec!r}: factors 1-20, data centre names "
+                f"matching {_DC_RE.pattern}; {how}"
+            )
     if len({dc for dc, _ in factors}) != len(factors):
         raise StorageConfigError(f"invalid replication {spec!r}: a data centre is named twice")
     return Replication(strategy, factors)
@@ -218,43 +247,139 @@ class Setting:
 
 
 TABLE_SETTINGS: tuple[Setting, ...] = (
-    Setting("backend", str, "sqlite", "FRAUDBATCH_TABLES_BACKEND", "backend",
-            '"sqlite" (embedded file) or "cassandra"'),
-    Setting("sqlite_path", str, "", "FRAUDBATCH_SQLITE_PATH", "sqlite_path",
-            "SQLite file of the embedded backend; its folder is created on open",
-            cfg_default="var/tables/fraudbatch.sqlite", path=True),
-    Setting("cassandra_hosts", tuple, ("127.0.0.1",), "FRAUDBATCH_CASSANDRA_HOSTS", "cassandra_hosts",
-            "contact points of the Cassandra backend, comma-separated"),
-    Setting("cassandra_port", int, 9042, "FRAUDBATCH_CASSANDRA_PORT", "cassandra_port",
-            "CQL native port of the Cassandra backend"),
-    Setting("cassandra_keyspace", str, "fraud", "FRAUDBATCH_CASSANDRA_KEYSPACE", "cassandra_keyspace",
-            "keyspace holding dfe_data, results and job_runs (cql/)"),
-    Setting("cassandra_local_dc", str, "datacenter1", "FRAUDBATCH_CASSANDRA_LOCAL_DC", "cassandra_local_dc",
-            "data centre the driver routes to first (token-aware within it)"),
-    Setting("cassandra_username", str, "", "FRAUDBATCH_CASSANDRA_USERNAME", "cassandra_username",
-            "login of the PasswordAuthenticator; empty when the cluster needs none"),
-    Setting("cassandra_password", str, "", "FRAUDBATCH_CASSANDRA_PASSWORD", None,
-            "password of the login; from the environment only, never from luigi.cfg"),
-    Setting("cassandra_tls_ca_file", str, "", "FRAUDBATCH_CASSANDRA_TLS_CA_FILE", "cassandra_tls_ca_file",
-            "PEM CA that signed the nodes' certificates; set, the driver speaks TLS and verifies them",
-            path=True),
-    Setting("cassandra_tls_cert_file", str, "", "FRAUDBATCH_CASSANDRA_TLS_CERT_FILE", "cassandra_tls_cert_file",
-            "PEM client certificate, for clusters that require client authentication (with the key file)",
-            path=True),
-    Setting("cassandra_tls_key_file", str, "", "FRAUDBATCH_CASSANDRA_TLS_KEY_FILE", "cassandra_tls_key_file",
-            "PEM private key of the client certificate", path=True),
-    Setting("cassandra_replication", str, "SimpleStrategy:1", "FRAUDBATCH_CASSANDRA_REPLICATION",
-            "cassandra_replication",
-            "keyspace replication the migrations create: SimpleStrategy:<n> or NetworkTopologyStrategy:<dc>=<n>,…"),
-    Setting("cassandra_consistency", str, "LOCAL_QUORUM", "FRAUDBATCH_CASSANDRA_CONSISTENCY",
-            "cassandra_consistency", "consistency level of every read and write (a ConsistencyLevel name)"),
-    Setting("cassandra_write_concurrency", int, 96, "FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY",
-            "cassandra_write_concurrency", "requests in flight per writer process when writing DFE rows"),
-    Setting("cassandra_write_processes", int, 2, "FRAUDBATCH_CASSANDRA_WRITE_PROCESSES",
-            "cassandra_write_processes", "writer processes for large DFE writes (one per core is the sweet spot)"),
-    Setting("cassandra_writer_driver", str, "native", "FRAUDBATCH_CASSANDRA_WRITER_DRIVER",
-            "cassandra_writer_driver",
-            'driver of the DFE writer: "native" (the C++ driver via acsylla) or "python" (DataStax driver)'),
+    Setting(
+        "backend",
+        str,
+        "sqlite",
+        "FRAUDBATCH_TABLES_BACKEND",
+        "backend",
+        '"sqlite" (embedded file) or "cassandra"',
+    ),
+    Setting(
+        "sqlite_path",
+        str,
+        "",
+        "FRAUDBATCH_SQLITE_PATH",
+        "sqlite_path",
+        "SQLite file of the embedded backend; its folder is created on open",
+        cfg_default="var/tables/fraudbatch.sqlite",
+        path=True,
+    ),
+    Setting(
+        "cassandra_hosts",
+        tuple,
+        ("127.0.0.1",),
+        "FRAUDBATCH_CASSANDRA_HOSTS",
+        "cassandra_hosts",
+        "contact points of the Cassandra backend, comma-separated",
+    ),
+    Setting(
+        "cassandra_port",
+        int,
+        9042,
+        "FRAUDBATCH_CASSANDRA_PORT",
+        "cassandra_port",
+        "CQL native port of the Cassandra backend",
+    ),
+    Setting(
+        "cassandra_keyspace",
+        str,
+        "fraud",
+        "FRAUDBATCH_CASSANDRA_KEYSPACE",
+        "cassandra_keyspace",
+        "keyspace holding dfe_data, results and job_runs (cql/)",
+    ),
+    Setting(
+        "cassandra_local_dc",
+        str,
+        "datacenter1",
+        "FRAUDBATCH_CASSANDRA_LOCAL_DC",
+        "cassandra_local_dc",
+        "data centre the driver routes to first (token-aware within it)",
+    ),
+    Setting(
+        "cassandra_username",
+        str,
+        "",
+        "FRAUDBATCH_CASSANDRA_USERNAME",
+        "cassandra_username",
+        "login of the PasswordAuthenticator; empty when the cluster needs none",
+    ),
+    Setting(
+        "cassandra_password",
+        str,
+        "",
+        "FRAUDBATCH_CASSANDRA_PASSWORD",
+        None,
+        "password of the login; from the environment only, never from luigi.cfg",
+    ),
+    Setting(
+        "cassandra_tls_ca_file",
+        str,
+        "",
+        "FRAUDBATCH_CASSANDRA_TLS_CA_FILE",
+        "cassandra_tls_ca_file",
+        "PEM CA that signed the nodes' certificates; set, the driver speaks TLS and verifies them",
+        path=True,
+    ),
+    Setting(
+        "cassandra_tls_cert_file",
+        str,
+        "",
+        "FRAUDBATCH_CASSANDRA_TLS_CERT_FILE",
+        "cassandra_tls_cert_file",
+        "PEM client certificate, for clusters that require client authentication (with the key file)",
+        path=True,
+    ),
+    Setting(
+        "cassandra_tls_key_file",
+        str,
+        "",
+        "FRAUDBATCH_CASSANDRA_TLS_KEY_FILE",
+        "cassandra_tls_key_file",
+        "PEM private key of the client certificate",
+        path=True,
+    ),
+    Setting(
+        "cassandra_replication",
+        str,
+        "SimpleStrategy:1",
+        "FRAUDBATCH_CASSANDRA_REPLICATION",
+        "cassandra_replication",
+        "keyspace replication the migrations create: SimpleStrategy:<n> or NetworkTopologyStrategy:<dc>=<n>,…",
+    ),
+    Setting(
+        "cassandra_consistency",
+        str,
+        "LOCAL_QUORUM",
+        "FRAUDBATCH_CASSANDRA_CONSISTENCY",
+        "cassandra_consistency",
+        "consistency level of every read and write (a ConsistencyLevel name)",
+    ),
+    Setting(
+        "cassandra_write_concurrency",
+        int,
+        96,
+        "FRAUDBATCH_CASSANDRA_WRITE_CONCURRENCY",
+        "cassandra_write_concurrency",
+        "requests in flight per writer process when writing DFE rows",
+    ),
+    Setting(
+        "cassandra_write_processes",
+        int,
+        2,
+        "FRAUDBATCH_CASSANDRA_WRITE_PROCESSES",
+        "cassandra_write_processes",
+        "writer processes for large DFE writes (one per core is the sweet spot)",
+    ),
+    Setting(
+        "cassandra_writer_driver",
+        str,
+        "native",
+        "FRAUDBATCH_CASSANDRA_WRITER_DRIVER",
+        "cassandra_writer_driver",
+        'driver of the DFE writer: "native" (the C++ driver via acsylla) or "python" (DataStax driver)',
+    ),
 )
 
 _BY_NAME = {s.name: s for s in TABLE_SETTINGS}
@@ -321,7 +446,9 @@ class TableStoreSettings:
         return settings
 
     @classmethod
-    def from_cfg(cls, values: Mapping[str, Any], resolve_path: Callable[[str], str] = str) -> TableStoreSettings:
+    def from_cfg(
+        cls, values: Mapping[str, Any], resolve_path: Callable[[str], str] = str
+    ) -> TableStoreSettings:
         """Settings from [tables] values keyed by luigi.cfg key (text, or already typed); not yet validated.
 
         A non-empty file setting goes through `resolve_path`, so the caller decides what a relative path means.
@@ -356,27 +483,39 @@ class TableStoreSettings:
     def _validate_cassandra(self) -> None:
         if not self.cassandra_hosts or not all(h and h.strip() for h in self.cassandra_hosts):
             raise StorageConfigError(
-                f"the cassandra table store needs contact points; set {_ENV['cassandra_hosts']}")
+                f"the cassandra table store needs contact points; set {_ENV['cassandra_hosts']}"
+            )
         if not 0 < int(self.cassandra_port) < 65536:
-            raise StorageConfigError(f"invalid Cassandra port {self.cassandra_port}; set {_ENV['cassandra_port']}")
+            raise StorageConfigError(
+                f"invalid Cassandra port {self.cassandra_port}; set {_ENV['cassandra_port']}"
+            )
         check_identifier(self.cassandra_keyspace)
         parse_replication(self.cassandra_replication)
         if self.cassandra_consistency.upper() not in CONSISTENCY_LEVELS:
             raise StorageConfigError(
                 f"unknown consistency {self.cassandra_consistency!r} ({_ENV['cassandra_consistency']}); "
-                f"choose one of {', '.join(CONSISTENCY_LEVELS)}")
+                f"choose one of {', '.join(CONSISTENCY_LEVELS)}"
+            )
         if int(self.cassandra_write_concurrency) < 1 or int(self.cassandra_write_processes) < 1:
-            raise StorageConfigError(f"{_ENV['cassandra_write_concurrency']} and {_ENV['cassandra_write_processes']} "
-                                     "must be at least 1")
+            raise StorageConfigError(
+                f"{_ENV['cassandra_write_concurrency']} and {_ENV['cassandra_write_processes']} "
+                "must be at least 1"
+            )
         if self.cassandra_writer_driver not in WRITER_DRIVERS:
-            raise StorageConfigError(f"unknown DFE writer driver {self.cassandra_writer_driver!r} "
-                                     f"({_ENV['cassandra_writer_driver']}); choose native or python")
+            raise StorageConfigError(
+                f"unknown DFE writer driver {self.cassandra_writer_driver!r} "
+                f"({_ENV['cassandra_writer_driver']}); choose native or python"
+            )
         if bool(self.cassandra_tls_cert_file) != bool(self.cassandra_tls_key_file):
-            raise StorageConfigError("a TLS client certificate needs its key and the other way round; set both "
-                                     f"{_ENV['cassandra_tls_cert_file']} and {_ENV['cassandra_tls_key_file']}")
+            raise StorageConfigError(
+                "a TLS client certificate needs its key and the other way round; set both "
+                f"{_ENV['cassandra_tls_cert_file']} and {_ENV['cassandra_tls_key_file']}"
+            )
         if self.cassandra_password and not self.cassandra_username:
             raise StorageConfigError(f"a Cassandra password needs a user; set {_ENV['cassandra_username']}")
 
 
 if [(f.name, f.type) for f in fields(TableStoreSettings)] != [(s.name, s.annotation) for s in TABLE_SETTINGS]:
-    raise TypeError("TableStoreSettings must declare the fields of TABLE_SETTINGS, in order and with their types")
+    raise TypeError(
+        "TableStoreSettings must declare the fields of TABLE_SETTINGS, in order and with their types"
+    )

@@ -1,4 +1,5 @@
 """Object storage behind one interface: a local directory or S3 (boto3), picked by config."""
+
 from __future__ import annotations
 
 import builtins
@@ -14,8 +15,15 @@ from fraudcore import atomic
 from storage.errors import ObjectNotFound, StorageConfigError, StorageError
 
 __all__ = [
-    "LocalObjectStore", "ObjectInfo", "ObjectNotFound", "ObjectStore", "ObjectStoreSettings",
-    "S3ObjectStore", "StorageConfigError", "StorageError", "make_object_store",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectStoreSettings",
+    "S3ObjectStore",
+    "StorageConfigError",
+    "StorageError",
+    "make_object_store",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -200,10 +208,19 @@ def _atomic_local_write(target: Path, write: Callable[[Any], object]) -> None:
 
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_ACCESS_CODES = frozenset({
-    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "ExpiredToken", "InvalidToken", "KMS.AccessDeniedException", "KMS.NotFoundException",
-})
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "KMS.AccessDeniedException",
+        "KMS.NotFoundException",
+    }
+)
 
 
 class S3ObjectStore:
@@ -238,7 +255,9 @@ class S3ObjectStore:
             from botocore.config import Config
 
             self._client = boto3.client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
                 config=Config(retries={"mode": "standard", "max_attempts": 5}),
             )
         return self._client
@@ -290,8 +309,10 @@ class S3ObjectStore:
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
-                out.extend(ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
-                           for o in page.get("Contents", ()))
+                out.extend(
+                    ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+                    for o in page.get("Contents", ())
+                )
         except Exception as exc:
             raise self._error(exc, "listing of", bucket, prefix) from exc
         out.sort()
@@ -312,10 +333,11 @@ class S3ObjectStore:
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         keys = [o.key for o in self.list(bucket, prefix)]
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-            chunk = keys[start:start + 1000]
+            chunk = keys[start : start + 1000]
             try:
                 resp = self.client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
                 )
             except Exception as exc:
                 raise self._error(exc, "delete under", bucket, prefix) from exc
@@ -414,7 +436,9 @@ class ObjectStoreSettings:
         settings = replace(base, **values)
         # An empty string from a config file means "not set", as for the environment.
         settings = replace(
-            settings, endpoint_url=settings.endpoint_url or None, sse=settings.sse or None,
+            settings,
+            endpoint_url=settings.endpoint_url or None,
+            sse=settings.sse or None,
             kms_key_id=settings.kms_key_id or None,
         )
         settings.validate()
@@ -428,7 +452,9 @@ class ObjectStoreSettings:
                 f"choose one of {', '.join(sorted(_OBJECTSTORE_BACKENDS))}"
             )
         if self.backend == "local" and not self.root:
-            raise StorageConfigError("the local object store needs a root folder; set FRAUDBATCH_OBJECTSTORE_ROOT")
+            raise StorageConfigError(
+                "the local object store needs a root folder; set FRAUDBATCH_OBJECTSTORE_ROOT"
+            )
         if self.sse not in (None, *SSE_MODES):
             raise StorageConfigError(
                 f"FRAUDBATCH_S3_SSE={self.sse!r} is not supported; use {' or '.join(SSE_MODES)} or leave it empty"
@@ -450,7 +476,10 @@ _OBJECTSTORE_ENV = {
 _OBJECTSTORE_BACKENDS: dict[str, Callable[[ObjectStoreSettings], ObjectStore]] = {
     "local": lambda s: LocalObjectStore(s.root),
     "s3": lambda s: S3ObjectStore(
-        endpoint_url=s.endpoint_url, region=s.region, sse=s.sse, kms_key_id=s.kms_key_id,
+        endpoint_url=s.endpoint_url,
+        region=s.region,
+        sse=s.sse,
+        kms_key_id=s.kms_key_id,
     ),
 }
 

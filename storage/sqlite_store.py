@@ -1,4 +1,5 @@
 """The SQLite table store: the TableStore interface in one embedded file, the fraud keyspace's tables."""
+
 from __future__ import annotations
 
 import contextlib
@@ -168,7 +169,9 @@ class SQLiteTableStore:
         check_client(client)
         return int(self._query("SELECT COUNT(*) FROM dfe_data WHERE client_id = ?", (client,))[0][0])
 
-    def write_result(self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int) -> None:
+    def write_result(
+        self, client: str, job_id: str, result_type: str, result_data: str, created_at_ms: int
+    ) -> None:
         check_client(client)
         with self._tx() as cur:
             cur.execute(_UPSERT_RESULT, (client, job_id, result_type, result_data, int(created_at_ms)))
@@ -185,12 +188,21 @@ class SQLiteTableStore:
         check_client(run.client)
         row_counts = json.dumps({str(k): int(v) for k, v in run.rows.items()}, sort_keys=True)
         with self._tx() as cur:
-            cur.execute(_UPSERT_RUN, (
-                run.client, check_date(run.date), run.task, run.run_id, run.status, int(run.started_ms),
-                None if run.finished_ms is None else int(run.finished_ms),
-                None if run.duration_s is None else float(run.duration_s),
-                row_counts, run.message,
-            ))
+            cur.execute(
+                _UPSERT_RUN,
+                (
+                    run.client,
+                    check_date(run.date),
+                    run.task,
+                    run.run_id,
+                    run.status,
+                    int(run.started_ms),
+                    None if run.finished_ms is None else int(run.finished_ms),
+                    None if run.duration_s is None else float(run.duration_s),
+                    row_counts,
+                    run.message,
+                ),
+            )
 
     def list_runs(self, client: str, date: str | dt.date) -> list[RunRecord]:
         check_client(client)

@@ -1,4 +1,5 @@
 """make_table_store: the one place a backend name becomes a table store."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """Folder-level copies between an object store prefix and a local directory."""
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ def download_keys(
     for key in keys:
         if not key.startswith(base):
             raise StorageError(f"cannot mirror {store.url(bucket, key)}: it is not under {base}")
-        parts = key[len(base):].split("/")
+        parts = key[len(base) :].split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise StorageError(
                 f"cannot mirror {store.url(bucket, key)} into {dest}: the key is not a plain relative path"

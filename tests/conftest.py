@@ -1,4 +1,5 @@
 """Shared fixtures: one local Spark session, the Cassandra node, a moto server on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,13 @@ def spark_connect(tmp_path_factory) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "SPARK_CONNECT_PORT": str(port), "SPARK_CONNECT_WAIT": "180",
-           "SPARK_CONNECT_DIR": str(tmp_path_factory.mktemp("spark-connect")),
-           "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent)}
+    env = {
+        **os.environ,
+        "SPARK_CONNECT_PORT": str(port),
+        "SPARK_CONNECT_WAIT": "180",
+        "SPARK_CONNECT_DIR": str(tmp_path_factory.mktemp("spark-connect")),
+        "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent),
+    }
     script = str(root / "scripts" / "spark-connect.sh")
     try:
         started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=240)

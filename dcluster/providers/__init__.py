@@ -1,11 +1,20 @@
 """Job providers, picked by the settings' provider name."""
+
 from __future__ import annotations
 
 from dcluster.errors import CapacityUnavailable, ProcessLost, UnsupportedJob
 from dcluster.providers.base import Market, Provider
 from dcluster.settings import DClusterSettings
 
-__all__ = ["CapacityUnavailable", "Market", "ProcessLost", "Provider", "UnsupportedJob", "make_provider", "provider_types"]
+__all__ = [
+    "CapacityUnavailable",
+    "Market",
+    "ProcessLost",
+    "Provider",
+    "UnsupportedJob",
+    "make_provider",
+    "provider_types",
+]
 
 
 def provider_types() -> dict[str, type[Provider]]:

@@ -8,6 +8,7 @@ and `DCLUSTER_SPARK_MASTER` set to a Spark master, the instances join that clust
 through the boot script in `aws.user_data`, so the driver runs here and the executors on the
 instances bought for the run (docs/dcluster.md, "AWS provider").
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,9 @@ FROM_POOLS = {
 class AwsProviderSettings:
     """The `aws:` section of the DCluster config: where instances launch, and how the provider polls."""
 
-    capacity: Ec2Settings  # region, endpoint_url, ami_id, subnet_id, security groups, key, tags, instance types
+    capacity: (
+        Ec2Settings  # region, endpoint_url, ami_id, subnet_id, security groups, key, tags, instance types
+    )
     instances_per_job: int = 1  # instances launched for each run (all or none)
     price_cache_s: float = 60.0  # how long a spot price from describe_spot_price_history is reused
     notice_poll_interval_s: float = 5.0  # how often a spot run's instance-action notice is read (AWS: 5 s)
@@ -68,14 +71,18 @@ def provider_settings(section: Mapping[str, Any], cluster: ClusterConfig) -> Aws
         if key in FROM_POOLS:
             raise ConfigError(f"aws.{key} is not set under aws: it comes from {FROM_POOLS[key]}")
         if key not in CAPACITY_KEYS | PROVIDER_KEYS:
-            raise ConfigError(f"unknown config key aws.{key}; known: {', '.join(sorted(CAPACITY_KEYS | PROVIDER_KEYS))}")
+            raise ConfigError(
+                f"unknown config key aws.{key}; known: {', '.join(sorted(CAPACITY_KEYS | PROVIDER_KEYS))}"
+            )
     if not str(section.get("ami_id") or "").strip():
         raise ConfigError(f"provider aws needs aws.ami_id (the image every instance boots) in {where}")
     values: dict[str, Any] = {}
     for key, raw in section.items():
         if key in ("security_group_ids", "alternative_instance_types", "alternative_subnet_ids"):
             if not isinstance(raw, list | tuple) or not all(isinstance(v, str) for v in raw):
-                raise ConfigError(f"aws.{key} must be a list of {'instance types' if 'type' in key else 'ids'}")
+                raise ConfigError(
+                    f"aws.{key} must be a list of {'instance types' if 'type' in key else 'ids'}"
+                )
             values[key] = tuple(raw)
         elif key == "tags":
             if not isinstance(raw, Mapping):
@@ -92,17 +99,20 @@ def provider_settings(section: Mapping[str, Any], cluster: ClusterConfig) -> Aws
             values[key] = str(raw)
     try:
         capacity = Ec2Settings(
-            instance_type=cluster.spot.instance_type, on_demand_instance_type=cluster.on_demand.instance_type,
+            instance_type=cluster.spot.instance_type,
+            on_demand_instance_type=cluster.on_demand.instance_type,
             max_spot_price=cluster.spot.max_price,
-            **{k: v for k, v in values.items() if k in CAPACITY_KEYS})
+            **{k: v for k, v in values.items() if k in CAPACITY_KEYS},
+        )
     except ValueError as exc:
         raise ConfigError(f"{exc} (from aws: and spot: of the DCluster config)") from None
-    out = AwsProviderSettings(capacity=capacity,
-                              **{k: v for k, v in values.items() if k in PROVIDER_KEYS})
+    out = AwsProviderSettings(capacity=capacity, **{k: v for k, v in values.items() if k in PROVIDER_KEYS})
     if out.instances_per_job < 1:
         raise ConfigError("aws.instances_per_job must be at least 1")
     if min(out.price_cache_s, out.notice_poll_interval_s, out.capacity_retry_s) < 0:
-        raise ConfigError("aws.price_cache_s, notice_poll_interval_s and capacity_retry_s must not be negative")
+        raise ConfigError(
+            "aws.price_cache_s, notice_poll_interval_s and capacity_retry_s must not be negative"
+        )
     return out
 
 
@@ -111,8 +121,14 @@ class Ec2Market:
 
     simulated = False
 
-    def __init__(self, capacity: Ec2Client, *, price_cache_s: float = 60.0, capacity_retry_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        capacity: Ec2Client,
+        *,
+        price_cache_s: float = 60.0,
+        capacity_retry_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ec2 = capacity
         self.price_cache_s = price_cache_s
         self.capacity_retry_s = capacity_retry_s
@@ -133,8 +149,12 @@ class Ec2Market:
             # Not cached: the next request asks again.
             return False, 0.0, f"spot price unknown: {exc}"
         if price is None:
-            quote = (False, 0.0, f"EC2 quotes no {self.ec2.settings.product_description} spot price for "
-                                 f"{self.ec2.settings.instance_type} in {self.ec2.settings.region}")
+            quote = (
+                False,
+                0.0,
+                f"EC2 quotes no {self.ec2.settings.product_description} spot price for "
+                f"{self.ec2.settings.instance_type} in {self.ec2.settings.region}",
+            )
         else:
             quote = (True, price, "")
         with self._lock:
@@ -172,14 +192,19 @@ class Ec2Capacity(CapacitySource):
 
     remote_executors = True  # spark-submit's executors run on the instances (through aws.user_data)
 
-    def __init__(self, aws: AwsProviderSettings, ec2_client: Any | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        aws: AwsProviderSettings,
+        ec2_client: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.aws = aws
         self.clock = clock
         # The one EC2 client of every call (boto3 on first use, region and endpoint_url from aws:).
         self.ec2 = Ec2Client(aws.capacity, ec2_client=ec2_client)
-        self.market = Ec2Market(self.ec2, price_cache_s=aws.price_cache_s, capacity_retry_s=aws.capacity_retry_s,
-                                clock=clock)
+        self.market = Ec2Market(
+            self.ec2, price_cache_s=aws.price_cache_s, capacity_retry_s=aws.capacity_retry_s, clock=clock
+        )
         self._instance_ids: dict[str, tuple[str, ...]] = {}  # job id -> instances of its current run
         self._unreleased: dict[str, tuple[str, ...]] = {}  # namespace -> instances a failed release left
         self._last_error: str | None = None
@@ -205,22 +230,31 @@ class Ec2Capacity(CapacitySource):
                 raise CapacityUnavailable(f"EC2 spot launch refused: {exc}") from exc
         else:
             if not self.market.on_demand_available():
-                raise CapacityUnavailable(f"EC2 on-demand held back for capacity_retry_s="
-                                          f"{self.aws.capacity_retry_s:g} after: {self.market.last_on_demand_refusal()}")
+                raise CapacityUnavailable(
+                    f"EC2 on-demand held back for capacity_retry_s="
+                    f"{self.aws.capacity_retry_s:g} after: {self.market.last_on_demand_refusal()}"
+                )
             try:
                 ids = self.ec2.run_on_demand(count, **who)
             except AwsCapacityError as exc:
                 if exc.capacity:
                     self.market.on_demand_refused(str(exc))
                 raise CapacityUnavailable(f"EC2 on-demand launch refused: {exc}") from exc
-        log.info("job %s: %s instances %s launched in %s", job.job_id, job.capacity_type, ", ".join(ids),
-                 job.namespace)
+        log.info(
+            "job %s: %s instances %s launched in %s",
+            job.job_id,
+            job.capacity_type,
+            ", ".join(ids),
+            job.namespace,
+        )
         return tuple(ids)
 
     def environment(self, job: Job) -> dict[str, str]:
         """The run's EC2 instances and their region."""
-        return {contract.INSTANCE_IDS_ENV: ",".join(self._instance_ids.get(job.job_id, ())),
-                contract.AWS_REGION_ENV: self.aws.capacity.region}
+        return {
+            contract.INSTANCE_IDS_ENV: ",".join(self._instance_ids.get(job.job_id, ())),
+            contract.AWS_REGION_ENV: self.aws.capacity.region,
+        }
 
     def record(self, lease: Lease) -> dict[str, Any]:
         """The run's instances and namespace (read back by readopt)."""
@@ -230,7 +264,9 @@ class Ec2Capacity(CapacitySource):
         """The lease of a run whose process outlived a service restart."""
         ids = tuple(str(i) for i in info.get("ec2_instance_ids") or ())
         self._instance_ids[job_id] = ids
-        return self._lease(job_id, str(info.get("namespace") or ""), str(info.get("capacity_type") or ON_DEMAND), ids)
+        return self._lease(
+            job_id, str(info.get("namespace") or ""), str(info.get("capacity_type") or ON_DEMAND), ids
+        )
 
     def abandon(self, job_id: str, info: dict[str, Any]) -> None:
         """The recorded run's process is gone: release its namespace."""
@@ -286,11 +322,16 @@ class Ec2Capacity(CapacitySource):
     def health(self) -> dict[str, Any]:
         """Where instances launch, what runs hold, what is left to release and the last EC2 or metadata error."""
         c = self.aws.capacity
-        return {"region": c.region, "endpoint_url": c.endpoint_url, "spot_instance_type": c.instance_type,
-                "on_demand_instance_type": c.on_demand_instance_type,
-                "instances": {job: list(ids) for job, ids in self._instance_ids.items()},
-                "unreleased": {ns: list(ids) for ns, ids in self._unreleased.items()},
-                "on_demand_held_back": self.market.last_on_demand_refusal(), "last_error": self._last_error}
+        return {
+            "region": c.region,
+            "endpoint_url": c.endpoint_url,
+            "spot_instance_type": c.instance_type,
+            "on_demand_instance_type": c.on_demand_instance_type,
+            "instances": {job: list(ids) for job, ids in self._instance_ids.items()},
+            "unreleased": {ns: list(ids) for ns, ids in self._unreleased.items()},
+            "on_demand_held_back": self.market.last_on_demand_refusal(),
+            "last_error": self._last_error,
+        }
 
 
 class AwsProvider(LocalProvider):
@@ -298,8 +339,12 @@ class AwsProvider(LocalProvider):
 
     name = "aws"
 
-    def __init__(self, settings: DClusterSettings, ec2_client: Any | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: DClusterSettings,
+        ec2_client: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.aws = provider_settings(settings.cluster.aws, settings.cluster)
         super().__init__(settings, Ec2Capacity(self.aws, ec2_client=ec2_client, clock=clock))
         self.ec2 = self.capacity.ec2

@@ -1,4 +1,5 @@
 """The provider interface: where and how a job's process runs, and what capacity it can get."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -5,6 +5,7 @@ launcher, the resident Spark Connect session, PyFlink, the standalone clusters) 
 one capacity source: the simulated market here, or EC2 (providers/aws.py). The launcher asks
 the source for a lease before it starts a process and gives it back when the run ends.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 It is the launcher; the capacity under each run comes from its capacity source
 (providers/capacity.py): simulated by default, EC2 for the aws provider.
 """
+
 from __future__ import annotations
 
 import os
@@ -112,29 +113,57 @@ class LocalProvider(Provider):
         if self.capacity.remote_executors:
             # Executors are started by the workers on the capacity's hosts and do not inherit the
             # job's environment: those hosts must hold this interpreter and the checkout at the same paths.
-            remote = ["--conf", f"spark.pyspark.python={self.settings.python}",
-                      "--conf", f"spark.executorEnv.PYTHONPATH={self.settings.project_root.resolve()}"]
-        return [self.settings.spark_submit, *remote, "--master", self.settings.spark_master,
-                "--conf", "spark.ui.enabled=false", run_py, job.app, *job.args]
+            remote = [
+                "--conf",
+                f"spark.pyspark.python={self.settings.python}",
+                "--conf",
+                f"spark.executorEnv.PYTHONPATH={self.settings.project_root.resolve()}",
+            ]
+        return [
+            self.settings.spark_submit,
+            *remote,
+            "--master",
+            self.settings.spark_master,
+            "--conf",
+            "spark.ui.enabled=false",
+            run_py,
+            job.app,
+            *job.args,
+        ]
 
     def launch(self, job: Job) -> Launch:
         """The run's argv and environment: the resident Spark session if the job may use it and it answers."""
         env = self.environment(job)
         rs = self.settings.cluster.resident_session
-        eligible = (rs.enabled and self.resident_session_capable and self.spark_mode and job.engine == "spark"
-                    and job.task_class in rs.classes and job.capacity_type == ON_DEMAND and job.app in rs.apps)
+        eligible = (
+            rs.enabled
+            and self.resident_session_capable
+            and self.spark_mode
+            and job.engine == "spark"
+            and job.task_class in rs.classes
+            and job.capacity_type == ON_DEMAND
+            and job.app in rs.apps
+        )
         if not eligible:
             return Launch(self.command(job), env, SPARK_SUBMIT)
         down = resident_session_down(rs.url, rs.probe_timeout_s)
         if down:
-            return Launch(self.command(job), env, SPARK_SUBMIT,
-                          f"resident Spark session {rs.url} does not answer ({down}); running through "
-                          "spark-submit instead (start it with scripts/spark-connect.sh start)")
+            return Launch(
+                self.command(job),
+                env,
+                SPARK_SUBMIT,
+                f"resident Spark session {rs.url} does not answer ({down}); running through "
+                "spark-submit instead (start it with scripts/spark-connect.sh start)",
+            )
         # The job is a plain client process: the Spark work runs in the resident server's JVM.
         env[contract.SPARK_REMOTE_ENV] = rs.url
         run_py = str(Path(self.settings.project_root) / "jobs" / "run.py")
-        return Launch([self.settings.python, run_py, job.app, *job.args], env, RESIDENT_SESSION,
-                      f"running on the resident Spark session {rs.url}")
+        return Launch(
+            [self.settings.python, run_py, job.app, *job.args],
+            env,
+            RESIDENT_SESSION,
+            f"running on the resident Spark session {rs.url}",
+        )
 
     def health(self) -> dict[str, Any] | None:
         """The resident Spark session's state when it is enabled (None otherwise: nothing to report)."""
@@ -142,10 +171,15 @@ class LocalProvider(Provider):
         if not (rs.enabled and self.resident_session_capable):
             return None
         down = resident_session_down(rs.url, rs.probe_timeout_s)
-        return {"resident_session": {
-            "url": rs.url, "reachable": not down, "error": down or None,
-            "classes": list(rs.classes), "apps": list(rs.apps),
-        }}
+        return {
+            "resident_session": {
+                "url": rs.url,
+                "reachable": not down,
+                "error": down or None,
+                "classes": list(rs.classes),
+                "apps": list(rs.apps),
+            }
+        }
 
     def environment(self, job: Job) -> dict[str, str]:
         """The job's environment: the service's, plus what PySpark, jobs/ and the monitor need."""
@@ -282,7 +316,9 @@ class LocalProvider(Provider):
         if not isinstance(pid, int) or ticks is None or _start_ticks(pid) != ticks:
             self.capacity.abandon(job_id, info)
             return None
-        return AdoptedHandle(job_id=job_id, pid=pid, start_ticks=int(ticks), lease=self.capacity.readopt(job_id, info))
+        return AdoptedHandle(
+            job_id=job_id, pid=pid, start_ticks=int(ticks), lease=self.capacity.readopt(job_id, info)
+        )
 
     def interruption_notice(self, handle: LocalHandle | AdoptedHandle) -> dict[str, str] | None:
         """The capacity's own reclaim notice for the run, if it gives them (EC2's instance-action)."""
@@ -325,7 +361,9 @@ def resident_session_down(url: str, timeout_s: float) -> str:
     """Why the Spark Connect server at sc://host:port does not accept a connection ("" when it does)."""
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 15002), timeout=timeout_s):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 15002), timeout=timeout_s
+        ):
             return ""
     except OSError as exc:
         return exc.strerror or str(exc) or type(exc).__name__

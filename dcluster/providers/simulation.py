@@ -1,4 +1,5 @@
 """A simulated capacity market, so every spot policy can be exercised on a laptop."""
+
 from __future__ import annotations
 
 import random
@@ -68,5 +69,7 @@ class SimulatedMarket:
         """The market as JSON."""
         with self._lock:
             spot: SpotSimulation = self._spot
-            return {"spot": {k: v for k, v in asdict(spot).items() if k != "seed"},
-                    "on_demand": {"available": self._on_demand_available}}
+            return {
+                "spot": {k: v for k, v in asdict(spot).items() if k != "seed"},
+                "on_demand": {"available": self._on_demand_available},
+            }

@@ -9,6 +9,7 @@ That works here because the master, the workers and DCluster share one host and 
 filesystem; a cluster across hosts needs the warehouse on a shared filesystem mounted at the
 same path everywhere (docs/adr/0001, docs/adr/0007).
 """
+
 from __future__ import annotations
 
 import json
@@ -87,9 +88,20 @@ class StandaloneProvider(LocalProvider):
         """spark-submit in client mode against the standalone master; `flink run` for a Flink job."""
         if job.engine == "flink":
             python = str(self.settings.flink_launcher)
-            return [str(self.settings.flink_cli), "run", "-m", self.flink_address,
-                    "-pyclientexec", python, "-pyexec", python,
-                    "-py", str(self.settings.project_root / "jobs" / "flink" / "run.py"), job.app, *job.args]
+            return [
+                str(self.settings.flink_cli),
+                "run",
+                "-m",
+                self.flink_address,
+                "-pyclientexec",
+                python,
+                "-pyexec",
+                python,
+                "-py",
+                str(self.settings.project_root / "jobs" / "flink" / "run.py"),
+                job.app,
+                *job.args,
+            ]
         if not self.spark_mode:
             return super().command(job)
         root = str(self.settings.project_root.resolve())
@@ -105,9 +117,17 @@ class StandaloneProvider(LocalProvider):
             conf["spark.driver.host"] = "127.0.0.1"
             conf["spark.driver.bindAddress"] = "127.0.0.1"
         argv = [
-            self.settings.spark_submit, "--master", self.master_url, "--deploy-mode", "client",
-            "--executor-memory", self.executor_memory, "--executor-cores", str(self.executor_cores),
-            "--total-executor-cores", str(self.total_executor_cores),
+            self.settings.spark_submit,
+            "--master",
+            self.master_url,
+            "--deploy-mode",
+            "client",
+            "--executor-memory",
+            self.executor_memory,
+            "--executor-cores",
+            str(self.executor_cores),
+            "--total-executor-cores",
+            str(self.total_executor_cores),
         ]
         for key, value in conf.items():
             argv += ["--conf", f"{key}={value}"]
@@ -117,8 +137,12 @@ class StandaloneProvider(LocalProvider):
         """The local provider's launch for Spark jobs; Flink jobs go to the session cluster."""
         if job.engine != "flink":
             return super().launch(job)
-        return Launch(self.command(job), self.environment(job), FLINK_CLUSTER,
-                      f"submitting to the Flink session cluster {self.flink_url}")
+        return Launch(
+            self.command(job),
+            self.environment(job),
+            FLINK_CLUSTER,
+            f"submitting to the Flink session cluster {self.flink_url}",
+        )
 
     def environment(self, job: Job) -> dict[str, str]:
         """The local provider's job environment, bound to loopback when the cluster is."""
@@ -152,7 +176,9 @@ class StandaloneProvider(LocalProvider):
         cancelled = []
         for entry in jobs:
             if str(entry.get("name", "")).endswith(tag) and entry.get("state") in FLINK_ACTIVE:
-                request = urllib.request.Request(f"{self.flink_url}/jobs/{entry['jid']}?mode=cancel", method="PATCH")
+                request = urllib.request.Request(
+                    f"{self.flink_url}/jobs/{entry['jid']}?mode=cancel", method="PATCH"
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=self.status_timeout_s):
                         cancelled.append(str(entry["jid"]))

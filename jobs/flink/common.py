@@ -1,4 +1,5 @@
 """What every Flink job shares: the batch-mode environment and the entry point's error handling."""
+
 from __future__ import annotations
 
 import os
@@ -51,7 +52,7 @@ def worker_error(exc: BaseException) -> str:
     lines = str(exc).splitlines()
     starts = [i for i, ln in enumerate(lines) if ln.rstrip().endswith("Traceback (most recent call last):")]
     if starts:
-        for ln in lines[starts[-1] + 1:]:
+        for ln in lines[starts[-1] + 1 :]:
             if ln.strip() and not ln[0].isspace():
                 return ln.strip()
     return one_line(exc)

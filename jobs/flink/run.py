@@ -4,6 +4,7 @@ It imports jobs.flink.<app> and exits with its main(argv) result. It runs in the
 environment (scripts/flink-env.sh), which has PyFlink but not PySpark, so the Flink jobs import
 only plain modules (fraudcore, jobs.common) beside it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,7 +31,9 @@ def _use_checkout() -> None:
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(here)]
     sys.path.insert(0, str(ROOT))
-    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    paths = [str(ROOT)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)
+    ]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 

@@ -1,4 +1,5 @@
 """Smoke job: proves the Flink environment, a local batch job and the entry point work end to end."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description="DCluster Flink smoke job")
     p.add_argument("--out", required=True, type=Path, help="file that receives the count")
     p.add_argument("--n", type=int, default=1000, help="size of the range to count")
-    p.add_argument("--pause-s", type=float, default=0.0,
-                   help="seconds a worker waits on the first element (keeps the job running, for tests)")
+    p.add_argument(
+        "--pause-s",
+        type=float,
+        default=0.0,
+        help="seconds a worker waits on the first element (keeps the job running, for tests)",
+    )
     args = p.parse_args(argv)
     pause = args.pause_s
 
@@ -27,10 +32,12 @@ def main(argv: list[str]) -> int:
         return 0, 1
 
     env = batch_env("smoke")
-    counts = (env.from_collection(list(range(args.n)), type_info=Types.LONG())
-              .map(one, output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
-              .key_by(lambda kv: kv[0], key_type=Types.INT())
-              .reduce(lambda a, b: (a[0], a[1] + b[1])))
+    counts = (
+        env.from_collection(list(range(args.n)), type_info=Types.LONG())
+        .map(one, output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
+        .key_by(lambda kv: kv[0], key_type=Types.INT())
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
+    )
     with counts.execute_and_collect(job_name("smoke")) as results:
         count = sum(c for _, c in results)  # one row (a single key), none for an empty range
     atomic.write_text(args.out, f"{count}\n")  # readers never see a half-written count

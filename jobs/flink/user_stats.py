@@ -9,6 +9,7 @@ complete) and applies fraudcore.features.user_stats to each group, as the Spark 
 stats/ (Parquet, ordered by user_id), stats.json and _DONE, written through atomic_dir.
 Totals in stats.json are exact sums (math.fsum), so they do not depend on how rows were split.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,11 +104,13 @@ def compute(ctx: JobContext) -> list[dict]:
         return Row(*(row[f] for f in fields))
 
     env = batch_env(APP)
-    rows = (env.from_collection(files, type_info=Types.STRING())
-            .flat_map(read_events, output_type=Types.PICKLED_BYTE_ARRAY())
-            .key_by(lambda group: group[0], key_type=Types.STRING())
-            .reduce(merge_events)
-            .map(stats_row, output_type=row_types()))
+    rows = (
+        env.from_collection(files, type_info=Types.STRING())
+        .flat_map(read_events, output_type=Types.PICKLED_BYTE_ARRAY())
+        .key_by(lambda group: group[0], key_type=Types.STRING())
+        .reduce(merge_events)
+        .map(stats_row, output_type=row_types())
+    )
     with rows.execute_and_collect(job_name(APP, ctx.client.name, ctx.paths.date.isoformat())) as results:
         out = [dict(zip(fields, tuple(r), strict=True)) for r in results]
     return sorted(out, key=lambda r: r["user_id"])
@@ -126,8 +129,11 @@ def run(ctx: JobContext) -> str:
     meta: dict = {}
     with ctx.paths.output("user_stats", meta) as tmp:
         (tmp / "stats").mkdir()
-        pq.write_table(pa.Table.from_pylist(rows, arrow_schema()), str(tmp / "stats" / "part-00000.parquet"),
-                       compression="snappy")
+        pq.write_table(
+            pa.Table.from_pylist(rows, arrow_schema()),
+            str(tmp / "stats" / "part-00000.parquet"),
+            compression="snappy",
+        )
         write_json(tmp / "stats.json", stats)
         meta.update(users=stats["users"], seconds=round(time.monotonic() - started, 3))
     return f"users={stats['users']} events={totals['events']} transactions={totals['transactions']}"

@@ -1,4 +1,5 @@
 """Exit 0 when a CQL node answers `SELECT release_version` (scripts/cassandra.sh readiness check)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.ca_file:
         ssl_context = ssl.create_default_context(cafile=args.ca_file)
     profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(), request_timeout=args.timeout)
-    cluster = Cluster([args.host], port=args.port, connect_timeout=args.timeout, ssl_context=ssl_context,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, protocol_version=5)
+    cluster = Cluster(
+        [args.host],
+        port=args.port,
+        connect_timeout=args.timeout,
+        ssl_context=ssl_context,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        protocol_version=5,
+    )
     try:
         session = cluster.connect()
         version = session.execute("SELECT release_version FROM system.local").one()[0]

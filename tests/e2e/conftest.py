@@ -1,4 +1,5 @@
 """The e2e tier: whole client-days through the real services; one platform per test module."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,7 +24,9 @@ def platform(tmp_path_factory) -> Platform:
     ports = services.Ports(luigid=free_port(), dcluster=free_port(), fp=free_port())
     cfg = (REPO / "luigi.cfg").read_text(encoding="utf-8")
     cfg = cfg.replace("sqlite:///var/luigi/task-history.sqlite", f"sqlite:///{var}/luigi/task-history.sqlite")
-    cfg = cfg.replace("state_path = var/luigi/luigi-state.pickle", f"state_path = {var}/luigi/luigi-state.pickle")
+    cfg = cfg.replace(
+        "state_path = var/luigi/luigi-state.pickle", f"state_path = {var}/luigi/luigi-state.pickle"
+    )
     cfg = cfg.replace("default-scheduler-port = 8082", f"default-scheduler-port = {ports.luigid}")
     (var / "luigi.cfg").write_text(cfg, encoding="utf-8")
     env = {
@@ -39,8 +42,15 @@ def platform(tmp_path_factory) -> Platform:
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
     demo = get_client("demo")
-    report = generate_client_day(demo, dt.date.fromisoformat(DAY), var / "objectstore" / demo.bucket,
-                                 events=EVENTS, seed=5, malformed_rate=0.01, truth_dir=var / "truth")
+    report = generate_client_day(
+        demo,
+        dt.date.fromisoformat(DAY),
+        var / "objectstore" / demo.bucket,
+        events=EVENTS,
+        seed=5,
+        malformed_rate=0.01,
+        truth_dir=var / "truth",
+    )
     truth = json.loads(Path(report.truth_path).read_text(encoding="utf-8"))
     specs = services.service_specs(var, ports)
     started = services.start(specs.values(), var, env=env)

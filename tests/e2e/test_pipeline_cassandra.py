@@ -3,6 +3,7 @@
 Reuses the platform of test_pipeline_e2e (services, generated client-day, the SQLite run) and runs the
 same flow again in a fresh var folder with FRAUDBATCH_TABLES_BACKEND=cassandra.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,22 +34,32 @@ def cassandra_day(platform: Platform, finished_day, cassandra_node, tmp_path_fac
     raw = Path("rawdata") / "demo" / DAY
     shutil.copytree(platform.var / "objectstore" / bucket / raw, var / "objectstore" / bucket / raw)
     settings = fresh_keyspace(cassandra_node, KEYSPACE, f"{KEYSPACE}_fp")
-    env = {**platform.env,
-           "FRAUDBATCH_TABLES_BACKEND": "cassandra",
-           "FRAUDBATCH_CASSANDRA_PORT": str(settings.cassandra_port),
-           "FRAUDBATCH_CASSANDRA_KEYSPACE": KEYSPACE,
-           "FRAUDBATCH_OBJECTSTORE_ROOT": str(var / "objectstore"),
-           "FRAUDBATCH_WAREHOUSE": str(var / "warehouse"),
-           "FRAUDBATCH_SQLITE_PATH": str(var / "unused.sqlite")}
+    env = {
+        **platform.env,
+        "FRAUDBATCH_TABLES_BACKEND": "cassandra",
+        "FRAUDBATCH_CASSANDRA_PORT": str(settings.cassandra_port),
+        "FRAUDBATCH_CASSANDRA_KEYSPACE": KEYSPACE,
+        "FRAUDBATCH_OBJECTSTORE_ROOT": str(var / "objectstore"),
+        "FRAUDBATCH_WAREHOUSE": str(var / "warehouse"),
+        "FRAUDBATCH_SQLITE_PATH": str(var / "unused.sqlite"),
+    }
     run = Platform(var=var, env=env, dcluster_url=platform.dcluster_url, truth=platform.truth).luigi(
         # Own scheduler and lock folder: luigid and the pid lock still hold the SQLite run of the
         # same task ids, and would not hand those tasks out again.
-        "MonitorTracker", "demo", DAY, "--workers=3", "--local-scheduler", f"--lock-pid-dir={var / 'lock'}")
+        "MonitorTracker",
+        "demo",
+        DAY,
+        "--workers=3",
+        "--local-scheduler",
+        f"--lock-pid-dir={var / 'lock'}",
+    )
     return var, settings, run
 
 
-def test_cassandra_run_meets_the_contract_and_equals_the_sqlite_run(platform: Platform,  # noqa: F811
-                                                                    cassandra_day) -> None:
+def test_cassandra_run_meets_the_contract_and_equals_the_sqlite_run(
+    platform: Platform,  # noqa: F811
+    cassandra_day,
+) -> None:
     var, settings, run = cassandra_day
     assert run.returncode == 0, run.stderr[-4000:]
     sqlite_results = platform.results_dir("demo", DAY)
@@ -60,16 +71,27 @@ def test_cassandra_run_meets_the_contract_and_equals_the_sqlite_run(platform: Pl
     summary = json.loads((results / "reports" / "summary.json").read_text())
     sqlite_summary = json.loads((sqlite_results / "reports" / "summary.json").read_text())
     volatile = set(RUN_FIELDS)  # input_snapshot among them: the two runs listed two copies of the files
-    assert {k: v for k, v in summary.items() if k not in volatile} == \
-           {k: v for k, v in sqlite_summary.items() if k not in volatile}
+    assert {k: v for k, v in summary.items() if k not in volatile} == {
+        k: v for k, v in sqlite_summary.items() if k not in volatile
+    }
     assert summary["users"] == len(risk_rows(results))
 
 
 def test_dfe_rows_and_run_records_live_in_cassandra(cassandra_day) -> None:
     var, settings, run = cassandra_day
     assert run.returncode == 0
-    users = json.loads((var / "objectstore" / get_client("demo").bucket / "results" / "demo" / DAY / "reports"
-                        / "summary.json").read_text())["users"]
+    users = json.loads(
+        (
+            var
+            / "objectstore"
+            / get_client("demo").bucket
+            / "results"
+            / "demo"
+            / DAY
+            / "reports"
+            / "summary.json"
+        ).read_text()
+    )["users"]
     with CassandraTableStore(settings) as store:
         assert store.count_dfe("demo") == users
         tasks = {r.task: r.status for r in store.list_runs("demo", DAY)}

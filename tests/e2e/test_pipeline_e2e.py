@@ -6,6 +6,7 @@ reconcile with the generator's ground truth, find the planted rings and leave ho
 Bad input (empty day, unknown client, bad date, a failing remote job) must exit non-zero
 with a message a person can act on.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -62,8 +63,15 @@ def test_counts_reconcile_with_the_ground_truth(platform: Platform, finished_day
     # Records whose time is on the previous client-local day wait in that day's inbox.
     assert summary["records_to_other_days"] == expected["late_records"]
     assert summary["users"] == len(risk_rows(platform.results_dir("demo", DAY)))
-    assert set(summary["stage_seconds"]) >= {"ingest", "preprocess", "dfe", "aggregation", "frontend",
-                                             "results", "total"}
+    assert set(summary["stage_seconds"]) >= {
+        "ingest",
+        "preprocess",
+        "dfe",
+        "aggregation",
+        "frontend",
+        "results",
+        "total",
+    }
 
 
 def test_planted_rings_are_found_and_households_are_not(platform: Platform, finished_day) -> None:
@@ -73,7 +81,9 @@ def test_planted_rings_are_found_and_households_are_not(platform: Platform, fini
     for ring_id, ring in platform.truth["rings"].items():
         members = [u for u in ring["members"] if u in rows]
         caught = [u for u in members if u in flagged]
-        assert len(caught) >= 0.8 * len(members), f"ring {ring_id} ({ring['shape']}): {len(caught)}/{len(members)}"
+        assert len(caught) >= 0.8 * len(members), (
+            f"ring {ring_id} ({ring['shape']}): {len(caught)}/{len(members)}"
+        )
         # A ring is reported as one campaign, not as scattered users.
         campaigns = {rows[u]["campaign_id"] for u in caught}
         assert len(campaigns - {""}) >= 1
@@ -89,11 +99,26 @@ def test_run_records_and_labeling(platform: Platform, finished_day) -> None:
     day_dir = platform.var / "warehouse" / "demo" / DAY
     monitor = json.loads((day_dir / "monitor" / "monitor.json").read_text())
     assert monitor["failed"] == []
-    for task in ("Fetcher", "SparkConnectorRunner", "LogTimeFileOrganizer", "VirtualNodeGenerator",
-                 "Rawlogconverter", "CassandraDfeWriter", "Campaign", "UserStats", "ResultAggLite",
-                 "EventJoinLite", "ResultAgg", "CampaignFrontendData", "FrontendDataGen",
-                 "FrontendResultGenerator", "FrontendResultWriter", "ResultSender", "Labeling",
-                 "BatchFeaturePlatformFerry"):
+    for task in (
+        "Fetcher",
+        "SparkConnectorRunner",
+        "LogTimeFileOrganizer",
+        "VirtualNodeGenerator",
+        "Rawlogconverter",
+        "CassandraDfeWriter",
+        "Campaign",
+        "UserStats",
+        "ResultAggLite",
+        "EventJoinLite",
+        "ResultAgg",
+        "CampaignFrontendData",
+        "FrontendDataGen",
+        "FrontendResultGenerator",
+        "FrontendResultWriter",
+        "ResultSender",
+        "Labeling",
+        "BatchFeaturePlatformFerry",
+    ):
         assert monitor["tasks"][task]["status"] == "DONE", task
     labeling = json.loads((day_dir / "labeling" / "labeling.json").read_text())
     assert labeling["labelled_users"] > 0
@@ -112,8 +137,9 @@ def test_second_run_does_no_work(platform: Platform, finished_day) -> None:
     assert len(_jobs(after)) == len(_jobs(before))
 
 
-def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(platform: Platform, finished_day,
-                                                                        tmp_path: Path) -> None:
+def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(
+    platform: Platform, finished_day, tmp_path: Path
+) -> None:
     assert finished_day.returncode == 0
     receiver = Receiver()
     try:
@@ -125,16 +151,28 @@ def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(platform
         shutil.rmtree(platform.var / "warehouse" / "demo" / DAY / "result_sender")
         results = platform.results_dir("demo", DAY)
         sent = {p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")}
-        argv = [str(BIN / "luigi"), "--module", "batch_tasks", "ResultSender", "--client=demo", f"--date={DAY}",
-                "--local-scheduler"]
+        argv = [
+            str(BIN / "luigi"),
+            "--module",
+            "batch_tasks",
+            "ResultSender",
+            "--client=demo",
+            f"--date={DAY}",
+            "--local-scheduler",
+        ]
         run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         ((headers, body),) = receiver.requests
         manifest = (results / "_manifest.json").read_bytes()
         assert json.loads(body)["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
-        assert headers["X-Fraudbatch-Signature"] == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+        assert (
+            headers["X-Fraudbatch-Signature"]
+            == "sha256=" + hmac.new(b"k3y", body, hashlib.sha256).hexdigest()
+        )
         # Notified without sending the results again.
-        assert {p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")} == sent
+        assert {
+            p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")
+        } == sent
         again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0 and len(receiver.requests) == 1
     finally:
@@ -151,11 +189,14 @@ def test_empty_day_exits_missing_data(platform: Platform) -> None:
     assert "no raw data for demo 2025-11-01" in run.stderr
 
 
-@pytest.mark.parametrize(("client", "date", "message"), [
-    ("nosuchclient", DAY, "unknown client 'nosuchclient'"),
-    ("demo", "2025-13-45", "invalid date '2025-13-45'"),
-    ("demo", "21/11/2025", "invalid date '21/11/2025': expected YYYY-MM-DD"),
-])
+@pytest.mark.parametrize(
+    ("client", "date", "message"),
+    [
+        ("nosuchclient", DAY, "unknown client 'nosuchclient'"),
+        ("demo", "2025-13-45", "invalid date '2025-13-45'"),
+        ("demo", "21/11/2025", "invalid date '21/11/2025': expected YYYY-MM-DD"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(platform: Platform, client: str, date: str, message: str) -> None:
     run = platform.luigi("ResultSender", client, date, "--local-scheduler")
     assert run.returncode == 2
@@ -172,12 +213,14 @@ def _registry_with(tmp_path: Path, name: str, **entry) -> Path:
 
 
 def _fraudbatch(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "fraudbatch"), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1800)
+    return subprocess.run(
+        [str(BIN / "fraudbatch"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800
+    )
 
 
-def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(platform: Platform,
-                                                                            tmp_path: Path) -> None:
+def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(
+    platform: Platform, tmp_path: Path
+) -> None:
     """on_bad_file: fail stops the day naming the file; replacing the file is all it takes to recover."""
     day = "2025-11-03"
     demo = get_client("demo")
@@ -185,14 +228,24 @@ def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(platf
     raw = platform.var / "objectstore" / demo.bucket / "rawdata" / "demo" / day / "logs"
     raw.mkdir(parents=True)
     (raw / "part-0.jsonl.gz").write_bytes(b"this is not gzip data")
-    argv = [str(BIN / "luigi"), "--module", "batch_tasks", "LogTimeFileOrganizer", "--client=demo", f"--date={day}",
-            "--local-scheduler"]
+    argv = [
+        str(BIN / "luigi"),
+        "--module",
+        "batch_tasks",
+        "LogTimeFileOrganizer",
+        "--client=demo",
+        f"--date={day}",
+        "--local-scheduler",
+    ]
     run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 30, run.stderr[-3000:]
     assert "DCluster job" in run.stderr and "FAILED" in run.stderr
     assert "part-0.jsonl.gz" in run.stderr
-    jobs = _jobs(requests.get(f"{platform.dcluster_url}/cluster/jobs",
-                              params={"client": "demo", "state": "FAILED"}, timeout=10).json())
+    jobs = _jobs(
+        requests.get(
+            f"{platform.dcluster_url}/cluster/jobs", params={"client": "demo", "state": "FAILED"}, timeout=10
+        ).json()
+    )
     assert any(j["app"] == "connector" for j in jobs)
     status = _fraudbatch(env, "status", "--client", "demo", "--date", day)
     assert status.returncode == 0, status.stderr
@@ -200,15 +253,21 @@ def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(platf
 
     # The client uploads the file again, this time whole: the ordinary command recovers the day.
     with gzip.open(raw / "part-0.jsonl.gz", "wt", encoding="utf-8") as fh:
-        fh.write(json.dumps({"user_id": "u1", "event_time": f"{day}T10:00:00Z", "event_type": "login"}) + "\n")
+        fh.write(
+            json.dumps({"user_id": "u1", "event_time": f"{day}T10:00:00Z", "event_type": "login"}) + "\n"
+        )
     again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    organized = json.loads((platform.var / "warehouse" / "demo" / day / "organized" / "stats.json").read_text())
+    organized = json.loads(
+        (platform.var / "warehouse" / "demo" / day / "organized" / "stats.json").read_text()
+    )
     assert organized["organized"] == 1
     shutil.rmtree(raw.parent)
 
 
-def test_a_hostile_day_completes_partial_and_accounts_for_every_file(platform: Platform, tmp_path: Path) -> None:
+def test_a_hostile_day_completes_partial_and_accounts_for_every_file(
+    platform: Platform, tmp_path: Path
+) -> None:
     """The hostile corpus through Spark and DCluster: nothing silent, the day completes and says it is partial."""
     from hostile_corpus import CLIENT, write_hostile_corpus
     from hostile_corpus import DAY as HOSTILE_DAY
@@ -225,7 +284,9 @@ def test_a_hostile_day_completes_partial_and_accounts_for_every_file(platform: P
     assert check.returncode == 0, check.stdout + check.stderr
     summary = json.loads((results / "reports" / "summary.json").read_text(encoding="utf-8"))
     totals = expected["totals"]
-    assert summary["partial"] is True and json.loads((results / "_manifest.json").read_text())["partial"] is True
+    assert (
+        summary["partial"] is True and json.loads((results / "_manifest.json").read_text())["partial"] is True
+    )
     for key in ("records_read", "records_accepted", "records_quarantined"):
         assert summary[key] == totals[key], key
     assert summary["unmapped_event_types"] == expected["unmapped_event_types"]
@@ -237,16 +298,23 @@ def test_a_hostile_day_completes_partial_and_accounts_for_every_file(platform: P
         elif outcome["status"] == "not_recognised":
             assert not_read.get(name) == outcome["reason"], name
     # Every file under the prefix is accounted for in the connector's stats.
-    stats = json.loads((platform.var / "warehouse" / "hostile" / day / "connector" / "stats.json").read_text())
+    stats = json.loads(
+        (platform.var / "warehouse" / "hostile" / day / "connector" / "stats.json").read_text()
+    )
     # (raw/_DONE is the Fetcher's own marker in the warehouse copy, listed as an expected marker.)
     assert {f["source_file"] for f in stats["files"]} - {"_DONE"} == set(expected["files"])
     assert "Set aside as a whole" in (results / "reports" / "report.html").read_text(encoding="utf-8")
     # The client reads the same, file by file, in its results.
     listed = json.loads((results / "reports" / "input_files.json").read_text(encoding="utf-8"))
-    assert {f["source_file"]: f["status"] for f in listed} == {n: o["status"] for n, o in expected["files"].items()}
+    assert {f["source_file"]: f["status"] for f in listed} == {
+        n: o["status"] for n, o in expected["files"].items()
+    }
     unbalanced = next(f for f in listed if f["source_file"] == "logs/unbalanced.csv")
-    assert (unbalanced["read"], unbalanced["accepted"], unbalanced["reasons"]) == (3000, 2999,
-                                                                                   {"csv_unbalanced_quote": 1})
+    assert (unbalanced["read"], unbalanced["accepted"], unbalanced["reasons"]) == (
+        3000,
+        2999,
+        {"csv_unbalanced_quote": 1},
+    )
 
 
 def _summary(platform: Platform, day: str) -> dict:
@@ -257,12 +325,21 @@ def _manifest(platform: Platform, day: str) -> dict:
     return json.loads((platform.results_dir("demo", day) / "_manifest.json").read_text())
 
 
-def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(platform: Platform, tmp_path: Path) -> None:
+def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(
+    platform: Platform, tmp_path: Path
+) -> None:
     """The bucket is still filling: land A, run, land B and grow one of A's files, run the same command."""
     day = "2025-11-06"
     demo = get_client("demo")
-    report = generate_client_day(demo, dt.date.fromisoformat(day), platform.var / "objectstore" / demo.bucket,
-                                 events=1500, seed=11, malformed_rate=0.0, truth_dir=tmp_path)
+    report = generate_client_day(
+        demo,
+        dt.date.fromisoformat(day),
+        platform.var / "objectstore" / demo.bucket,
+        events=1500,
+        seed=11,
+        malformed_rate=0.0,
+        truth_dir=tmp_path,
+    )
     truth = json.loads(Path(report.truth_path).read_text(encoding="utf-8"))["expected"]
     raw = Path(report.root)
     late_file = raw / "transactions" / "part-0000.jsonl"
@@ -293,8 +370,11 @@ def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(platform
     assert {f"late-user-{i}" for i in range(20)} <= set(rows)
     after = _manifest(platform, day)
     assert after["version"] == 2 and after["input_snapshot"] != before["input_snapshot"]
-    check = subprocess.run([sys.executable, str(CHECK_RESULTS), str(platform.results_dir("demo", day))],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(CHECK_RESULTS), str(platform.results_dir("demo", day))],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     raw_done = json.loads((platform.var / "warehouse" / "demo" / day / "raw" / "_DONE").read_text())
     assert raw_done["changes"] == {"added": 1, "changed": 1, "removed": 0}
@@ -310,8 +390,9 @@ def test_files_that_land_or_change_after_a_run_are_in_the_next_run_once(platform
     connector_done = (warehouse / "connector" / "_DONE").stat().st_mtime_ns
     status = _fraudbatch(platform.env, "status", "--client", "demo", "--date", day)
     assert status.returncode == 0 and "nothing to do: every stage is current" in status.stdout, status.stdout
-    rerun = _fraudbatch(platform.env, "rerun", "--client", "demo", "--date", day, "--from", "Campaign",
-                        "--workers", "2")
+    rerun = _fraudbatch(
+        platform.env, "rerun", "--client", "demo", "--date", day, "--from", "Campaign", "--workers", "2"
+    )
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     assert "invalidated demo 2025-11-06 from campaigns: campaigns" in rerun.stdout
     assert (warehouse / "connector" / "_DONE").stat().st_mtime_ns == connector_done

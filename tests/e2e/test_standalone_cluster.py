@@ -5,6 +5,7 @@ cluster the user runs is left alone) take the jobs of DCluster's "standalone" pr
 small client-day of test_pipeline_e2e runs once through each provider, each in its own var
 folder, and the results that depend only on the data must match byte for byte.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -84,16 +85,35 @@ def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
     demo = get_client("demo")
-    generate_client_day(demo, dt.date.fromisoformat(DAY), var / "objectstore" / demo.bucket,
-                        events=EVENTS, seed=5, malformed_rate=0.01, truth_dir=var / "truth")
+    generate_client_day(
+        demo,
+        dt.date.fromisoformat(DAY),
+        var / "objectstore" / demo.bucket,
+        events=EVENTS,
+        seed=5,
+        malformed_rate=0.01,
+        truth_dir=var / "truth",
+    )
     specs = services.service_specs(var, ports)
     started = services.start([specs["dcluster"], specs["fp"]], var, env=env)
     try:
         t0 = time.monotonic()
         run = subprocess.run(
-            [str(BIN / "luigi"), "--module", "batch_tasks", "ResultSender", "--client=demo", f"--date={DAY}",
-             "--local-scheduler", "--workers=2"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
+            [
+                str(BIN / "luigi"),
+                "--module",
+                "batch_tasks",
+                "ResultSender",
+                "--client=demo",
+                f"--date={DAY}",
+                "--local-scheduler",
+                "--workers=2",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
         )
         seconds = time.monotonic() - t0
         jobs = requests.get(f"{env['DCLUSTER_URL']}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
@@ -114,11 +134,14 @@ def local_run(tmp_path_factory) -> DayRun:
 @pytest.fixture(scope="module")
 def standalone_run(tmp_path_factory, cluster: Cluster) -> DayRun:
     """The client-day through the standalone provider, on the module's cluster."""
-    return _run_day(tmp_path_factory.mktemp("var-standalone"), {
-        "DCLUSTER_PROVIDER": "standalone",
-        "DCLUSTER_SPARK_MASTER_URL": cluster.master_url,
-        **cluster.env,
-    })
+    return _run_day(
+        tmp_path_factory.mktemp("var-standalone"),
+        {
+            "DCLUSTER_PROVIDER": "standalone",
+            "DCLUSTER_SPARK_MASTER_URL": cluster.master_url,
+            **cluster.env,
+        },
+    )
 
 
 def _master(cluster: Cluster) -> dict:
@@ -145,8 +168,16 @@ def test_standalone_run_uses_both_workers(cluster: Cluster, standalone_run: DayR
     assert standalone_run.returncode == 0, standalone_run.stderr[-4000:]
     apps = {a["name"]: a for a in _master(cluster)["completedapps"]}
     # Every Spark job of the day ran as a cluster application with an executor on each worker.
-    for app in ("connector", "organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign",
-                "result_agg_lite", "event_join"):
+    for app in (
+        "connector",
+        "organizer",
+        "virtual_nodes",
+        "rawlogconverter",
+        "user_stats",
+        "campaign",
+        "result_agg_lite",
+        "event_join",
+    ):
         assert app in apps, f"{app} never reached the cluster; apps: {sorted(apps)}"
         assert apps[app]["cores"] == 2 and apps[app]["state"] == "FINISHED", apps[app]
 
@@ -165,8 +196,9 @@ def test_results_are_identical_to_local_mode(local_run: DayRun, standalone_run: 
 
 
 def test_standalone_command_targets_the_master() -> None:
-    settings = DClusterSettings.from_env({"DCLUSTER_PROVIDER": "standalone",
-                                          "DCLUSTER_SPARK_MASTER_URL": "spark://127.0.0.1:7999"})
+    settings = DClusterSettings.from_env(
+        {"DCLUSTER_PROVIDER": "standalone", "DCLUSTER_SPARK_MASTER_URL": "spark://127.0.0.1:7999"}
+    )
     provider = make_provider(settings)
     assert provider.name == "standalone"
     argv = provider.command(SimpleNamespace(engine="spark", app="smoke", args=["--client", "demo"]))  # type: ignore[arg-type]
@@ -204,4 +236,5 @@ def test_comparison_ignores_run_fields_but_not_data(tmp_path: Path) -> None:
     other = _fake_results(tmp_path / "c", run_id="r1", graph='{"nodes": 2}')
     assert clusters.diff_results(a, same) == []
     assert clusters.diff_results(a, other) == [
-        "frontend_data/campaign_graphs/cmp-1.json: differs (12 vs 12 bytes)"]
+        "frontend_data/campaign_graphs/cmp-1.json: differs (12 vs 12 bytes)"
+    ]

@@ -1,4 +1,5 @@
 """The integration tier: real Spark, Flink and Cassandra, one part at a time."""
+
 from __future__ import annotations
 
 from pathlib import Path

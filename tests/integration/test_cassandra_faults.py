@@ -1,4 +1,5 @@
 """Cassandra outages: bounded retries, a clear error, and a rerun that leaves every row exactly once."""
+
 from __future__ import annotations
 
 import json
@@ -52,17 +53,26 @@ def test_node_down_before_the_write_fails_with_a_clear_message(cassandra_setting
     assert f"check the node at 127.0.0.1:{port} and credentials" in str(err.value)
     assert "after 4 attempts" in str(err.value)
     assert time.monotonic() - t0 < 30
-    with CassandraTableStore(dead, retry_delays=(0.1,)) as store, pytest.raises(CassandraWriteError,
-                                                                                   match="Cassandra write failed"):
+    with (
+        CassandraTableStore(dead, retry_delays=(0.1,)) as store,
+        pytest.raises(CassandraWriteError, match="Cassandra write failed"),
+    ):
         store.write_result(cass_client, "j", "summary", "{}", 1)
 
 
 def _start_writer(settings, client: str, rows: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(asdict(settings)), client, str(rows)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, json.dumps(asdict(settings)), client, str(rows)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-def test_node_stopped_mid_write_fails_then_a_rerun_completes_without_duplicates(cassandra_settings, cass_client):
+def test_node_stopped_mid_write_fails_then_a_rerun_completes_without_duplicates(
+    cassandra_settings, cass_client
+):
     writer = _start_writer(cassandra_settings, cass_client, ROWS)
     try:
         # Wait until rows are flowing, then take the node away under the writer.
@@ -94,6 +104,7 @@ def test_node_stopped_mid_write_fails_then_a_rerun_completes_without_duplicates(
         keys = Counter(store.iter_dfe_keys(cass_client))
         assert store.count_dfe(cass_client) == ROWS
         assert store.read_dfe(cass_client, "user-000042") == [
-            DfeRow("user-000042", 1_763_683_200_000, {"a": 42.0, "b'; DROP TABLE x; --": 1.0})]
+            DfeRow("user-000042", 1_763_683_200_000, {"a": 42.0, "b'; DROP TABLE x; --": 1.0})
+        ]
     assert len(keys) == ROWS and set(keys.values()) == {1}
     assert set(keys) == {(f"user-{i:06d}", 1_763_683_200_000) for i in range(ROWS)}

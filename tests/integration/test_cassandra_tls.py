@@ -1,4 +1,5 @@
 """Client-to-node TLS (SPEC §8): a second node that requires TLS; the driver verifies it with the CA."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -65,9 +66,16 @@ def test_dfe_writers_speak_tls_and_refuse_an_unknown_ca(tls_node, driver):
     import certifi
 
     settings = fresh_keyspace(tls_node, "fraud_tls", "fp_tls")
-    assert write_dfe_rows(settings, "tls" + driver, [("u1", 5, {"a": 1.0}), ("u2", 6, {"b": 2.0})], driver=driver) == 2
+    assert (
+        write_dfe_rows(
+            settings, "tls" + driver, [("u1", 5, {"a": 1.0}), ("u2", 6, {"b": 2.0})], driver=driver
+        )
+        == 2
+    )
     with CassandraTableStore(settings) as store:
         assert store.read_dfe("tls" + driver, "u2") == [DfeRow("u2", 6, {"b": 2.0})]
     other = replace(settings, cassandra_tls_ca_file=certifi.where())
-    with pytest.raises(CassandraWriteError, match=f"Cassandra write failed: .*check the node at 127.0.0.1:{TLS_PORT}"):
+    with pytest.raises(
+        CassandraWriteError, match=f"Cassandra write failed: .*check the node at 127.0.0.1:{TLS_PORT}"
+    ):
         write_dfe_rows(other, "tls" + driver, [("u1", 5, {"a": 1.0})], driver=driver, retry_delays=())

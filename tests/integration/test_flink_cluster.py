@@ -5,6 +5,7 @@ a cluster the user runs is left alone) take the engine "flink" jobs that the sta
 submits with PyFlink's `flink run -m`. The Flink user_stats job must write the same bytes there as
 in PyFlink's local mini-cluster, and a terminated job must not keep running on the cluster.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,16 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlinkClu
 
 def settings_for(state: Path, provider: str, flink_url: str = "http://127.0.0.1:1") -> DClusterSettings:
     """The real checkout's jobs on `provider`, state under `state`, fast polling."""
-    return DClusterSettings(state_dir=state, project_root=REPO, provider=provider, poll_interval_s=0.1,
-                            terminate_grace_s=5.0, env="test", flink_cluster_url=flink_url,
-                            spark_master_url="spark://127.0.0.1:1")
+    return DClusterSettings(
+        state_dir=state,
+        project_root=REPO,
+        provider=provider,
+        poll_interval_s=0.1,
+        terminate_grace_s=5.0,
+        env="test",
+        flink_cluster_url=flink_url,
+        spark_master_url="spark://127.0.0.1:1",
+    )
 
 
 def cluster_jobs(cluster: FlinkCluster) -> list[dict]:
@@ -78,28 +86,48 @@ def cluster_jobs(cluster: FlinkCluster) -> list[dict]:
 
 
 def test_flink_job_goes_to_the_session_cluster_with_flink_run(tmp_path: Path):
-    settings = replace(settings_for(tmp_path / "state", "standalone", "http://10.1.2.3:8094/"),
-                       flink_python="/opt/flink-venv/bin/python")
+    settings = replace(
+        settings_for(tmp_path / "state", "standalone", "http://10.1.2.3:8094/"),
+        flink_python="/opt/flink-venv/bin/python",
+    )
     provider = StandaloneProvider(settings)
     job, _ = JobStore(settings.jobs_dir).submit(
-        ServiceJobSpec(client="demo", env="dev", engine="flink", app="user_stats", args=("--date", DAY)))
+        ServiceJobSpec(client="demo", env="dev", engine="flink", app="user_stats", args=("--date", DAY))
+    )
     launch = provider.launch(job)
     assert launch.argv == [
-        "/opt/flink-venv/lib/pyflink/bin/flink", "run", "-m", "10.1.2.3:8094",
-        "-pyclientexec", "/opt/flink-venv/bin/python", "-pyexec", "/opt/flink-venv/bin/python",
-        "-py", str(REPO / "jobs" / "flink" / "run.py"), "user_stats", "--date", DAY]
+        "/opt/flink-venv/lib/pyflink/bin/flink",
+        "run",
+        "-m",
+        "10.1.2.3:8094",
+        "-pyclientexec",
+        "/opt/flink-venv/bin/python",
+        "-pyexec",
+        "/opt/flink-venv/bin/python",
+        "-py",
+        str(REPO / "jobs" / "flink" / "run.py"),
+        "user_stats",
+        "--date",
+        DAY,
+    ]
     assert (launch.launcher, launch.note) == (
-        "flink-cluster", "submitting to the Flink session cluster http://10.1.2.3:8094")
+        "flink-cluster",
+        "submitting to the Flink session cluster http://10.1.2.3:8094",
+    )
     assert launch.env["FLINK_LOG_DIR"] == str(settings.logs_dir / "flink-cli")
     assert launch.env["DCLUSTER_JOB_ID"] == job.job_id
 
 
 def test_flink_job_is_refused_while_no_cluster_answers(tmp_path: Path):
-    provider = StandaloneProvider(replace(settings_for(tmp_path / "state", "standalone"),
-                                          flink_python=sys.executable))
+    provider = StandaloneProvider(
+        replace(settings_for(tmp_path / "state", "standalone"), flink_python=sys.executable)
+    )
     spec = ServiceJobSpec(client="demo", env="dev", engine="flink", app="smoke")
-    with pytest.raises(UnsupportedJob, match=r"^the Flink session cluster http://127.0.0.1:1 does not answer "
-                                             r"\(.*\); start it with scripts/flink-cluster.sh start$"):
+    with pytest.raises(
+        UnsupportedJob,
+        match=r"^the Flink session cluster http://127.0.0.1:1 does not answer "
+        r"\(.*\); start it with scripts/flink-cluster.sh start$",
+    ):
         provider.check(spec)
     assert provider.health()["flink_cluster"]["reachable"] is False
     assert provider.cancel_flink_jobs("abc123def456") == []  # nothing to cancel where nothing answers
@@ -123,15 +151,19 @@ def _user_stats(provider: str, root: Path, flink_url: str, start_service) -> tup
     warehouse = root / "warehouse"
     write_day(warehouse)
     service = start_service(settings_for(root / "state", provider, flink_url))
-    done = run_job(service.client, JobSpec(client=CLIENT, engine="flink", app="user_stats",
-                                           args=job_args(warehouse)),
-                   poll_interval=0.2, timeout_s=JOB_TIMEOUT_S)
+    done = run_job(
+        service.client,
+        JobSpec(client=CLIENT, engine="flink", app="user_stats", args=job_args(warehouse)),
+        poll_interval=0.2,
+        timeout_s=JOB_TIMEOUT_S,
+    )
     return warehouse, done, service.client.log(done.job_id)
 
 
 @pytest.mark.flink
-def test_user_stats_on_the_cluster_writes_what_local_mode_writes(flink_cluster: FlinkCluster, start_service,
-                                                                 tmp_path: Path):
+def test_user_stats_on_the_cluster_writes_what_local_mode_writes(
+    flink_cluster: FlinkCluster, start_service, tmp_path: Path
+):
     on_cluster, done, log = _user_stats("standalone", tmp_path / "cluster", flink_cluster.url, start_service)
     assert (done.state, done.exit_code, states(done)) == ("COMPLETED", 0, ["PENDING", "RUNNING", "COMPLETED"])
     assert f"dcluster: submitting to the Flink session cluster {flink_cluster.url}" in log
@@ -149,11 +181,19 @@ def test_user_stats_on_the_cluster_writes_what_local_mode_writes(flink_cluster: 
 
 
 @pytest.mark.flink
-def test_terminated_job_is_cancelled_on_the_cluster(flink_cluster: FlinkCluster, start_service, tmp_path: Path):
+def test_terminated_job_is_cancelled_on_the_cluster(
+    flink_cluster: FlinkCluster, start_service, tmp_path: Path
+):
     service = start_service(settings_for(tmp_path / "state", "standalone", flink_cluster.url))
     assert service.client.health()["cluster"]["flink_cluster"]["taskmanagers"] == 1
-    job_id = service.client.submit(JobSpec(client="demo", engine="flink", app="smoke", args=[
-        "--out", str(tmp_path / "count.txt"), "--n", "10", "--pause-s", "300"])).job_id
+    job_id = service.client.submit(
+        JobSpec(
+            client="demo",
+            engine="flink",
+            app="smoke",
+            args=["--out", str(tmp_path / "count.txt"), "--n", "10", "--pause-s", "300"],
+        )
+    ).job_id
     name = f"smoke [dcluster:{job_id}]"
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while not any(j["name"] == name and j["state"] == "RUNNING" for j in cluster_jobs(flink_cluster)):

@@ -5,6 +5,7 @@ server. The spark tests start a real Spark Connect server with scripts/spark-con
 session-scoped `spark_connect` fixture), run the pipeline jobs from connector to result_agg_lite
 on it and on spark-submit local mode, and compare what they wrote.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,21 +55,37 @@ def _closed_url() -> str:
     return f"sc://127.0.0.1:{port}"  # nothing listens once the socket is closed
 
 
-def _provider(tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider,
-              apps: list[str] | None = None) -> LocalProvider:
+def _provider(
+    tmp_path: Path, url: str, *, enabled: bool = True, cls=LocalProvider, apps: list[str] | None = None
+) -> LocalProvider:
     session: dict = {"enabled": enabled, "url": url}
     if apps is not None:
         session["apps"] = apps
     cluster = ClusterConfig.from_mapping({"resident_session": session})
-    return cls(DClusterSettings(state_dir=tmp_path / "state", spark_submit="/opt/venv/bin/spark-submit",
-                                python="/opt/venv/bin/python", cluster=cluster))
+    return cls(
+        DClusterSettings(
+            state_dir=tmp_path / "state",
+            spark_submit="/opt/venv/bin/spark-submit",
+            python="/opt/venv/bin/python",
+            cluster=cluster,
+        )
+    )
 
 
-def _job(tmp_path: Path, *, app: str = "organizer", task_class: str = "critical", capacity: str = "on_demand",
-         engine: str = "spark"):
+def _job(
+    tmp_path: Path,
+    *,
+    app: str = "organizer",
+    task_class: str = "critical",
+    capacity: str = "on_demand",
+    engine: str = "spark",
+):
     store = JobStore(tmp_path / "jobs")
-    job, _ = store.submit(ServiceJobSpec(client="demo", env="prod", engine=engine, app=app, args=("--x", "1")),
-                          task_class=task_class, capacity_type=capacity)
+    job, _ = store.submit(
+        ServiceJobSpec(client="demo", env="prod", engine=engine, app=app, args=("--x", "1")),
+        task_class=task_class,
+        capacity_type=capacity,
+    )
     return job
 
 
@@ -84,20 +101,30 @@ def test_eligible_job_runs_as_a_connect_client(tmp_path: Path, listening: str, m
     assert launch.note == f"running on the resident Spark session {listening}"
 
 
-@pytest.mark.parametrize("task_class, capacity, app, apps", [
-    ("batch", "spot", "organizer", None),          # class not in resident_session.classes
-    ("normal", "spot", "organizer", None),         # a normal job placed on spot
-    ("batch", "on_demand", "connector", None),     # an allowed app, but its class is not allowed
-    ("normal", "spot", "connector", None),
-    ("critical", "on_demand", "connector", ["organizer"]),  # an app the configured allowlist leaves out
-    ("normal", "on_demand", "connector", ["organizer"]),
-])
-def test_ineligible_job_goes_through_spark_submit(tmp_path: Path, listening: str, monkeypatch,
-                                                  task_class: str, capacity: str, app: str,
-                                                  apps: list[str] | None):
+@pytest.mark.parametrize(
+    "task_class, capacity, app, apps",
+    [
+        ("batch", "spot", "organizer", None),  # class not in resident_session.classes
+        ("normal", "spot", "organizer", None),  # a normal job placed on spot
+        ("batch", "on_demand", "connector", None),  # an allowed app, but its class is not allowed
+        ("normal", "spot", "connector", None),
+        ("critical", "on_demand", "connector", ["organizer"]),  # an app the configured allowlist leaves out
+        ("normal", "on_demand", "connector", ["organizer"]),
+    ],
+)
+def test_ineligible_job_goes_through_spark_submit(
+    tmp_path: Path,
+    listening: str,
+    monkeypatch,
+    task_class: str,
+    capacity: str,
+    app: str,
+    apps: list[str] | None,
+):
     monkeypatch.setenv(SPARK_REMOTE_ENV, listening)
-    launch = _provider(tmp_path, listening, apps=apps).launch(_job(tmp_path, app=app, task_class=task_class,
-                                                                   capacity=capacity))
+    launch = _provider(tmp_path, listening, apps=apps).launch(
+        _job(tmp_path, app=app, task_class=task_class, capacity=capacity)
+    )
     assert launch.launcher == SPARK_SUBMIT
     assert launch.argv[:3] == ["/opt/venv/bin/spark-submit", "--master", "local[2]"]
     assert SPARK_REMOTE_ENV not in launch.env
@@ -110,7 +137,9 @@ def test_flink_job_of_an_eligible_name_stays_on_flink(tmp_path: Path, listening:
     assert launch.argv[1] == str(REPO / "jobs" / "flink" / "run.py") and SPARK_REMOTE_ENV not in launch.env
 
 
-@pytest.mark.parametrize("app", ["connector", "virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"])
+@pytest.mark.parametrize(
+    "app", ["connector", "virtual_nodes", "rawlogconverter", "user_stats", "result_agg_lite"]
+)
 def test_normal_on_demand_job_is_eligible(tmp_path: Path, listening: str, app: str):
     launch = _provider(tmp_path, listening).launch(_job(tmp_path, task_class="normal", app=app))
     assert launch.launcher == RESIDENT_SESSION
@@ -145,8 +174,13 @@ def test_server_down_falls_back_to_spark_submit_with_a_note(tmp_path: Path):
 
 def test_health_reports_a_reachable_session(tmp_path: Path, listening: str):
     health = _provider(tmp_path, listening).health()["resident_session"]
-    assert health == {"url": listening, "reachable": True, "error": None, "classes": ["critical", "normal"],
-                      "apps": list(CONNECT_APPS)}
+    assert health == {
+        "url": listening,
+        "reachable": True,
+        "error": None,
+        "classes": ["critical", "normal"],
+        "apps": list(CONNECT_APPS),
+    }
 
 
 def test_config_is_checked():
@@ -163,19 +197,45 @@ def test_config_is_checked():
 
 
 def _spark_submit(app: str, warehouse: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "SPARK_MASTER_SET": "1"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_MASTER_SET": "1",
+    }
     env.pop(SPARK_REMOTE_ENV, None)
-    argv = [str(BIN / "spark-submit"), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
-            str(REPO / "jobs" / "run.py"), app, "--client", "demo", "--date", DAY, "--warehouse", str(warehouse)]
+    argv = [
+        str(BIN / "spark-submit"),
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(REPO / "jobs" / "run.py"),
+        app,
+        "--client",
+        "demo",
+        "--date",
+        DAY,
+        "--warehouse",
+        str(warehouse),
+    ]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _on_connect(url: str, app: str, warehouse: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, SPARK_REMOTE_ENV: url, "PYTHONPATH": str(REPO)}
     # A relative warehouse from another folder: the server must still write where the job means.
-    argv = [sys.executable, str(REPO / "jobs" / "run.py"), app, "--client", "demo", "--date", DAY,
-            "--warehouse", os.path.relpath(warehouse, cwd)]
+    argv = [
+        sys.executable,
+        str(REPO / "jobs" / "run.py"),
+        app,
+        "--client",
+        "demo",
+        "--date",
+        DAY,
+        "--warehouse",
+        os.path.relpath(warehouse, cwd),
+    ]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -223,8 +283,9 @@ def raw_day(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("resident-day")
     demo = get_client("demo")
-    report = generate_client_day(demo, dt.date.fromisoformat(DAY), base / "bucket", events=2000, seed=11,
-                                 truth_dir=base / "truth")
+    report = generate_client_day(
+        demo, dt.date.fromisoformat(DAY), base / "bucket", events=2000, seed=11, truth_dir=base / "truth"
+    )
     warehouse = base / "warehouse"
     shutil.copytree(report.root, warehouse / "demo" / DAY / "raw")
     return warehouse
@@ -237,8 +298,15 @@ def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, raw_day
     shutil.copytree(raw_day, remote)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    for app in ("connector", "organizer", "virtual_nodes", "rawlogconverter", "user_stats", "campaign",
-                "result_agg_lite"):
+    for app in (
+        "connector",
+        "organizer",
+        "virtual_nodes",
+        "rawlogconverter",
+        "user_stats",
+        "campaign",
+        "result_agg_lite",
+    ):
         a = _spark_submit(app, local)
         assert a.returncode == 0, a.stderr[-3000:]
         b = _on_connect(spark_connect, app, remote, elsewhere)
@@ -294,9 +362,17 @@ spark.range(10**13, numPartitions=2).selectExpr("sum(id * 7 % 13)").collect()
     finally:
         job.kill()
     began = time.monotonic()
-    nxt = subprocess.run([sys.executable, "-c", "from jobs.common import spark_session\n"
-                          "print(spark_session('next').range(10).count())"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    nxt = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from jobs.common import spark_session\nprint(spark_session('next').range(10).count())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert nxt.returncode == 0 and nxt.stdout.strip().endswith("10"), nxt.stderr[-2000:]
     assert time.monotonic() - began < 60
 
@@ -304,16 +380,21 @@ spark.range(10**13, numPartitions=2).selectExpr("sum(id * 7 % 13)").collect()
 @pytest.mark.spark
 def test_dcluster_runs_critical_jobs_on_the_resident_session(spark_connect: str, tmp_path: Path):
     cluster = ClusterConfig.from_mapping({"resident_session": {"enabled": True, "url": spark_connect}})
-    settings = DClusterSettings(state_dir=tmp_path / "state", poll_interval_s=0.1, env="prod", cluster=cluster)
+    settings = DClusterSettings(
+        state_dir=tmp_path / "state", poll_interval_s=0.1, env="prod", cluster=cluster
+    )
     assert Path(settings.spark_submit).name == "spark-submit"
     service = Service(settings).start()
     try:
         health = service.client.health()
         assert health["cluster"]["resident_session"]["reachable"] is True
         out = tmp_path / "count.txt"
-        done = run_job(service.client, JobSpec(client="demo", app="smoke", priority="critical",
-                                               args=["--out", str(out), "--n", "1234"]),
-                       poll_interval=0.2, timeout_s=300)
+        done = run_job(
+            service.client,
+            JobSpec(client="demo", app="smoke", priority="critical", args=["--out", str(out), "--n", "1234"]),
+            poll_interval=0.2,
+            timeout_s=300,
+        )
         assert (done.state, done.capacity_type) == ("COMPLETED", "on_demand")
         assert done.raw["runs"][-1]["launcher"] == RESIDENT_SESSION
         assert out.read_text() == "1234\n"
@@ -330,13 +411,19 @@ def test_dcluster_runs_critical_jobs_on_the_resident_session(spark_connect: str,
 def test_dcluster_falls_back_to_spark_submit_when_the_server_is_down(tmp_path: Path):
     url = _closed_url()
     cluster = ClusterConfig.from_mapping({"resident_session": {"enabled": True, "url": url}})
-    settings = DClusterSettings(state_dir=tmp_path / "state", poll_interval_s=0.1, env="prod", cluster=cluster)
+    settings = DClusterSettings(
+        state_dir=tmp_path / "state", poll_interval_s=0.1, env="prod", cluster=cluster
+    )
     service = Service(settings).start()
     try:
         assert service.client.health()["cluster"]["resident_session"]["reachable"] is False
         out = tmp_path / "count.txt"
-        done = run_job(service.client, JobSpec(client="demo", app="smoke", priority="critical",
-                                               args=["--out", str(out)]), poll_interval=0.2, timeout_s=300)
+        done = run_job(
+            service.client,
+            JobSpec(client="demo", app="smoke", priority="critical", args=["--out", str(out)]),
+            poll_interval=0.2,
+            timeout_s=300,
+        )
         assert done.state == "COMPLETED" and done.raw["runs"][-1]["launcher"] == SPARK_SUBMIT
         assert out.read_text() == "1000\n"
         log = service.client.log(done.job_id)

@@ -1,4 +1,5 @@
 """The service tier: real HTTP servers, moto and luigid on loopback; no Spark, Flink or Cassandra."""
+
 from __future__ import annotations
 
 from pathlib import Path

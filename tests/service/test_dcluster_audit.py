@@ -1,4 +1,5 @@
 """The audit log keeps SPEC §8's retention: old entries go when the log opens and once a day after."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,9 +28,14 @@ def _write(path: Path, *lines: str) -> None:
 
 def test_entries_older_than_the_retention_go_when_the_log_opens(tmp_path: Path):
     path = tmp_path / "audit.jsonl"
-    _write(path, _entry(NOW - dt.timedelta(days=400), "job_submit"), "{cut by a crash\n",
-           _entry(NOW - dt.timedelta(days=366), "job_terminate"), _entry(NOW - dt.timedelta(days=364), "job_submit"),
-           _entry(NOW - dt.timedelta(hours=1), "spot_cancel"))
+    _write(
+        path,
+        _entry(NOW - dt.timedelta(days=400), "job_submit"),
+        "{cut by a crash\n",
+        _entry(NOW - dt.timedelta(days=366), "job_terminate"),
+        _entry(NOW - dt.timedelta(days=364), "job_submit"),
+        _entry(NOW - dt.timedelta(hours=1), "spot_cancel"),
+    )
     log = AuditLog(path, retention_days=365, clock=NOW.timestamp)
     assert [e["action"] for e in log.read()] == ["spot_cancel", "job_submit"]  # newest first
     assert "{cut by a crash\n" in path.read_text()  # unreadable lines stay for a person to look at
@@ -72,17 +78,24 @@ def test_config_change_names_each_changed_key_and_is_quiet_when_nothing_changed(
     assert entry is not None
     assert (entry["action"], entry["actor"], entry["target"]) == ("config_change", "ops-bob", "config/x.yaml")
     assert entry["detail"] == {
-        "source": "config/x.yaml", "first_start": True, "changed": {}, "removed": [],
-        "added": {"service.max_concurrent_jobs": 2, "spot.enabled": True, "spot.max_price": 0.5, "tags": []}}
+        "source": "config/x.yaml",
+        "first_start": True,
+        "changed": {},
+        "removed": [],
+        "added": {"service.max_concurrent_jobs": 2, "spot.enabled": True, "spot.max_price": 0.5, "tags": []},
+    }
 
     assert audit_module.record_config_change(log, applied, first, source="config/x.yaml") is None
 
     second = {"service": {"max_concurrent_jobs": 3}, "spot": {"max_price": 0.5}, "tags": ("a",), "new": None}
     entry = audit_module.record_config_change(log, applied, second, source="config/x.yaml")
     assert entry["detail"] == {
-        "source": "config/x.yaml", "first_start": False,
+        "source": "config/x.yaml",
+        "first_start": False,
         "changed": {"service.max_concurrent_jobs": {"from": 2, "to": 3}, "tags": {"from": [], "to": ["a"]}},
-        "added": {"new": None}, "removed": ["spot.enabled"]}
+        "added": {"new": None},
+        "removed": ["spot.enabled"],
+    }
     assert entry["actor"] == audit_module.operator() and "@" in entry["actor"]
     assert [e["action"] for e in log.read(action="config_change")] == ["config_change", "config_change"]
 

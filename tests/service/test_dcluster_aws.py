@@ -1,4 +1,5 @@
 """The EC2 client (dcluster.ec2) against a real moto server over HTTP, and the notice watcher against a fake IMDS."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ from dcluster.ec2 import (
 from tests.support.aws import Ec2Wrapper, FakeImds, client_error
 
 REGION = "us-east-1"
-SPOT_MARKET = {"MarketType": "spot", "SpotOptions": {
-    "MaxPrice": "0.5", "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+SPOT_MARKET = {
+    "MarketType": "spot",
+    "SpotOptions": {
+        "MaxPrice": "0.5",
+        "SpotInstanceType": "one-time",
+        "InstanceInterruptionBehavior": "terminate",
+    },
+}
 
 
 def _ec2(endpoint: str) -> Any:
@@ -31,8 +38,12 @@ def _ec2(endpoint: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
-                        config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    return boto3.client(
+        "ec2",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +78,10 @@ def _ns(job: dict[str, str]) -> str:
 def _run_instances_params(ec2: Any) -> list[dict[str, Any]]:
     """Every RunInstances parameter set the client sends from now on (recorded before sending)."""
     sent: list[dict[str, Any]] = []
-    ec2.meta.events.register("provide-client-params.ec2.RunInstances",
-                             lambda params, **_: sent.append(json.loads(json.dumps(params, default=str))))
+    ec2.meta.events.register(
+        "provide-client-params.ec2.RunInstances",
+        lambda params, **_: sent.append(json.loads(json.dumps(params, default=str))),
+    )
     return sent
 
 
@@ -80,7 +93,9 @@ def _described(ec2: Any, instance_ids: list[str]) -> dict[str, dict[str, Any]]:
 class _Refusing(Ec2Wrapper):
     """EC2 that answers `code` for launches of the listed (instance type, subnet) pairs; records every try."""
 
-    def __init__(self, real: Any, refused: set[tuple[str, str]], code: str = "InsufficientInstanceCapacity") -> None:
+    def __init__(
+        self, real: Any, refused: set[tuple[str, str]], code: str = "InsufficientInstanceCapacity"
+    ) -> None:
         super().__init__(real)
         self.refused, self.code = refused, code
         self.tries: list[tuple[str, str, bool]] = []
@@ -105,7 +120,7 @@ class _TwoPerPage(Ec2Wrapper):
         self.tokens.append(token)
         entries = self.real.describe_spot_price_history(**kwargs)["SpotPriceHistory"]
         start = int(token or 0)
-        page: dict[str, Any] = {"SpotPriceHistory": entries[start:start + 2]}
+        page: dict[str, Any] = {"SpotPriceHistory": entries[start : start + 2]}
         if start + 2 < len(entries):
             page["NextToken"] = str(start + 2)
         return page
@@ -132,9 +147,16 @@ def test_on_demand_launch_runs_tagged_instances(moto_endpoint, settings, job):
     for inst in found:
         assert inst["capacity_type"] == ON_DEMAND
         assert inst["instance_type"] == "r5.2xlarge"
-        assert inst["tags"] == {"Name": ns, "cost_centre": "fraud", "namespace": ns, "client": "syncbank",
-                                "job_id": job["job_id"], "env": "test", "capacity_type": "on_demand",
-                                "managed_by": "dcluster"}
+        assert inst["tags"] == {
+            "Name": ns,
+            "cost_centre": "fraud",
+            "namespace": ns,
+            "client": "syncbank",
+            "job_id": job["job_id"],
+            "env": "test",
+            "capacity_type": "on_demand",
+            "managed_by": "dcluster",
+        }
     for raw in _described(ec2, instance_ids).values():
         assert "InstanceLifecycle" not in raw
         assert raw["SubnetId"] == settings.subnet_id
@@ -152,7 +174,9 @@ def test_spot_launch_runs_instances_with_spot_market_options(moto_endpoint, sett
     assert sent[0]["InstanceMarketOptions"] == SPOT_MARKET
     (raw,) = _described(ec2, instance_ids).values()
     assert raw["InstanceLifecycle"] == "spot"
-    assert [(i["capacity_type"], i["tags"]["capacity_type"]) for i in cap.instances(_ns(job))] == [(SPOT, SPOT)]
+    assert [(i["capacity_type"], i["tags"]["capacity_type"]) for i in cap.instances(_ns(job))] == [
+        (SPOT, SPOT)
+    ]
 
 
 def test_max_price_is_sent_as_plain_decimal(moto_endpoint, settings, job):
@@ -212,15 +236,25 @@ def test_launch_tries_every_subnet_then_the_next_type(moto_endpoint, settings, j
     from dataclasses import replace
 
     first = settings.subnet_id
-    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
-    assert diverse.launch_options() == [("r5.2xlarge", first), ("r5.2xlarge", second_subnet),
-                                        ("r5a.2xlarge", first), ("r5a.2xlarge", second_subnet)]
+    diverse = replace(
+        settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",)
+    )
+    assert diverse.launch_options() == [
+        ("r5.2xlarge", first),
+        ("r5.2xlarge", second_subnet),
+        ("r5a.2xlarge", first),
+        ("r5a.2xlarge", second_subnet),
+    ]
     ec2 = _Refusing(_ec2(moto_endpoint), {("r5.2xlarge", first), ("r5.2xlarge", second_subnet)})
     cap = Ec2Client(diverse, ec2_client=ec2)
     instance_ids = cap.request_spot(1, **job)
 
     # Spot stays spot: the third option, another type in the first zone, had capacity.
-    assert ec2.tries == [("r5.2xlarge", first, True), ("r5.2xlarge", second_subnet, True), ("r5a.2xlarge", first, True)]
+    assert ec2.tries == [
+        ("r5.2xlarge", first, True),
+        ("r5.2xlarge", second_subnet, True),
+        ("r5a.2xlarge", first, True),
+    ]
     described = _described(ec2.real, instance_ids)[instance_ids[0]]
     assert (described["InstanceType"], described["SubnetId"]) == ("r5a.2xlarge", first)
 
@@ -229,28 +263,38 @@ def test_no_capacity_for_any_option_names_every_refusal(moto_endpoint, settings,
     from dataclasses import replace
 
     first = settings.subnet_id
-    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
+    diverse = replace(
+        settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",)
+    )
     every = set(diverse.launch_options())
     cap = Ec2Client(diverse, ec2_client=_Refusing(_ec2(moto_endpoint), every))
     with pytest.raises(AwsCapacityError) as err:
         cap.run_on_demand(1, **job)
 
     assert (err.value.code, err.value.capacity, err.value.operation) == (
-        "InsufficientInstanceCapacity", True, "run_instances")
+        "InsufficientInstanceCapacity",
+        True,
+        "run_instances",
+    )
     assert str(err.value) == (
         f"run_instances found no capacity on EC2 in {REGION} at {settings.endpoint_url} for any of the 4 launch "
         f"options (r5.2xlarge in {first}: InsufficientInstanceCapacity; r5.2xlarge in {second_subnet}: "
         f"InsufficientInstanceCapacity; r5a.2xlarge in {first}: InsufficientInstanceCapacity; r5a.2xlarge in "
         f"{second_subnet}: InsufficientInstanceCapacity); add instance types or subnets (alternative_instance_types, "
-        "alternative_subnet_ids) or wait for capacity")
+        "alternative_subnet_ids) or wait for capacity"
+    )
     assert cap.instances(_ns(job)) == []
 
 
 def test_a_settings_error_is_not_retried_on_other_options(moto_endpoint, settings, job, second_subnet):
     from dataclasses import replace
 
-    diverse = replace(settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",))
-    ec2 = _Refusing(_ec2(moto_endpoint), {(settings.instance_type, settings.subnet_id)}, code="InvalidAMIID.Malformed")
+    diverse = replace(
+        settings, alternative_subnet_ids=(second_subnet,), alternative_instance_types=("r5a.2xlarge",)
+    )
+    ec2 = _Refusing(
+        _ec2(moto_endpoint), {(settings.instance_type, settings.subnet_id)}, code="InvalidAMIID.Malformed"
+    )
     with pytest.raises(AwsCapacityError) as err:
         Ec2Client(diverse, ec2_client=ec2).run_on_demand(1, **job)
     assert (err.value.code, err.value.capacity, len(ec2.tries)) == ("InvalidAMIID.Malformed", False, 1)
@@ -306,8 +350,12 @@ def test_watcher_sees_no_notice_then_the_instance_action():
         assert watcher.poll() == NOTICE  # the notice stays until the reclaim
 
     action = "/latest/meta-data/spot/instance-action"
-    assert imds.log == [("PUT", "/latest/api/token", "21600"), ("GET", action, "token-1"),
-                        ("GET", action, "token-1"), ("GET", action, "token-1")]
+    assert imds.log == [
+        ("PUT", "/latest/api/token", "21600"),
+        ("GET", action, "token-1"),
+        ("GET", action, "token-1"),
+        ("GET", action, "token-1"),
+    ]
 
 
 def test_watcher_renews_a_rejected_token_once():
@@ -320,9 +368,13 @@ def test_watcher_renews_a_rejected_token_once():
         assert watcher.poll() == NOTICE
 
     action = "/latest/meta-data/spot/instance-action"
-    assert imds.log == [("PUT", "/latest/api/token", "300"), ("GET", action, "token-1"),
-                        ("GET", action, "token-1"), ("PUT", "/latest/api/token", "300"),
-                        ("GET", action, "token-2")]
+    assert imds.log == [
+        ("PUT", "/latest/api/token", "300"),
+        ("GET", action, "token-1"),
+        ("GET", action, "token-1"),
+        ("PUT", "/latest/api/token", "300"),
+        ("GET", action, "token-2"),
+    ]
 
 
 def test_watcher_renews_the_token_before_its_ttl_runs_out():
@@ -335,8 +387,13 @@ def test_watcher_renews_the_token_before_its_ttl_runs_out():
         now[0] = 60.0
         watcher.poll()
 
-    assert [(m, t) for m, _, t in imds.log] == [("PUT", "120"), ("GET", "token-1"), ("GET", "token-1"),
-                                                ("PUT", "120"), ("GET", "token-2")]
+    assert [(m, t) for m, _, t in imds.log] == [
+        ("PUT", "120"),
+        ("GET", "token-1"),
+        ("GET", "token-1"),
+        ("PUT", "120"),
+        ("GET", "token-2"),
+    ]
 
 
 def test_watcher_rejects_a_malformed_notice():
@@ -350,32 +407,44 @@ def test_watcher_without_a_metadata_service_says_what_to_check():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    with pytest.raises(MetadataError, match=r"cannot reach instance metadata at http://127\.0\.0\.1:\d+: .*hop limit"):
+    with pytest.raises(
+        MetadataError, match=r"cannot reach instance metadata at http://127\.0\.0\.1:\d+: .*hop limit"
+    ):
         InterruptionWatcher(url, timeout_s=1.0).poll()
 
 
 # --------------------------------------------------------------------------- release
 
 
-def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instances(moto_endpoint, settings, job):
+def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instances(
+    moto_endpoint, settings, job
+):
     ec2 = _ec2(moto_endpoint)
     cap = Ec2Client(settings, ec2_client=ec2)
     other = {**job, "job_id": uuid.uuid4().hex[:12]}
     # A spot request left in the namespace (e.g. by an older service), opened directly on EC2.
     tags = cap.launch_tags(capacity_type=SPOT, **job)
     resp = ec2.request_spot_instances(
-        SpotPrice="0.5", InstanceCount=1, Type="one-time",
+        SpotPrice="0.5",
+        InstanceCount=1,
+        Type="one-time",
         LaunchSpecification={"ImageId": settings.ami_id, "InstanceType": settings.instance_type},
-        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}])
+        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}],
+    )
     request_ids = [r["SpotInstanceRequestId"] for r in resp["SpotInstanceRequests"]]
     on_demand = cap.run_on_demand(1, **job)
     kept = cap.run_on_demand(1, **other)
-    (requested,) = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=request_ids)["SpotInstanceRequests"]
+    (requested,) = ec2.describe_spot_instance_requests(SpotInstanceRequestIds=request_ids)[
+        "SpotInstanceRequests"
+    ]
     assert cap.spot_requests(_ns(job)) == [
-        {"request_id": request_ids[0], "state": "active", "instance_id": requested["InstanceId"]}]
+        {"request_id": request_ids[0], "state": "active", "instance_id": requested["InstanceId"]}
+    ]
     cancelled: list[list[str]] = []
-    ec2.meta.events.register("provide-client-params.ec2.CancelSpotInstanceRequests",
-                             lambda params, **_: cancelled.append(params["SpotInstanceRequestIds"]))
+    ec2.meta.events.register(
+        "provide-client-params.ec2.CancelSpotInstanceRequests",
+        lambda params, **_: cancelled.append(params["SpotInstanceRequestIds"]),
+    )
 
     released = cap.release(_ns(job))
 
@@ -383,7 +452,9 @@ def test_release_cancels_the_namespaces_spot_requests_and_terminates_its_instanc
     assert cancelled == [request_ids]
     assert cap.spot_requests(_ns(job)) == []
     assert cap.instances(_ns(job)) == []
-    assert [i["instance_id"] for i in cap.instances(_ns(other))] == kept  # another job's namespace is left alone
+    assert [
+        i["instance_id"] for i in cap.instances(_ns(other))
+    ] == kept  # another job's namespace is left alone
     assert cap.release(_ns(job)) == []
 
 
@@ -397,4 +468,6 @@ def test_user_data_goes_with_the_launch(moto_endpoint, settings, job):
 
     assert sent[0]["UserData"] == "#!/bin/sh\necho worker\n"
     attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
-    assert attr["UserData"]["Value"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="  # base64 of the script, as EC2 keeps it
+    assert (
+        attr["UserData"]["Value"] == "IyEvYmluL3NoCmVjaG8gd29ya2VyCg=="
+    )  # base64 of the script, as EC2 keeps it

@@ -3,6 +3,7 @@
 Jobs run in the python launcher mode from a temporary project (no Spark); the policy's timings
 are scaled down as in the fault tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ from tests.support.dcluster_faults import FAST_CONFIG, FAULT_JOBS
 REGION = "us-east-1"
 MOTO_SPOT_PRICE = 0.00001  # what moto quotes for every spot price in its history
 
-EC2_JOB = '''
+EC2_JOB = """
     import os
     import time
 
@@ -39,7 +40,7 @@ EC2_JOB = '''
         while argv and not os.path.exists(argv[0]) and time.monotonic() < deadline:
             time.sleep(0.05)
         return 0
-'''
+"""
 
 
 @pytest.fixture()
@@ -59,12 +60,15 @@ def aws_section(moto_endpoint) -> dict[str, Any]:
     """An `aws:` config section for the moto server: an AMI, a subnet and a security group that exist there."""
     ec2 = _ec2(moto_endpoint)
     return {
-        "region": REGION, "endpoint_url": moto_endpoint,
+        "region": REGION,
+        "endpoint_url": moto_endpoint,
         "ami_id": ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
         "subnet_id": ec2.describe_subnets()["Subnets"][0]["SubnetId"],
         "security_group_ids": [ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]],
-        "tags": {"cost_centre": "fraud"}, "user_data": "#!/bin/sh\necho join the spark cluster\n",
-        "price_cache_s": 0, "notice_poll_interval_s": 0,
+        "tags": {"cost_centre": "fraud"},
+        "user_data": "#!/bin/sh\necho join the spark cluster\n",
+        "price_cache_s": 0,
+        "notice_poll_interval_s": 0,
     }
 
 
@@ -74,14 +78,22 @@ def settings(tmp_path: Path, project: Path, aws_section: dict[str, Any]) -> DClu
     return _settings(tmp_path, project, aws_section)
 
 
-def _settings(tmp_path: Path, project: Path, aws: dict[str, Any], **cluster: dict[str, Any]) -> DClusterSettings:
+def _settings(
+    tmp_path: Path, project: Path, aws: dict[str, Any], **cluster: dict[str, Any]
+) -> DClusterSettings:
     doc = json.loads(json.dumps(FAST_CONFIG))
     for key, value in cluster.items():
         doc.setdefault(key, {}).update(value)
     return DClusterSettings(
-        state_dir=tmp_path / "state", project_root=project, spark_submit=sys.executable, provider="aws",
-        poll_interval_s=0.05, terminate_grace_s=3.0, env="test",
-        cluster=ClusterConfig.from_mapping({**doc, "aws": aws}))
+        state_dir=tmp_path / "state",
+        project_root=project,
+        spark_submit=sys.executable,
+        provider="aws",
+        poll_interval_s=0.05,
+        terminate_grace_s=3.0,
+        env="test",
+        cluster=ClusterConfig.from_mapping({**doc, "aws": aws}),
+    )
 
 
 def _provider(service: Service) -> AwsProvider:
@@ -121,24 +133,42 @@ def test_the_registry_builds_the_aws_provider_on_an_ec2_market(settings: DCluste
     assert provider.ec2.settings.on_demand_instance_type == settings.cluster.on_demand.instance_type
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ({"region": REGION}, "provider aws needs aws.ami_id (the image every instance boots) in the `aws:` section "
-                         "of the DCluster config (DCLUSTER_CONFIG)"),
-    ({"ami_id": "ami-1", "max_spot_price": 0.2}, "aws.max_spot_price is not set under aws: it comes from spot.max_price"),
-    ({"ami_id": "ami-1", "subnet": "x"}, "unknown config key aws.subnet; known: alternative_instance_types, "
-                                         "alternative_subnet_ids, ami_id, capacity_retry_s, endpoint_url, "
-                                         "instances_per_job, key_name, metadata_url, notice_poll_interval_s, "
-                                         "price_cache_s, product_description, region, security_group_ids, subnet_id, "
-                                         "tags, user_data"),
-    ({"ami_id": "ami-1", "security_group_ids": "sg-1"}, "aws.security_group_ids must be a list of ids"),
-    ({"ami_id": "ami-1", "alternative_instance_types": "r5a.2xlarge"},
-     "aws.alternative_instance_types must be a list of instance types"),
-    ({"ami_id": "ami-1", "alternative_subnet_ids": ["subnet-2"]},
-     "AWS capacity settings: alternative_subnet_ids need subnet_id (the subnet tried first) "
-     "(from aws: and spot: of the DCluster config)"),
-    ({"ami_id": "ami-1", "metadata_url": "169.254.169.254"},
-     "AWS capacity settings: metadata_url must be an http(s) url (from aws: and spot: of the DCluster config)"),
-])
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"region": REGION},
+            "provider aws needs aws.ami_id (the image every instance boots) in the `aws:` section "
+            "of the DCluster config (DCLUSTER_CONFIG)",
+        ),
+        (
+            {"ami_id": "ami-1", "max_spot_price": 0.2},
+            "aws.max_spot_price is not set under aws: it comes from spot.max_price",
+        ),
+        (
+            {"ami_id": "ami-1", "subnet": "x"},
+            "unknown config key aws.subnet; known: alternative_instance_types, "
+            "alternative_subnet_ids, ami_id, capacity_retry_s, endpoint_url, "
+            "instances_per_job, key_name, metadata_url, notice_poll_interval_s, "
+            "price_cache_s, product_description, region, security_group_ids, subnet_id, "
+            "tags, user_data",
+        ),
+        ({"ami_id": "ami-1", "security_group_ids": "sg-1"}, "aws.security_group_ids must be a list of ids"),
+        (
+            {"ami_id": "ami-1", "alternative_instance_types": "r5a.2xlarge"},
+            "aws.alternative_instance_types must be a list of instance types",
+        ),
+        (
+            {"ami_id": "ami-1", "alternative_subnet_ids": ["subnet-2"]},
+            "AWS capacity settings: alternative_subnet_ids need subnet_id (the subnet tried first) "
+            "(from aws: and spot: of the DCluster config)",
+        ),
+        (
+            {"ami_id": "ami-1", "metadata_url": "169.254.169.254"},
+            "AWS capacity settings: metadata_url must be an http(s) url (from aws: and spot: of the DCluster config)",
+        ),
+    ],
+)
 def test_bad_aws_sections_name_the_key(section: dict[str, Any], message: str):
     with pytest.raises(ConfigError) as err:
         provider_settings(section, ClusterConfig())
@@ -156,8 +186,10 @@ def test_the_server_stops_at_start_with_one_line_when_the_ami_is_missing(tmp_pat
 
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err == ("dcluster-server: provider aws needs aws.ami_id (the image every instance boots) in the "
-                   "`aws:` section of the DCluster config (DCLUSTER_CONFIG)\n")
+    assert err == (
+        "dcluster-server: provider aws needs aws.ami_id (the image every instance boots) in the "
+        "`aws:` section of the DCluster config (DCLUSTER_CONFIG)\n"
+    )
 
 
 def test_the_shipped_example_aws_section_is_accepted():
@@ -174,17 +206,35 @@ def test_spark_submit_tells_the_executors_on_the_instances_which_python_and_code
 
     from dcluster.models import new_job, validate_spec
 
-    spark = replace(settings, spark_submit="/opt/spark/bin/spark-submit", spark_master="spark://master.internal:7077",
-                    python="/opt/venv/bin/python")
-    spec = validate_spec({"client": "syncbank", "app": "ok", "args": ["--day", "2025-11-21"]},
-                         project_root=settings.project_root, default_env="test")
+    spark = replace(
+        settings,
+        spark_submit="/opt/spark/bin/spark-submit",
+        spark_master="spark://master.internal:7077",
+        python="/opt/venv/bin/python",
+    )
+    spec = validate_spec(
+        {"client": "syncbank", "app": "ok", "args": ["--day", "2025-11-21"]},
+        project_root=settings.project_root,
+        default_env="test",
+    )
     argv = make_provider(spark).command(new_job(spec))
 
     root = settings.project_root.resolve()
-    assert argv == ["/opt/spark/bin/spark-submit", "--conf", "spark.pyspark.python=/opt/venv/bin/python",
-                    "--conf", f"spark.executorEnv.PYTHONPATH={root}", "--master", "spark://master.internal:7077",
-                    "--conf", "spark.ui.enabled=false", str(settings.project_root / "jobs" / "run.py"), "ok",
-                    "--day", "2025-11-21"]
+    assert argv == [
+        "/opt/spark/bin/spark-submit",
+        "--conf",
+        "spark.pyspark.python=/opt/venv/bin/python",
+        "--conf",
+        f"spark.executorEnv.PYTHONPATH={root}",
+        "--master",
+        "spark://master.internal:7077",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(settings.project_root / "jobs" / "run.py"),
+        "ok",
+        "--day",
+        "2025-11-21",
+    ]
 
 
 # --------------------------------------------------------------------------- the market
@@ -219,7 +269,8 @@ def test_the_ec2_market_quotes_the_price_history_and_caches_it(moto_endpoint, aw
 
 
 def test_a_job_runs_on_a_spot_instance_tagged_with_its_namespace_which_is_terminated_after(
-        settings: DClusterSettings, start_service, moto_endpoint, tmp_path: Path):
+    settings: DClusterSettings, start_service, moto_endpoint, tmp_path: Path
+):
     client = start_service(settings).client
     gate = tmp_path / "gate"
     running = _gate_job(client, gate, priority="batch")
@@ -228,10 +279,19 @@ def test_a_job_runs_on_a_spot_instance_tagged_with_its_namespace_which_is_termin
     (inst,) = _instances(moto_endpoint, running.namespace, alive_only=True)
     assert inst["capacity_type"] == "spot"
     assert inst["state"] in ("pending", "running")
-    assert {k: inst["tags"][k] for k in ("namespace", "job_id", "client", "env", "capacity_type", "cost_centre")} == {
-        "namespace": f"s-test-syncbank-{running.job_id}", "job_id": running.job_id, "client": "syncbank",
-        "env": "test", "capacity_type": "spot", "cost_centre": "fraud"}
-    user_data = _ec2(moto_endpoint).describe_instance_attribute(InstanceId=inst["instance_id"], Attribute="userData")
+    assert {
+        k: inst["tags"][k] for k in ("namespace", "job_id", "client", "env", "capacity_type", "cost_centre")
+    } == {
+        "namespace": f"s-test-syncbank-{running.job_id}",
+        "job_id": running.job_id,
+        "client": "syncbank",
+        "env": "test",
+        "capacity_type": "spot",
+        "cost_centre": "fraud",
+    }
+    user_data = _ec2(moto_endpoint).describe_instance_attribute(
+        InstanceId=inst["instance_id"], Attribute="userData"
+    )
     assert user_data["UserData"]["Value"]  # the boot script went with the launch
     assert running.raw["runs"][0]["ec2_instance_ids"] == [inst["instance_id"]]
 
@@ -245,11 +305,13 @@ def test_a_job_runs_on_a_spot_instance_tagged_with_its_namespace_which_is_termin
     assert gone["state"] in ("shutting-down", "terminated")
     ledger = client.costs()
     assert [(r["job_id"], r["capacity_type"], r["price_per_hour"]) for r in ledger["ledger"]] == [
-        (done.job_id, "spot", MOTO_SPOT_PRICE)]
+        (done.job_id, "spot", MOTO_SPOT_PRICE)
+    ]
 
 
-def test_terminating_a_job_terminates_its_instance(settings: DClusterSettings, start_service, moto_endpoint,
-                                                  tmp_path: Path):
+def test_terminating_a_job_terminates_its_instance(
+    settings: DClusterSettings, start_service, moto_endpoint, tmp_path: Path
+):
     client = start_service(settings).client
     running = _gate_job(client, tmp_path / "never", priority="critical")
     (inst,) = _instances(moto_endpoint, running.namespace, alive_only=True)
@@ -261,7 +323,8 @@ def test_terminating_a_job_terminates_its_instance(settings: DClusterSettings, s
 
 
 def test_a_spot_price_above_max_price_runs_the_job_on_on_demand(
-        tmp_path: Path, project: Path, aws_section, start_service, moto_endpoint):
+    tmp_path: Path, project: Path, aws_section, start_service, moto_endpoint
+):
     cheap = _settings(tmp_path, project, aws_section, spot={"max_price": MOTO_SPOT_PRICE / 10})
     client = start_service(cheap).client
     job = client.submit(JobSpec(client="syncbank", app="ok", priority="batch"))
@@ -273,12 +336,16 @@ def test_a_spot_price_above_max_price_runs_the_job_on_on_demand(
     assert _instances(moto_endpoint, done.namespace, alive_only=True) == []
     history = client.spot_history(hours=1)["requests"]
     assert [(r["state"], r["reason"]) for r in history] == [
-        ("failed", f"price-too-low: market {MOTO_SPOT_PRICE:g} > max {MOTO_SPOT_PRICE / 10:g} $/h")] * 3
-    assert [(r["job_id"], r["capacity_type"]) for r in client.costs()["ledger"]] == [(done.job_id, "on_demand")]
+        ("failed", f"price-too-low: market {MOTO_SPOT_PRICE:g} > max {MOTO_SPOT_PRICE / 10:g} $/h")
+    ] * 3
+    assert [(r["job_id"], r["capacity_type"]) for r in client.costs()["ledger"]] == [
+        (done.job_id, "on_demand")
+    ]
 
 
 def test_ec2_refusing_spot_falls_back_to_on_demand_and_disables_spot(
-        settings: DClusterSettings, start_service, moto_endpoint):
+    settings: DClusterSettings, start_service, moto_endpoint
+):
     service = start_service(settings)
     provider = _provider(service)
     provider.ec2.ec2_client = NoSpotCapacity(_ec2(moto_endpoint))
@@ -292,11 +359,18 @@ def test_ec2_refusing_spot_falls_back_to_on_demand_and_disables_spot(
     assert [i["capacity_type"] for i in _instances(moto_endpoint, done.namespace)] == ["on_demand"]
     history = client.spot_history(hours=1)["requests"]
     assert [r["state"] for r in history] == ["failed"] * 3
-    assert all(r["reason"].startswith("EC2 spot launch refused: run_instances failed on EC2 in us-east-1 at "
-                                      f"{moto_endpoint}: InsufficientInstanceCapacity") for r in history)
+    assert all(
+        r["reason"].startswith(
+            "EC2 spot launch refused: run_instances failed on EC2 in us-east-1 at "
+            f"{moto_endpoint}: InsufficientInstanceCapacity"
+        )
+        for r in history
+    )
     assert client.spot_status()["enabled"] is False  # three refusals in a row trip the breaker
     assert [a["kind"] for a in client.alerts(open_only=True)] == ["spot_disabled"]
-    assert [(r["job_id"], r["capacity_type"]) for r in client.costs()["ledger"]] == [(done.job_id, "on_demand")]
+    assert [(r["job_id"], r["capacity_type"]) for r in client.costs()["ledger"]] == [
+        (done.job_id, "on_demand")
+    ]
 
 
 class _Counted(NoSpotCapacity):
@@ -312,7 +386,8 @@ class _Counted(NoSpotCapacity):
 
 
 def test_no_on_demand_capacity_keeps_the_job_waiting_and_holds_launches_back(
-        settings: DClusterSettings, start_service, moto_endpoint):
+    settings: DClusterSettings, start_service, moto_endpoint
+):
     service = start_service(settings)
     refusing = _Counted(_ec2(moto_endpoint))
     _provider(service).ec2.ec2_client = refusing
@@ -326,8 +401,10 @@ def test_no_on_demand_capacity_keeps_the_job_waiting_and_holds_launches_back(
 
     waiting = client.status(job.job_id)
     assert (waiting.state, waiting.raw["runs"]) == ("PENDING", [])
-    assert waiting.message == ("waiting in queue: no capacity (on-demand: on-demand launch failed: insufficient "
-                               "capacity; spot: spot not allowed for this job)")
+    assert waiting.message == (
+        "waiting in queue: no capacity (on-demand: on-demand launch failed: insufficient "
+        "capacity; spot: spot not allowed for this job)"
+    )
     assert [a["kind"] for a in client.alerts(open_only=True)] == ["no_capacity"]
     assert refusing.launches == 1  # held back for capacity_retry_s instead of asking EC2 every tick
     held_back = client.health()["cluster"]["on_demand_held_back"]
@@ -336,12 +413,19 @@ def test_no_on_demand_capacity_keeps_the_job_waiting_and_holds_launches_back(
 
 
 def test_an_instance_action_notice_moves_the_job_to_on_demand_where_it_resumes(
-        tmp_path: Path, project: Path, aws_section, start_service, moto_endpoint):
+    tmp_path: Path, project: Path, aws_section, start_service, moto_endpoint
+):
     with FakeImds() as imds:
         client = start_service(_settings(tmp_path, project, {**aws_section, "metadata_url": imds.url})).client
         out, trace = tmp_path / "out.txt", tmp_path / "trace.txt"
-        job = client.submit(JobSpec(client="syncbank", app="steps", priority="batch",
-                                    args=["--out", str(out), "--trace", str(trace)]))
+        job = client.submit(
+            JobSpec(
+                client="syncbank",
+                app="steps",
+                priority="batch",
+                args=["--out", str(out), "--trace", str(trace)],
+            )
+        )
         wait_for(client, job.job_id, lambda s: s.state == "RUNNING")
         deadline = time.monotonic() + 20
         while not trace.exists():
@@ -350,7 +434,9 @@ def test_an_instance_action_notice_moves_the_job_to_on_demand_where_it_resumes(
         (spot,) = _instances(moto_endpoint, job.namespace, alive_only=True)
         time.sleep(0.4)  # some of its 40 steps of 0.05 s done
         reclaim = iso(time.time() + 5)
-        imds.answers[InterruptionWatcher.ACTION_PATH] = [(200, json.dumps({"action": "terminate", "time": reclaim}))]
+        imds.answers[InterruptionWatcher.ACTION_PATH] = [
+            (200, json.dumps({"action": "terminate", "time": reclaim}))
+        ]
         done = wait_for(client, job.job_id, terminal, timeout=30)
 
     assert done.state == "COMPLETED"
@@ -358,10 +444,14 @@ def test_an_instance_action_notice_moves_the_job_to_on_demand_where_it_resumes(
     notice = done.raw["runs"][0]["notice"]
     assert (notice["action"], notice["time"]) == ("terminate", reclaim)  # AWS's own reclaim time
     assert notice["reason"] == f"instance-action terminate at {reclaim}"
-    assert done.raw["transitions"][2]["reason"] == ("stopped after a spot interruption notice (exit code 75); "
-                                                   "rescheduled on on_demand (run 2 of at most 5)")
+    assert done.raw["transitions"][2]["reason"] == (
+        "stopped after a spot interruption notice (exit code 75); "
+        "rescheduled on on_demand (run 2 of at most 5)"
+    )
     first, second = trace.read_text().splitlines()
-    assert first == "spot from 0" and second.startswith("on_demand from ") and 0 < int(second.split()[-1]) < 40
+    assert (
+        first == "spot from 0" and second.startswith("on_demand from ") and 0 < int(second.split()[-1]) < 40
+    )
     assert len(out.read_text().splitlines()) == 40
     described = {i["instance_id"]: i for i in _instances(moto_endpoint, done.namespace)}
     assert sorted(i["capacity_type"] for i in described.values()) == ["on_demand", "spot"]
@@ -375,13 +465,19 @@ def test_an_instance_action_notice_moves_the_job_to_on_demand_where_it_resumes(
 
 
 def test_after_a_restart_a_run_whose_process_is_gone_has_its_instances_released(
-        settings: DClusterSettings, moto_endpoint):
+    settings: DClusterSettings, moto_endpoint
+):
     provider = make_provider(settings)
     assert isinstance(provider, AwsProvider)
     namespace = "s-test-syncbank-restarted01"
     (instance_id,) = provider.ec2.run_on_demand(1, client="syncbank", job_id="restarted01", env="test")
-    info = {"pid": 2 ** 22 + 1, "pid_start": 123, "capacity_type": "on_demand",  # no such process
-            "ec2_instance_ids": [instance_id], "namespace": namespace}
+    info = {
+        "pid": 2**22 + 1,
+        "pid_start": 123,
+        "capacity_type": "on_demand",  # no such process
+        "ec2_instance_ids": [instance_id],
+        "namespace": namespace,
+    }
 
     assert provider.adopt("restarted01", info) is None
     assert _instances(moto_endpoint, namespace, alive_only=True) == []

@@ -1,4 +1,5 @@
 """DClusterClient and run_job against a fake transport (a requests adapter), no server."""
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,18 @@ class FakeAdapter(BaseAdapter):
 def job(state: str, job_id: str = "abc123def456", **extra: object) -> dict[str, object]:
     """A job document as the service sends it."""
     doc = {
-        "job_id": job_id, "state": state, "namespace": f"s-dev-syncbank-{job_id}", "app": "dfe",
-        "client": "syncbank", "exit_code": None, "message": "", "log_tail": [], "attempts": 1,
-        "capacity_type": "spot", "started_at": None, "finished_at": None,
+        "job_id": job_id,
+        "state": state,
+        "namespace": f"s-dev-syncbank-{job_id}",
+        "app": "dfe",
+        "client": "syncbank",
+        "exit_code": None,
+        "message": "",
+        "log_tail": [],
+        "attempts": 1,
+        "capacity_type": "spot",
+        "started_at": None,
+        "finished_at": None,
     }
     doc.update(extra)
     return doc
@@ -94,8 +104,13 @@ class Script:
 
 def test_spec_to_dict_is_the_submit_body():
     assert SPEC.to_dict() == {
-        "client": "syncbank", "env": "dev", "engine": "spark", "app": "dfe",
-        "args": ["--date", "2025-11-21"], "priority": "normal", "strategy": "balanced",
+        "client": "syncbank",
+        "env": "dev",
+        "engine": "spark",
+        "app": "dfe",
+        "args": ["--date", "2025-11-21"],
+        "priority": "normal",
+        "strategy": "balanced",
         "idempotency_key": "T1",
     }
     assert "env" not in JobSpec(client="nasa", app="smoke").to_dict()
@@ -105,14 +120,21 @@ def test_run_job_polls_until_completed_and_reports_progress():
     client, adapter, sleeps = make_client(Script([job("RUNNING"), job("COMPLETED", exit_code=0)]))
     ticks = iter([0.0, 0.0, 2.0, 4.0])
     seen: list[tuple[str, float]] = []
-    result = run_job(client, SPEC, poll_interval=2.0, sleep=sleeps.append, clock=lambda: next(ticks),
-                     on_progress=lambda s, t: seen.append((s.state, t)))
+    result = run_job(
+        client,
+        SPEC,
+        poll_interval=2.0,
+        sleep=sleeps.append,
+        clock=lambda: next(ticks),
+        on_progress=lambda s, t: seen.append((s.state, t)),
+    )
     assert result.state == "COMPLETED"
     assert result.exit_code == 0
     assert seen == [("PENDING", 0.0), ("RUNNING", 2.0), ("COMPLETED", 4.0)]
     assert sleeps == [2.0, 2.0]
     assert [c[:2] for c in adapter.calls] == [
-        ("POST", "/cluster/job/submit"), ("GET", "/cluster/job/abc123def456"),
+        ("POST", "/cluster/job/submit"),
+        ("GET", "/cluster/job/abc123def456"),
         ("GET", "/cluster/job/abc123def456"),
     ]
     assert adapter.calls[0][2] == SPEC.to_dict()
@@ -137,7 +159,8 @@ def test_run_job_terminates_on_keyboard_interrupt():
     with pytest.raises(KeyboardInterrupt):
         run_job(client, SPEC, sleep=interrupted_sleep, clock=lambda: 0.0)
     assert [c[:2] for c in adapter.calls] == [
-        ("POST", "/cluster/job/submit"), ("POST", "/cluster/job/terminate/abc123def456"),
+        ("POST", "/cluster/job/submit"),
+        ("POST", "/cluster/job/terminate/abc123def456"),
     ]
 
 
@@ -204,8 +227,10 @@ def test_unreachable_service_raises_dcluster_unavailable():
 
 def test_http_errors_carry_the_service_message():
     def handler(request: requests.PreparedRequest) -> tuple[int, object]:
-        return 409, {"error": "job abc123def456 is already COMPLETED; nothing to terminate",
-                     "detail": {"job_id": "abc123def456", "state": "COMPLETED"}}
+        return 409, {
+            "error": "job abc123def456 is already COMPLETED; nothing to terminate",
+            "detail": {"job_id": "abc123def456", "state": "COMPLETED"},
+        }
 
     client, adapter, _ = make_client(handler)
     with pytest.raises(DClusterError) as err:
@@ -228,8 +253,14 @@ def test_idempotent_submit_returns_the_existing_job():
     client, adapter, _ = make_client(handler)
     status = client.submit(SPEC)
     assert status == JobStatus(
-        job_id="0123456789ab", state="RUNNING", namespace="s-dev-syncbank-0123456789ab", app="dfe",
-        client="syncbank", attempts=2, capacity_type="spot", started_at="2025-11-21T01:00:00Z",
+        job_id="0123456789ab",
+        state="RUNNING",
+        namespace="s-dev-syncbank-0123456789ab",
+        app="dfe",
+        client="syncbank",
+        attempts=2,
+        capacity_type="spot",
+        started_at="2025-11-21T01:00:00Z",
     )
     assert not status.is_terminal
     assert adapter.calls == [("POST", "/cluster/job/submit", SPEC.to_dict())]
@@ -278,9 +309,17 @@ def test_resource_methods_call_their_endpoints_with_the_actor():
     client.sim_on_demand(True)
     assert client.interrupt("abc123def456").state == "RUNNING"
     assert [(m, p, b) for m, p, b, _ in seen] == [
-        ("POST", "/cluster/resources/allocate", {"count": 3, "priority": "batch", "strategy": "balanced", "env": None}),
+        (
+            "POST",
+            "/cluster/resources/allocate",
+            {"count": 3, "priority": "batch", "strategy": "balanced", "env": None},
+        ),
         ("POST", "/cluster/resources/spot/request", {"count": 2, "max_price": 0.3}),
-        ("POST", "/cluster/resources/fallback", {"job_id": "abc123def456", "duration_s": None, "reason": "reclaims"}),
+        (
+            "POST",
+            "/cluster/resources/fallback",
+            {"job_id": "abc123def456", "duration_s": None, "reason": "reclaims"},
+        ),
         ("GET", "/cluster/resources/spot/status", None),
         ("GET", "/cluster/resources/spot/history?hours=6", None),
         ("POST", "/cluster/resources/spot/cancel/sir-1", None),

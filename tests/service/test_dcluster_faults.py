@@ -3,6 +3,7 @@
 Jobs run in the python launcher mode from a temporary project; timeouts, cool-downs and the
 2-minute notice are scaled down to fractions of a second through the cluster config.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,13 @@ def project(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, project: Path) -> DClusterSettings:
     """Fast settings in python launcher mode, the policy's timings scaled down."""
     return DClusterSettings(
-        state_dir=tmp_path / "state", project_root=project, spark_submit=sys.executable,
-        poll_interval_s=0.05, terminate_grace_s=3.0, env="test", cluster=ClusterConfig.from_mapping(FAST_CONFIG),
+        state_dir=tmp_path / "state",
+        project_root=project,
+        spark_submit=sys.executable,
+        poll_interval_s=0.05,
+        terminate_grace_s=3.0,
+        env="test",
+        cluster=ClusterConfig.from_mapping(FAST_CONFIG),
     )
 
 
@@ -94,7 +100,8 @@ def test_three_failed_spot_requests_disable_spot_for_a_cool_down(settings: DClus
     assert spot["enabled"] is False
     assert spot["consecutive_failures"] == 3
     assert spot["disabled_reason"].startswith(
-        "3 consecutive failed spot requests (last: capacity-not-available); retried after ")
+        "3 consecutive failed spot requests (last: capacity-not-available); retried after "
+    )
     assert [r["state"] for r in client.spot_history()["requests"]] == ["failed"] * 3
     assert [a["kind"] for a in client.alerts(open_only=True)] == ["spot_disabled"]
 
@@ -118,15 +125,21 @@ def test_three_failed_spot_requests_disable_spot_for_a_cool_down(settings: DClus
 
 def _reference_output(client: DClusterClient, tmp_path: Path, name: str) -> bytes:
     out = tmp_path / name
-    done = wait_for(client, client.submit(JobSpec(client="syncbank", app="steps", args=["--out", str(out)],
-                                                  priority="batch")).job_id, terminal)
+    done = wait_for(
+        client,
+        client.submit(
+            JobSpec(client="syncbank", app="steps", args=["--out", str(out)], priority="batch")
+        ).job_id,
+        terminal,
+    )
     assert done.state == "COMPLETED"
     return out.read_bytes()
 
 
 @pytest.mark.parametrize("ignore_notice", [False, True], ids=["checkpointed", "reclaimed"])
 def test_spot_interruption_resumes_on_on_demand_with_identical_output(
-        settings: DClusterSettings, start_service, tmp_path: Path, ignore_notice: bool):
+    settings: DClusterSettings, start_service, tmp_path: Path, ignore_notice: bool
+):
     service = start_service(settings)
     client = service.client
     reference = _reference_output(client, tmp_path, "reference.txt")
@@ -155,12 +168,16 @@ def test_spot_interruption_resumes_on_on_demand_with_identical_output(
     rescheduled = done.raw["transitions"][2]["reason"]
     lines = trace.read_text().splitlines()
     if ignore_notice:
-        assert rescheduled == ("spot instance reclaimed after its interruption notice; "
-                               "rescheduled on on_demand (run 2 of at most 5)")
+        assert rescheduled == (
+            "spot instance reclaimed after its interruption notice; "
+            "rescheduled on on_demand (run 2 of at most 5)"
+        )
         assert lines == ["spot from 0", "on_demand from 0"]  # killed at the deadline: starts over
     else:
-        assert rescheduled == ("stopped after a spot interruption notice (exit code 75); "
-                               "rescheduled on on_demand (run 2 of at most 5)")
+        assert rescheduled == (
+            "stopped after a spot interruption notice (exit code 75); "
+            "rescheduled on on_demand (run 2 of at most 5)"
+        )
         resumed_from = int(lines[1].split()[-1])
         assert lines[0] == "spot from 0" and 0 < resumed_from < 40  # resumed from its checkpoint
     assert not (settings.state_dir / "checkpoints" / job.job_id).exists()
@@ -188,7 +205,9 @@ def test_stale_heartbeat_fails_the_health_check_and_reschedules(settings: DClust
 def test_process_killed_from_outside_is_rescheduled(settings: DClusterSettings, start_service):
     service = start_service(settings)
     # Run 1 sleeps a minute (so it is surely still running when killed); run 2 finishes at once.
-    job = service.client.submit(JobSpec(client="syncbank", app="napper", args=["0.05", "1"], priority="batch"))
+    job = service.client.submit(
+        JobSpec(client="syncbank", app="napper", args=["0.05", "1"], priority="batch")
+    )
     running = wait_for(service.client, job.job_id, lambda s: s.state == "RUNNING")
     launcher = running.raw["runs"][0]["pid"]
     os.killpg(launcher, signal.SIGKILL)  # what the OOM killer or a vanished host looks like
@@ -199,12 +218,15 @@ def test_process_killed_from_outside_is_rescheduled(settings: DClusterSettings, 
 
 
 def test_hanging_after_its_average_is_terminated_and_rescheduled(settings: DClusterSettings, start_service):
-    service = start_service(with_cluster(settings, task_classes={"dev": {"max_attempts": 2}},
-                                         monitor={"hanging_min_s": 2.0}))
+    service = start_service(
+        with_cluster(settings, task_classes={"dev": {"max_attempts": 2}}, monitor={"hanging_min_s": 2.0})
+    )
     client = service.client
     for _ in range(3):  # the sample the average comes from
-        assert wait_for(client, client.submit(JobSpec(client="syncbank", app="napper")).job_id,
-                        terminal).state == "COMPLETED"
+        assert (
+            wait_for(client, client.submit(JobSpec(client="syncbank", app="napper")).job_id, terminal).state
+            == "COMPLETED"
+        )
     hung_once = client.submit(JobSpec(client="syncbank", app="napper", args=["0.05", "1"]))
     done = wait_for(client, hung_once.job_id, terminal, timeout=20)
     assert done.state == "COMPLETED"
@@ -232,7 +254,9 @@ def test_no_capacity_at_all_queues_the_job_and_alerts(settings: DClusterSettings
     assert waiting.state == "PENDING"
     assert waiting.message == (
         "waiting in queue: no capacity (on-demand: on-demand launch failed: insufficient capacity; spot: "
-        + client.spot_status()["disabled_reason"] + ")")
+        + client.spot_status()["disabled_reason"]
+        + ")"
+    )
     time.sleep(0.3)
     assert client.status(job.job_id).state == "PENDING"
     alerts = client.alerts(open_only=True)
@@ -268,21 +292,34 @@ def test_resource_endpoints_costs_and_audit(settings: DClusterSettings, start_se
     assert client.cancel_spot_request(req["request_id"])["state"] == "cancelled"
     with pytest.raises(DClusterError) as err:
         client.cancel_spot_request(req["request_id"])
-    assert (err.value.status_code, str(err.value).endswith("is already cancelled; nothing to cancel")) == (409, True)
+    assert (err.value.status_code, str(err.value).endswith("is already cancelled; nothing to cancel")) == (
+        409,
+        True,
+    )
     missing = requests.post(f"{url}/cluster/resources/spot/cancel/sir-nothere", timeout=10)
     assert missing.status_code == 404
-    assert missing.json() == {"error": "spot request 'sir-nothere' not found", "detail": {"request_id": "sir-nothere"}}
+    assert missing.json() == {
+        "error": "spot request 'sir-nothere' not found",
+        "detail": {"request_id": "sir-nothere"},
+    }
     client.sim_spot(fulfil_delay_s=0)
 
     # Jobs take the warm spot instances first; the ledger costs every run.
-    jobs = [client.submit(JobSpec(client=c, app="ok", priority=p))
-            for c, p in [("syncbank", "batch"), ("syncbank", "critical"), ("nasa", "batch")]]
+    jobs = [
+        client.submit(JobSpec(client=c, app="ok", priority=p))
+        for c, p in [("syncbank", "batch"), ("syncbank", "critical"), ("nasa", "batch")]
+    ]
     for job in jobs:
         wait_for(client, job.job_id, terminal)
     assert [j.job_id for j in client.jobs(capacity="on_demand")] == [jobs[1].job_id]
-    assert [j.job_id for j in client.jobs(client="syncbank", capacity="spot", module="ok")] == [jobs[0].job_id]
+    assert [j.job_id for j in client.jobs(client="syncbank", capacity="spot", module="ok")] == [
+        jobs[0].job_id
+    ]
     bad = requests.get(f"{url}/cluster/jobs", params={"capacity": "reserved"}, timeout=10)
-    assert (bad.status_code, bad.json()["error"]) == (422, "capacity 'reserved' must be one of spot, on_demand")
+    assert (bad.status_code, bad.json()["error"]) == (
+        422,
+        "capacity 'reserved' must be one of spot, on_demand",
+    )
 
     costs = client.costs(client="syncbank")
     [day] = costs["days"]
@@ -294,14 +331,17 @@ def test_resource_endpoints_costs_and_audit(settings: DClusterSettings, start_se
     formula = day["formula"]
     assert formula["spot_discount"] == pytest.approx(1 - 0.15 / 0.504, abs=1e-3)
     assert formula["savings"] == pytest.approx(
-        formula["batch_share"] * formula["spot_share"] * formula["spot_discount"], abs=1e-3)
+        formula["batch_share"] * formula["spot_share"] * formula["spot_discount"], abs=1e-3
+    )
     assert client.costs(date="1999-01-01")["days"] == []
     assert requests.get(f"{url}/cluster/costs", params={"date": "yesterday"}, timeout=10).status_code == 422
 
     # Cluster-wide fallback: spot off for a while, then a pending job cannot be moved twice.
     fell = client.fallback(duration_s=60, reason="frequent reclaims in us-east-1a")
     assert fell["scope"] == "cluster" and fell["spot"]["enabled"] is False
-    later = wait_for(client, client.submit(JobSpec(client="nasa", app="ok", priority="batch")).job_id, terminal)
+    later = wait_for(
+        client, client.submit(JobSpec(client="nasa", app="ok", priority="batch")).job_id, terminal
+    )
     assert later.capacity_type == "on_demand"
     with pytest.raises(DClusterError) as err:
         client.fallback(later.job_id)
@@ -333,16 +373,33 @@ def server_process(tmp_path: Path, project: Path) -> Iterator[Callable[[], tuple
     """Starts dcluster-server as its own process (so a test can SIGKILL it); all are stopped after."""
     config = tmp_path / "dcluster-config.yaml"
     config.write_text(yaml.safe_dump({**FAST_CONFIG, "service": {"poll_interval_s": 0.05}}))
-    env = {**os.environ, "DCLUSTER_CONFIG": str(config), "DCLUSTER_PROJECT_ROOT": str(project),
-           "DCLUSTER_SPARK_SUBMIT": sys.executable, "DCLUSTER_ENV": "test"}
+    env = {
+        **os.environ,
+        "DCLUSTER_CONFIG": str(config),
+        "DCLUSTER_PROJECT_ROOT": str(project),
+        "DCLUSTER_SPARK_SUBMIT": sys.executable,
+        "DCLUSTER_ENV": "test",
+    }
     procs: list[subprocess.Popen] = []
     port = free_port()
 
     def start() -> tuple[subprocess.Popen, str]:
-        argv = [str(Path(sys.executable).parent / "dcluster-server"), "--port", str(port),
-                "--state-dir", str(tmp_path / "state"), "--log-level", "warning"]
-        proc = subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                                stderr=open(tmp_path / "server.log", "ab"))  # noqa: SIM115 - the child owns it
+        argv = [
+            str(Path(sys.executable).parent / "dcluster-server"),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-level",
+            "warning",
+        ]
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "server.log", "ab"),
+        )  # noqa: SIM115 - the child owns it
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -351,7 +408,9 @@ def server_process(tmp_path: Path, project: Path) -> Iterator[Callable[[], tuple
                 requests.get(f"{url}/cluster/health", timeout=1)
                 return proc, url
             except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "server.log"
+                ).read_text()
                 time.sleep(0.1)
 
     yield start
@@ -366,14 +425,17 @@ def test_crashed_service_readopts_live_jobs_and_reschedules_lost_ones(server_pro
     client = DClusterClient(url, attempts=1)
     pids_file, gate = tmp_path / "pids", tmp_path / "gate"
     survivor = client.submit(JobSpec(client="syncbank", app="gated", args=[str(gate)]))
-    victim = client.submit(JobSpec(client="syncbank", app="sleepy", args=["--seconds", "0.5", "--pids",
-                                                                         str(pids_file)]))
+    victim = client.submit(
+        JobSpec(client="syncbank", app="sleepy", args=["--seconds", "0.5", "--pids", str(pids_file)])
+    )
     for job in (survivor, victim):
         wait_for(client, job.job_id, lambda s: s.state == "RUNNING")
     victim_pids = read_pids(pids_file)
     os.kill(proc.pid, signal.SIGKILL)  # a crash: nothing is cleaned up, the jobs keep running
     proc.wait()
-    victim_launcher = json.loads((tmp_path / "state" / "jobs" / f"{victim.job_id}.json").read_text())["runs"][0]["pid"]
+    victim_launcher = json.loads((tmp_path / "state" / "jobs" / f"{victim.job_id}.json").read_text())["runs"][
+        0
+    ]["pid"]
     os.killpg(victim_launcher, signal.SIGKILL)  # this one dies while nobody watches
     assert gone(victim_pids)
 
@@ -391,5 +453,6 @@ def test_crashed_service_readopts_live_jobs_and_reschedules_lost_ones(server_pro
     rerun = wait_for(client, victim.job_id, terminal, timeout=20)
     assert rerun.state == "COMPLETED"
     assert rerun.raw["runs"][0]["reason"] == (
-        "health check failed after a service restart: process gone without exit status")
+        "health check failed after a service restart: process gone without exit status"
+    )
     assert run_states(rerun) == [("spot", "LOST"), ("on_demand", "COMPLETED")]

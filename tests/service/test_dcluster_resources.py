@@ -1,4 +1,5 @@
 """The resource policy and the resource manager as plain code: no server, a fake market and clock."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -46,46 +47,73 @@ class Clock:
         return self.now
 
 
-@pytest.mark.parametrize(("priority", "env", "expected"), [
-    ("critical", "dev", "critical"), ("normal", "prod", "normal"), ("batch", "prod", "batch"),
-    ("normal", "test", "dev"), ("batch", "dev", "dev"),
-])
+@pytest.mark.parametrize(
+    ("priority", "env", "expected"),
+    [
+        ("critical", "dev", "critical"),
+        ("normal", "prod", "normal"),
+        ("batch", "prod", "batch"),
+        ("normal", "test", "dev"),
+        ("batch", "dev", "dev"),
+    ],
+)
 def test_task_class(priority: str, env: str, expected: str):
     assert policy.task_class(priority, env, CONFIG) == expected
 
 
-@pytest.mark.parametrize(("klass", "strategy", "share"), [
-    ("critical", "cost_optimized", 0.0), ("normal", "cost_optimized", 0.7), ("normal", "balanced", 0.5),
-    ("normal", "performance_optimized", 0.3), ("batch", "performance_optimized", 1.0), ("dev", "balanced", 1.0),
-])
+@pytest.mark.parametrize(
+    ("klass", "strategy", "share"),
+    [
+        ("critical", "cost_optimized", 0.0),
+        ("normal", "cost_optimized", 0.7),
+        ("normal", "balanced", 0.5),
+        ("normal", "performance_optimized", 0.3),
+        ("batch", "performance_optimized", 1.0),
+        ("dev", "balanced", 1.0),
+    ],
+)
 def test_spot_share_of_class_and_strategy(klass: str, strategy: str, share: float):
     assert policy.spot_share(klass, strategy, CONFIG) == share
 
 
-@pytest.mark.parametrize(("strategy", "spot_of_ten"), [
-    ("cost_optimized", 7), ("balanced", 5), ("performance_optimized", 3)])
+@pytest.mark.parametrize(
+    ("strategy", "spot_of_ten"), [("cost_optimized", 7), ("balanced", 5), ("performance_optimized", 3)]
+)
 def test_choose_capacity_converges_to_the_strategy_mix(strategy: str, spot_of_ten: int):
     mix: Counter[str] = Counter()
     target = policy.spot_share("normal", strategy, CONFIG)
     for _ in range(10):
-        choice = policy.choose_capacity(klass="normal", target=target, running_spot=mix["spot"],
-                                        running_on_demand=mix["on_demand"], spot_enabled=True)
+        choice = policy.choose_capacity(
+            klass="normal",
+            target=target,
+            running_spot=mix["spot"],
+            running_on_demand=mix["on_demand"],
+            spot_enabled=True,
+        )
         mix[choice.capacity_type] += 1
     assert mix == Counter({"spot": spot_of_ten, "on_demand": 10 - spot_of_ten})
 
 
 def test_choose_capacity_rules():
     def choose(**kw):
-        base = {"klass": "normal", "target": 0.7, "running_spot": 0, "running_on_demand": 0, "spot_enabled": True}
+        base = {
+            "klass": "normal",
+            "target": 0.7,
+            "running_spot": 0,
+            "running_on_demand": 0,
+            "spot_enabled": True,
+        }
         return policy.choose_capacity(**{**base, **kw})
 
     assert choose() == policy.Choice("spot", "spot share 0/0 below target 70%")
     assert choose(target=0.0, klass="critical") == policy.Choice(
-        "on_demand", "task class critical runs on on-demand only")
+        "on_demand", "task class critical runs on on-demand only"
+    )
     assert choose(target=1.0, running_spot=50).capacity_type == "spot"
     assert choose(forced="on_demand") == policy.Choice("on_demand", "on_demand required for this attempt")
     assert choose(spot_enabled=False, spot_disabled_reason="3 failures") == policy.Choice(
-        "on_demand", "spot disabled (3 failures); using on-demand")
+        "on_demand", "spot disabled (3 failures); using on-demand"
+    )
     assert choose(spot_enabled=False, fallback_to_on_demand=False).capacity_type == "spot"
 
 
@@ -93,16 +121,26 @@ def test_hang_threshold_uses_the_average_once_there_are_enough_samples():
     monitor = Monitor(hanging_factor=2.5, hanging_min_samples=3, hanging_min_s=60)
     assert policy.hang_threshold([100, 200], monitor, 3600) == (3600, "job_timeout_s=3600")
     assert policy.hang_threshold([100, 200, 300], monitor, 3600) == (
-        500.0, "2.5 x average 200.0s of 3 completed runs")
+        500.0,
+        "2.5 x average 200.0s of 3 completed runs",
+    )
     assert policy.hang_threshold([1, 2, 3], monitor, 3600)[0] == 60  # never below the floor
     assert policy.hang_threshold([3000, 3000, 3000], monitor, 3600)[0] == 3600  # nor above the timeout
 
 
 def test_reschedule_policy():
     assert policy.reschedule(cause=policy.INTERRUPTED, runs_so_far=1, max_attempts=3, on_spot=True) == (
-        True, "on_demand")
-    assert policy.reschedule(cause=policy.LOST, runs_so_far=1, max_attempts=3, on_spot=True) == (True, "on_demand")
-    assert policy.reschedule(cause=policy.UNHEALTHY, runs_so_far=1, max_attempts=3, on_spot=True) == (True, None)
+        True,
+        "on_demand",
+    )
+    assert policy.reschedule(cause=policy.LOST, runs_so_far=1, max_attempts=3, on_spot=True) == (
+        True,
+        "on_demand",
+    )
+    assert policy.reschedule(cause=policy.UNHEALTHY, runs_so_far=1, max_attempts=3, on_spot=True) == (
+        True,
+        None,
+    )
     assert policy.reschedule(cause=policy.HUNG, runs_so_far=3, max_attempts=3, on_spot=False) == (False, None)
 
 
@@ -110,12 +148,18 @@ def test_autoscale_thresholds_and_cooldowns():
     rules = Autoscaling()
     common = {"resident_min": 5, "max_instances": 10, "rules": rules}
     assert policy.autoscale(busy=5, total=5, now=1000, last_up=0, last_down=0, **common) == 1
-    assert policy.autoscale(busy=5, total=5, now=1000, last_up=800, last_down=0, **common) == 0  # cooling down
+    assert (
+        policy.autoscale(busy=5, total=5, now=1000, last_up=800, last_down=0, **common) == 0
+    )  # cooling down
     assert policy.autoscale(busy=5, total=10, now=1000, last_up=0, last_down=0, **common) == 0
     assert policy.autoscale(busy=1, total=8, now=1000, last_up=0, last_down=0, **common) == -1
     assert policy.autoscale(busy=1, total=5, now=1000, last_up=0, last_down=0, **common) == 0  # resident
-    assert policy.autoscale(busy=0, total=0, resident_min=0, max_instances=10, now=1000, last_up=0,
-                            last_down=0, rules=rules) == 0
+    assert (
+        policy.autoscale(
+            busy=0, total=0, resident_min=0, max_instances=10, now=1000, last_up=0, last_down=0, rules=rules
+        )
+        == 0
+    )
 
 
 def test_savings_formula_matches_the_spec_example():
@@ -134,21 +178,46 @@ def test_savings_formula_matches_the_spec_example():
 def test_cost_report_groups_by_client_and_day(tmp_path: Path):
     store = JobStore(tmp_path)
     job, _ = store.submit(JobSpec(client="syncbank", env="prod", engine="spark", app="ok"))
-    run = {"attempt": 1, "capacity_type": "spot", "price_per_hour": 0.15, "seconds": 3600.0, "cost": 0.15,
-           "outcome": "COMPLETED", "started_at": "2025-11-21T01:00:00Z", "ended_at": "2025-11-21T02:00:00Z",
-           "task_class": "normal"}
-    store.update(job.job_id, runs=[run, {**run, "capacity_type": "on_demand", "cost": 0.504,
-                                         "price_per_hour": 0.504, "started_at": "2025-11-22T01:00:00Z"}])
+    run = {
+        "attempt": 1,
+        "capacity_type": "spot",
+        "price_per_hour": 0.15,
+        "seconds": 3600.0,
+        "cost": 0.15,
+        "outcome": "COMPLETED",
+        "started_at": "2025-11-21T01:00:00Z",
+        "ended_at": "2025-11-21T02:00:00Z",
+        "task_class": "normal",
+    }
+    store.update(
+        job.job_id,
+        runs=[
+            run,
+            {
+                **run,
+                "capacity_type": "on_demand",
+                "cost": 0.504,
+                "price_per_hour": 0.504,
+                "started_at": "2025-11-22T01:00:00Z",
+            },
+        ],
+    )
     report = cost_report(store.all_runs(), 0.504, client="syncbank")
     assert [(d["date"], d["spot_runs"], d["cost"], d["savings"]) for d in report["days"]] == [
-        ("2025-11-21", 1, 0.15, 0.354), ("2025-11-22", 0, 0.504, 0.0)]
+        ("2025-11-21", 1, 0.15, 0.354),
+        ("2025-11-22", 0, 0.504, 0.0),
+    ]
     assert report["total"]["spot_seconds"] == 3600.0
     assert cost_report(store.all_runs(), 0.504, client="nasa")["days"] == []
 
 
 def test_resource_manager_timeout_breaker_and_cooldown(tmp_path: Path):
-    config = ClusterConfig.from_mapping({"spot": {"request_timeout_s": 300, "disable_cooldown_s": 180},
-                                         "on_demand": {"resident_min": 2, "max_instances": 3}})
+    config = ClusterConfig.from_mapping(
+        {
+            "spot": {"request_timeout_s": 300, "disable_cooldown_s": 180},
+            "on_demand": {"resident_min": 2, "max_instances": 3},
+        }
+    )
     market, clock = FakeMarket(), Clock()
     rm = ResourceManager(config, market, tmp_path / "resources.json", clock)
     rm.load()
@@ -211,5 +280,9 @@ def test_config_file_loads_and_rejects_unknown_keys(tmp_path: Path):
     settings = DClusterSettings.from_env({"DCLUSTER_CONFIG": str(custom)})
     assert (settings.max_concurrent_jobs, settings.cluster.spot.request_timeout_s) == (4, 1.0)
     assert settings.cluster.spot.max_price == 0.5
-    assert DClusterSettings.from_env({"DCLUSTER_CONFIG": str(custom),
-                                      "DCLUSTER_MAX_CONCURRENT_JOBS": "3"}).max_concurrent_jobs == 3
+    assert (
+        DClusterSettings.from_env(
+            {"DCLUSTER_CONFIG": str(custom), "DCLUSTER_MAX_CONCURRENT_JOBS": "3"}
+        ).max_concurrent_jobs
+        == 3
+    )

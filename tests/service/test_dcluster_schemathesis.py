@@ -3,6 +3,7 @@
 The service runs in python launcher mode from a temporary project whose only job (the schema's
 example app, `smoke`) exits at once, so submits that pass validation start no real work.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,13 @@ from dcluster.settings import DClusterSettings
 from tests.support.dcluster import REPO, Service
 
 MAX_EXAMPLES = 25  # per operation and generation mode; ~20 operations stay well under a minute
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +45,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (jobs / "run.py").write_text((REPO / "jobs" / "run.py").read_text())
     (jobs / "__init__.py").write_text("")
     (jobs / "smoke.py").write_text("def main(argv):\n    return 0\n")
-    svc = Service(DClusterSettings(state_dir=tmp / "state", project_root=Path(jobs.parent),
-                                   spark_submit=sys.executable, poll_interval_s=0.05, terminate_grace_s=2.0,
-                                   env="test")).start()
+    svc = Service(
+        DClusterSettings(
+            state_dir=tmp / "state",
+            project_root=Path(jobs.parent),
+            spark_submit=sys.executable,
+            poll_interval_s=0.05,
+            terminate_grace_s=2.0,
+            env="test",
+        )
+    ).start()
     yield svc
     svc.stop()
 
@@ -53,8 +66,9 @@ def api_schema(service: Service) -> schemathesis.BaseSchema:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-def test_api_conforms_to_its_schema_and_never_answers_5xx(api_schema: schemathesis.BaseSchema,
-                                                          mode: GenerationMode) -> None:
+def test_api_conforms_to_its_schema_and_never_answers_5xx(
+    api_schema: schemathesis.BaseSchema, mode: GenerationMode
+) -> None:
     # One hypothesis run per operation inside one test: the schema only exists once the service runs,
     # and schemathesis' fixture-based parametrize does not work with this pytest (Function._nodeid).
     failures: list[str] = []
@@ -64,8 +78,13 @@ def test_api_conforms_to_its_schema_and_never_answers_5xx(api_schema: schemathes
         labels.append(operation.label)
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         def exercise(case: schemathesis.Case) -> None:
             case.call_and_validate(checks=CHECKS, timeout=10)
 
@@ -74,7 +93,10 @@ def test_api_conforms_to_its_schema_and_never_answers_5xx(api_schema: schemathes
         except Unsatisfiable:
             assert mode is GenerationMode.NEGATIVE, f"{operation.label}: no valid request can be generated"
             continue  # nothing in this operation's input can be made invalid
-        except (Exception, BaseExceptionGroup) as exc:  # every operation is tried; all failures are reported together
+        except (
+            Exception,
+            BaseExceptionGroup,
+        ) as exc:  # every operation is tried; all failures are reported together
             failures.append(f"{operation.label}:\n{exc}")
     assert "POST /cluster/job/submit" in labels and len(labels) == 19
     assert not failures, f"{len(failures)} of {len(labels)} operations failed:\n\n" + "\n\n".join(failures)

@@ -3,6 +3,7 @@
 Most jobs run in the provider's python launcher mode (launcher = this interpreter) from a
 temporary project with tiny Spark-free job modules; one test runs a real spark-submit job.
 """
+
 from __future__ import annotations
 
 import signal
@@ -44,8 +45,12 @@ def project(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, project: Path) -> DClusterSettings:
     """Fast settings in python launcher mode."""
     return DClusterSettings(
-        state_dir=tmp_path / "state", project_root=project, spark_submit=sys.executable,
-        poll_interval_s=0.05, terminate_grace_s=3.0, env="test",
+        state_dir=tmp_path / "state",
+        project_root=project,
+        spark_submit=sys.executable,
+        poll_interval_s=0.05,
+        terminate_grace_s=3.0,
+        env="test",
     )
 
 
@@ -54,12 +59,23 @@ def settings(tmp_path: Path, project: Path) -> DClusterSettings:
 
 def test_settings_from_env(tmp_path: Path):
     s = DClusterSettings.from_env(
-        {"DCLUSTER_PORT": "9100", "DCLUSTER_STATE_DIR": str(tmp_path), "DCLUSTER_JOB_TIMEOUT_S": "2.5",
-         "DCLUSTER_MAX_CONCURRENT_JOBS": "4", "DCLUSTER_ENV": "prod"},
+        {
+            "DCLUSTER_PORT": "9100",
+            "DCLUSTER_STATE_DIR": str(tmp_path),
+            "DCLUSTER_JOB_TIMEOUT_S": "2.5",
+            "DCLUSTER_MAX_CONCURRENT_JOBS": "4",
+            "DCLUSTER_ENV": "prod",
+        },
         host="0.0.0.0",
     )
     assert (s.host, s.port, s.state_dir, s.job_timeout_s, s.max_concurrent_jobs, s.env) == (
-        "0.0.0.0", 9100, tmp_path, 2.5, 4, "prod")
+        "0.0.0.0",
+        9100,
+        tmp_path,
+        2.5,
+        4,
+        "prod",
+    )
     assert s.spark_submit == str(Path(sys.executable).parent / "spark-submit")
     assert (s.project_root / "jobs" / "run.py").is_file()
     with pytest.raises(ValueError, match=r"DCLUSTER_PORT='http' is not a valid int"):
@@ -69,23 +85,38 @@ def test_settings_from_env(tmp_path: Path):
 def test_local_provider_commands(settings: DClusterSettings, project: Path):
     provider = LocalProvider(settings)
     store = JobStore(settings.jobs_dir)
-    job, _ = store.submit(ServiceJobSpec(client="syncbank", env="dev", engine="spark", app="ok", args=("--x", "1")))
+    job, _ = store.submit(
+        ServiceJobSpec(client="syncbank", env="dev", engine="spark", app="ok", args=("--x", "1"))
+    )
     assert provider.command(job) == [sys.executable, str(project / "jobs" / "run.py"), "ok", "--x", "1"]
-    spark = LocalProvider(replace(settings, spark_submit="/opt/venv/bin/spark-submit", spark_master="local[1]"))
+    spark = LocalProvider(
+        replace(settings, spark_submit="/opt/venv/bin/spark-submit", spark_master="local[1]")
+    )
     assert spark.command(job) == [
-        "/opt/venv/bin/spark-submit", "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-        str(project / "jobs" / "run.py"), "ok", "--x", "1",
+        "/opt/venv/bin/spark-submit",
+        "--master",
+        "local[1]",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(project / "jobs" / "run.py"),
+        "ok",
+        "--x",
+        "1",
     ]
     env = spark.environment(job)
     assert (env["PYSPARK_PYTHON"], env["PYSPARK_DRIVER_PYTHON"], env["SPARK_MASTER_SET"]) == (
-        sys.executable, sys.executable, "1")
+        sys.executable,
+        sys.executable,
+        "1",
+    )
     assert env["PYTHONPATH"].split(":")[0] == str(project.resolve())
 
 
 def test_life_cycle_rules_are_enforced(tmp_path: Path):
     store = JobStore(tmp_path / "jobs")
-    job, created = store.submit(ServiceJobSpec(client="syncbank", env="dev", engine="spark", app="ok",
-                                               priority="critical"))
+    job, created = store.submit(
+        ServiceJobSpec(client="syncbank", env="dev", engine="spark", app="ok", priority="critical")
+    )
     assert created and job.capacity_type == "on_demand" and job.attempts == 1
     assert job.namespace == f"s-dev-syncbank-{job.job_id}" and len(job.job_id) == 12
     with pytest.raises(InvalidTransition, match=r"cannot go from PENDING to COMPLETED"):
@@ -100,7 +131,14 @@ def test_life_cycle_rules_are_enforced(tmp_path: Path):
     with pytest.raises(InvalidTransition, match=r"cannot go from HANGING to COMPLETED"):
         store.transition(job.job_id, "COMPLETED", "x")
     done = store.transition(job.job_id, "TERMINATED", "stopped", exit_code=-15)
-    assert states_of(done.transitions) == ["PENDING", "RUNNING", "PENDING", "RUNNING", "HANGING", "TERMINATED"]
+    assert states_of(done.transitions) == [
+        "PENDING",
+        "RUNNING",
+        "PENDING",
+        "RUNNING",
+        "HANGING",
+        "TERMINATED",
+    ]
     with pytest.raises(InvalidTransition, match=r"allowed: nothing \(terminal\)"):
         store.transition(job.job_id, "RUNNING", "x")
 
@@ -117,9 +155,11 @@ def test_error_line_prefers_the_exception_over_later_noise():
         "25/11/21 04:01:02 INFO ShutdownHookManager: Shutdown hook called",
     ]
     assert error_line(log, 1) == (
-        "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist")
+        "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist"
+    )
     assert error_line(["usage: run.py", "run.py: error: the following arguments are required: --out"], 2) == (
-        "run.py: error: the following arguments are required: --out")
+        "run.py: error: the following arguments are required: --out"
+    )
     assert error_line([], 137) == "exited with code 137 and wrote no log"
 
 
@@ -137,7 +177,10 @@ def test_job_runs_to_completed_with_transitions_and_log(settings: DClusterSettin
     assert done.namespace == f"s-test-syncbank-{done.job_id}"
     assert states(done) == ["PENDING", "RUNNING", "COMPLETED"]
     assert [t["reason"] for t in done.raw["transitions"]] == [
-        "submitted", "started on the local provider (spot capacity)", "exit code 0"]
+        "submitted",
+        "started on the local provider (spot capacity)",
+        "exit code 0",
+    ]
     assert done.started_at is not None and done.finished_at is not None
     assert done.started_at <= done.finished_at
     assert done.log_tail == ["ok job args=--date 2025-11-21"]
@@ -180,8 +223,10 @@ def test_terminate_running_job_kills_its_process_group(settings: DClusterSetting
     with pytest.raises(DClusterError) as err:
         service.client.terminate(job.job_id)
     assert err.value.status_code == 409
-    assert str(err.value) == (f"DCluster POST /cluster/job/terminate/{job.job_id} answered 409: "
-                              f"job {job.job_id} is already TERMINATED; nothing to terminate")
+    assert str(err.value) == (
+        f"DCluster POST /cluster/job/terminate/{job.job_id} answered 409: "
+        f"job {job.job_id} is already TERMINATED; nothing to terminate"
+    )
 
 
 WAITER = """
@@ -195,10 +240,13 @@ with stop_remote_work_on_sigterm():
 """
 
 
-def test_a_killed_waiter_terminates_its_job_then_dies_of_the_signal(settings: DClusterSettings, start_service):
+def test_a_killed_waiter_terminates_its_job_then_dies_of_the_signal(
+    settings: DClusterSettings, start_service
+):
     service = start_service(settings)
-    waiter = subprocess.Popen([sys.executable, "-c", WAITER, service.url], cwd=REPO, stderr=subprocess.PIPE,
-                              text=True)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITER, service.url], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while not [j for j in service.client.jobs() if j.state == "RUNNING"]:
         assert time.monotonic() < deadline and waiter.poll() is None, "the waiter's job never ran"
@@ -213,8 +261,9 @@ def test_a_killed_waiter_terminates_its_job_then_dies_of_the_signal(settings: DC
     assert stopped.message == "terminated on request"
 
 
-def test_idempotency_key_returns_active_job_then_starts_a_new_attempt(settings: DClusterSettings,
-                                                                     start_service):
+def test_idempotency_key_returns_active_job_then_starts_a_new_attempt(
+    settings: DClusterSettings, start_service
+):
     service = start_service(settings)
     body = {"client": "syncbank", "app": "sleepy", "idempotency_key": "Rawlogconverter_syncbank_2025_11_21"}
     first = requests.post(f"{service.url}/cluster/job/submit", json=body, timeout=10)
@@ -241,7 +290,12 @@ def test_slots_pending_order_and_terminating_a_pending_job(settings: DClusterSet
     time.sleep(0.3)  # several scheduler ticks: b must keep waiting for the slot
     assert service.client.status(b.job_id).state == "PENDING"
     health = service.client.health()
-    assert (health["status"], health["provider"], health["running"], health["pending"]) == ("ok", "local", 1, 1)
+    assert (health["status"], health["provider"], health["running"], health["pending"]) == (
+        "ok",
+        "local",
+        1,
+        1,
+    )
     stopped_b = service.client.terminate(b.job_id)
     assert states(stopped_b) == ["PENDING", "TERMINATED"]
     assert stopped_b.exit_code is None and stopped_b.started_at is None
@@ -261,8 +315,17 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     assert requests.post(f"{url}/cluster/job/terminate/0123456789ab", timeout=10).status_code == 404
     assert requests.get(f"{url}/cluster/nowhere", timeout=10).json() == {"error": "Not Found", "detail": None}
 
-    bad = requests.post(f"{url}/cluster/job/submit", timeout=10, json={
-        "client": "Sync Bank", "app": "nope", "priority": "urgent", "strategy": "cheap", "engine": "storm"})
+    bad = requests.post(
+        f"{url}/cluster/job/submit",
+        timeout=10,
+        json={
+            "client": "Sync Bank",
+            "app": "nope",
+            "priority": "urgent",
+            "strategy": "cheap",
+            "engine": "storm",
+        },
+    )
     assert bad.status_code == 422
     assert bad.json()["detail"] == [
         "client 'Sync Bank' must match ^[a-z][a-z0-9_-]{1,31}$",
@@ -273,14 +336,19 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     ]
     assert bad.json()["error"].startswith("invalid job spec: client 'Sync Bank' must match")
 
-    assert requests.post(f"{url}/cluster/job/submit", timeout=10, json={
-        "client": "syncbank", "app": "run"}).json()["detail"] == [
-        "app 'run' must match ^[a-z_]+$ and name a job module of jobs/"]
+    assert requests.post(
+        f"{url}/cluster/job/submit", timeout=10, json={"client": "syncbank", "app": "run"}
+    ).json()["detail"] == ["app 'run' must match ^[a-z_]+$ and name a job module of jobs/"]
 
-    flink = requests.post(f"{url}/cluster/job/submit", json={"client": "syncbank", "app": "ok", "engine": "flink"},
-                          timeout=10)
-    assert flink.status_code == 422  # Flink apps are modules of jobs/flink/ (tests/integration/test_dcluster_flink.py)
-    assert flink.json()["detail"] == [f"app 'ok' is not a module in {settings.project_root / 'jobs' / 'flink'}"]
+    flink = requests.post(
+        f"{url}/cluster/job/submit", json={"client": "syncbank", "app": "ok", "engine": "flink"}, timeout=10
+    )
+    assert (
+        flink.status_code == 422
+    )  # Flink apps are modules of jobs/flink/ (tests/integration/test_dcluster_flink.py)
+    assert flink.json()["detail"] == [
+        f"app 'ok' is not a module in {settings.project_root / 'jobs' / 'flink'}"
+    ]
 
     missing = requests.post(f"{url}/cluster/job/submit", json={"app": "ok", "args": "x"}, timeout=10)
     assert missing.status_code == 422
@@ -289,7 +357,8 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     bad_state = requests.get(f"{url}/cluster/jobs", params={"state": "DONE"}, timeout=10)
     assert bad_state.status_code == 422
     assert bad_state.json()["error"] == (
-        "state 'DONE' must be one of PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING")
+        "state 'DONE' must be one of PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, HANGING"
+    )
 
     with pytest.raises(DClusterError, match=r"answered 422: invalid job spec: app 'ok' is not a module in"):
         service.client.submit(JobSpec(client="syncbank", app="ok", engine="flink"))
@@ -297,12 +366,27 @@ def test_errors_are_json(settings: DClusterSettings, start_service):
     openapi = requests.get(f"{url}/openapi.json", timeout=10).json()
     assert openapi["info"]["title"] == "DCluster"
     assert openapi["info"]["version"] == "0.1.0"
-    assert {"/cluster/job/submit", "/cluster/job/terminate/{job_id}", "/cluster/job/{job_id}",
-            "/cluster/job/{job_id}/log", "/cluster/jobs", "/cluster/health", "/cluster/resources/allocate",
-            "/cluster/resources/spot/request", "/cluster/resources/fallback", "/cluster/resources/spot/status",
-            "/cluster/resources/spot/history", "/cluster/resources/spot/cancel/{request_id}", "/cluster/alerts",
-            "/cluster/costs", "/cluster/audit", "/cluster/sim", "/cluster/sim/spot", "/cluster/sim/on_demand",
-            "/cluster/sim/interrupt/{job_id}"} == set(openapi["paths"])
+    assert {
+        "/cluster/job/submit",
+        "/cluster/job/terminate/{job_id}",
+        "/cluster/job/{job_id}",
+        "/cluster/job/{job_id}/log",
+        "/cluster/jobs",
+        "/cluster/health",
+        "/cluster/resources/allocate",
+        "/cluster/resources/spot/request",
+        "/cluster/resources/fallback",
+        "/cluster/resources/spot/status",
+        "/cluster/resources/spot/history",
+        "/cluster/resources/spot/cancel/{request_id}",
+        "/cluster/alerts",
+        "/cluster/costs",
+        "/cluster/audit",
+        "/cluster/sim",
+        "/cluster/sim/spot",
+        "/cluster/sim/on_demand",
+        "/cluster/sim/interrupt/{job_id}",
+    } == set(openapi["paths"])
 
 
 def test_jobs_list_filters_newest_first(settings: DClusterSettings, start_service):
@@ -333,8 +417,9 @@ def test_state_survives_restart(settings: DClusterSettings, start_service, tmp_p
     # What a crash leaves behind: a job recorded RUNNING, and one still PENDING.
     store = JobStore(settings.jobs_dir)
     store.load()
-    crashed, _ = store.submit(ServiceJobSpec(client="nasa", env="test", engine="spark", app="ok"),
-                              task_class="dev")
+    crashed, _ = store.submit(
+        ServiceJobSpec(client="nasa", env="test", engine="spark", app="ok"), task_class="dev"
+    )
     store.transition(crashed.job_id, "RUNNING", "started")
     queued, _ = store.submit(ServiceJobSpec(client="nasa", env="test", engine="spark", app="ok"))
 
@@ -348,7 +433,8 @@ def test_state_survives_restart(settings: DClusterSettings, start_service, tmp_p
     assert states(lost) == ["PENDING", "RUNNING", "PENDING", "RUNNING", "COMPLETED"]
     assert lost.raw["transitions"][2]["reason"] == (
         "health check failed after a service restart: process gone without exit status; "
-        "rescheduled on on_demand (run 2 of at most 5)")
+        "rescheduled on on_demand (run 2 of at most 5)"
+    )
     assert lost.attempts == 2
     assert wait_for(second.client, queued.job_id, terminal).state == "COMPLETED"
 
@@ -356,8 +442,9 @@ def test_state_survives_restart(settings: DClusterSettings, start_service, tmp_p
 def test_hanging_job_is_marked_and_terminated(settings: DClusterSettings, start_service, tmp_path: Path):
     # One run allowed: the hanging job is terminated, not rescheduled (see test_dcluster_faults).
     classes = {k: replace(v, max_attempts=1) for k, v in settings.cluster.task_classes.items()}
-    service = start_service(replace(settings, job_timeout_s=0.5,
-                                    cluster=replace(settings.cluster, task_classes=classes)))
+    service = start_service(
+        replace(settings, job_timeout_s=0.5, cluster=replace(settings.cluster, task_classes=classes))
+    )
     pids_file = tmp_path / "pids"
     job = service.client.submit(JobSpec(client="syncbank", app="sleepy", args=["--pids", str(pids_file)]))
     pids = read_pids(pids_file)
@@ -376,8 +463,12 @@ def test_real_spark_submit_smoke_job(tmp_path: Path, start_service):
     assert Path(real.spark_submit).name == "spark-submit" and Path(real.spark_submit).exists()
     service = start_service(real)
     out = tmp_path / "out" / "count.txt"
-    done = run_job(service.client, JobSpec(client="syncbank", app="smoke", args=["--out", str(out)]),
-                   poll_interval=0.5, timeout_s=240)
+    done = run_job(
+        service.client,
+        JobSpec(client="syncbank", app="smoke", args=["--out", str(out)]),
+        poll_interval=0.5,
+        timeout_s=240,
+    )
     assert done.state == "COMPLETED"
     assert done.exit_code == 0
     assert out.read_text() == "1000\n"

@@ -1,4 +1,5 @@
 """Ferry logic and the FP client, without a server: batching, windows, Parquet input, retries."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,8 +22,16 @@ from fp_ferry.ferry import (
 
 
 def rec(i: int, last_ms: int = 0) -> dict:
-    return {"user_id": f"u{i:03d}", "node_id": f"device:d{i}", "node_type": "device", "events": 1,
-            "first_ms": last_ms, "last_ms": last_ms, "node_users": 1, "is_super": False}
+    return {
+        "user_id": f"u{i:03d}",
+        "node_id": f"device:d{i}",
+        "node_type": "device",
+        "events": 1,
+        "first_ms": last_ms,
+        "last_ms": last_ms,
+        "node_users": 1,
+        "is_super": False,
+    }
 
 
 class FakeFP:
@@ -48,8 +57,9 @@ def test_ferry_batches_splits_and_ids_are_deterministic() -> None:
     records = [rec(i) for i in range(25)]
     fake = FakeFP()
     seen: list[tuple[int, int, int]] = []
-    report = ferry_batches(fake, "acme", dt.date(2024, 5, 1), records, batch_size=10,
-                           progress=lambda *a: seen.append(a))
+    report = ferry_batches(
+        fake, "acme", dt.date(2024, 5, 1), records, batch_size=10, progress=lambda *a: seen.append(a)
+    )
     assert [n for _, n in fake.batches] == [10, 10, 5]
     assert (report.mode, report.batches, report.records, report.duplicates) == ("batch", 3, 25, 0)
     assert seen == [(1, 3, 10), (2, 3, 20), (3, 3, 25)]
@@ -84,7 +94,12 @@ def test_empty_input_sends_nothing() -> None:
 
 def test_recent_window_is_anchored_on_newest_record() -> None:
     newest = 10_000_000
-    records = [rec(0, newest - 3_600_001), rec(1, newest - 3_600_000), rec(2, newest - 60_000), rec(3, newest)]
+    records = [
+        rec(0, newest - 3_600_001),
+        rec(1, newest - 3_600_000),
+        rec(2, newest - 60_000),
+        rec(3, newest),
+    ]
     assert [r["user_id"] for r in recent_window(records, 60)] == ["u001", "u002", "u003"]
     assert [r["user_id"] for r in recent_window(records, 1)] == ["u002", "u003"]
     assert [r["user_id"] for r in recent_window(records, 0)] == ["u003"]
@@ -99,46 +114,129 @@ def test_ferry_realtime_chunks() -> None:
 
 def write_stage(stage: Path, nodes: list[dict], edges: list[dict]) -> None:
     """A virtual_nodes stage as Spark leaves it: part files, _SUCCESS, hidden .crc files."""
-    node_schema = pa.schema([("node_id", pa.string()), ("node_type", pa.string()), ("node_value", pa.string()),
-                             ("users", pa.int64()), ("events", pa.int64()), ("is_super", pa.bool_())])
-    edge_schema = pa.schema([("user_id", pa.string()), ("node_id", pa.string()), ("node_type", pa.string()),
-                             ("events", pa.int64()), ("first_ms", pa.int64()), ("last_ms", pa.int64())])
+    node_schema = pa.schema(
+        [
+            ("node_id", pa.string()),
+            ("node_type", pa.string()),
+            ("node_value", pa.string()),
+            ("users", pa.int64()),
+            ("events", pa.int64()),
+            ("is_super", pa.bool_()),
+        ]
+    )
+    edge_schema = pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("node_id", pa.string()),
+            ("node_type", pa.string()),
+            ("events", pa.int64()),
+            ("first_ms", pa.int64()),
+            ("last_ms", pa.int64()),
+        ]
+    )
     for name, rows, schema in (("nodes", nodes, node_schema), ("edges", edges, edge_schema)):
         folder = stage / name
         folder.mkdir(parents=True)
         half = len(rows) // 2
         for part, chunk in enumerate((rows[:half], rows[half:])):
-            pq.write_table(pa.Table.from_pylist(chunk, schema=schema), folder / f"part-0000{part}.snappy.parquet")
+            pq.write_table(
+                pa.Table.from_pylist(chunk, schema=schema), folder / f"part-0000{part}.snappy.parquet"
+            )
         (folder / "_SUCCESS").write_text("")
         (folder / ".part-00000.snappy.parquet.crc").write_bytes(b"\x00")
 
 
 def test_load_virtual_node_records_joins_and_sorts(tmp_path: Path) -> None:
     nodes = [
-        {"node_id": "ip:1.1.1.1", "node_type": "ip", "node_value": "1.1.1.1", "users": 3, "events": 9,
-         "is_super": True},
-        {"node_id": "device:d1", "node_type": "device", "node_value": "d1", "users": 2, "events": 4,
-         "is_super": False},
+        {
+            "node_id": "ip:1.1.1.1",
+            "node_type": "ip",
+            "node_value": "1.1.1.1",
+            "users": 3,
+            "events": 9,
+            "is_super": True,
+        },
+        {
+            "node_id": "device:d1",
+            "node_type": "device",
+            "node_value": "d1",
+            "users": 2,
+            "events": 4,
+            "is_super": False,
+        },
     ]
     edges = [
-        {"user_id": "u2", "node_id": "device:d1", "node_type": "device", "events": 1, "first_ms": 5, "last_ms": 6},
-        {"user_id": "u1", "node_id": "ip:1.1.1.1", "node_type": "ip", "events": 4, "first_ms": 1, "last_ms": 9},
-        {"user_id": "u1", "node_id": "device:d1", "node_type": "device", "events": 3, "first_ms": 2, "last_ms": 3},
+        {
+            "user_id": "u2",
+            "node_id": "device:d1",
+            "node_type": "device",
+            "events": 1,
+            "first_ms": 5,
+            "last_ms": 6,
+        },
+        {
+            "user_id": "u1",
+            "node_id": "ip:1.1.1.1",
+            "node_type": "ip",
+            "events": 4,
+            "first_ms": 1,
+            "last_ms": 9,
+        },
+        {
+            "user_id": "u1",
+            "node_id": "device:d1",
+            "node_type": "device",
+            "events": 3,
+            "first_ms": 2,
+            "last_ms": 3,
+        },
     ]
     write_stage(tmp_path / "virtual_nodes", nodes, edges)
     assert load_virtual_node_records(tmp_path / "virtual_nodes") == [
-        {"user_id": "u1", "node_id": "device:d1", "node_type": "device", "events": 3, "first_ms": 2,
-         "last_ms": 3, "node_users": 2, "is_super": False},
-        {"user_id": "u1", "node_id": "ip:1.1.1.1", "node_type": "ip", "events": 4, "first_ms": 1,
-         "last_ms": 9, "node_users": 3, "is_super": True},
-        {"user_id": "u2", "node_id": "device:d1", "node_type": "device", "events": 1, "first_ms": 5,
-         "last_ms": 6, "node_users": 2, "is_super": False},
+        {
+            "user_id": "u1",
+            "node_id": "device:d1",
+            "node_type": "device",
+            "events": 3,
+            "first_ms": 2,
+            "last_ms": 3,
+            "node_users": 2,
+            "is_super": False,
+        },
+        {
+            "user_id": "u1",
+            "node_id": "ip:1.1.1.1",
+            "node_type": "ip",
+            "events": 4,
+            "first_ms": 1,
+            "last_ms": 9,
+            "node_users": 3,
+            "is_super": True,
+        },
+        {
+            "user_id": "u2",
+            "node_id": "device:d1",
+            "node_type": "device",
+            "events": 1,
+            "first_ms": 5,
+            "last_ms": 6,
+            "node_users": 2,
+            "is_super": False,
+        },
     ]
 
 
 def test_load_virtual_node_records_refuses_dangling_edges(tmp_path: Path) -> None:
-    edges = [{"user_id": "u1", "node_id": "ip:9.9.9.9", "node_type": "ip", "events": 1, "first_ms": 1,
-              "last_ms": 1}] * 2
+    edges = [
+        {
+            "user_id": "u1",
+            "node_id": "ip:9.9.9.9",
+            "node_type": "ip",
+            "events": 1,
+            "first_ms": 1,
+            "last_ms": 1,
+        }
+    ] * 2
     write_stage(tmp_path / "vn", [], edges)
     with pytest.raises(ValueError, match="ip:9.9.9.9"):
         load_virtual_node_records(tmp_path / "vn")
@@ -199,5 +297,7 @@ def test_client_maps_http_errors_and_404() -> None:
     assert FPClient("http://fp.test", session=missing).features("acme", "ip:1.2.3.4/24") is None
     assert missing.calls == [("GET", "http://fp.test/fp/v1/features/acme/ip%3A1.2.3.4%2F24")]
     with pytest.raises(FPError) as err:
-        FPClient("http://fp.test", session=FailingSession(0, response(500, {"error": "boom"}))).batch_status("a", "b")
+        FPClient("http://fp.test", session=FailingSession(0, response(500, {"error": "boom"}))).batch_status(
+            "a", "b"
+        )
     assert err.value.status == 500

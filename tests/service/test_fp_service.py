@@ -1,4 +1,5 @@
 """The FP service over real HTTP on loopback, driven by the real FPClient."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,19 @@ from fp_ferry.client import FPClient, FPError
 from fp_ferry.ferry import ferry_batches
 
 
-def edge(user: str, node: str, events: int, first: int, last: int, users: int, is_super: bool = False) -> dict:
-    return {"user_id": user, "node_id": node, "node_type": node.split(":", 1)[0], "events": events,
-            "first_ms": first, "last_ms": last, "node_users": users, "is_super": is_super}
+def edge(
+    user: str, node: str, events: int, first: int, last: int, users: int, is_super: bool = False
+) -> dict:
+    return {
+        "user_id": user,
+        "node_id": node,
+        "node_type": node.split(":", 1)[0],
+        "events": events,
+        "first_ms": first,
+        "last_ms": last,
+        "node_users": users,
+        "is_super": is_super,
+    }
 
 
 # Three users; ip:1.1.1.1 is a super node (3 users over a threshold of 2).
@@ -42,15 +53,42 @@ BATCH_B = [
 ]
 
 EXPECTED = {
-    "u1": {"connected_devices": 2, "shared_attributes": 1, "ip_count": 1, "fingerprint_count": 0,
-           "max_node_users": 2, "super_node_links": 1, "nodes": 4, "events": 10,
-           "first_seen_ms": 1000, "last_seen_ms": 6000},
-    "u2": {"connected_devices": 1, "shared_attributes": 2, "ip_count": 1, "fingerprint_count": 1,
-           "max_node_users": 2, "super_node_links": 1, "nodes": 3, "events": 8,
-           "first_seen_ms": 6000, "last_seen_ms": 9000},
-    "u3": {"connected_devices": 0, "shared_attributes": 1, "ip_count": 2, "fingerprint_count": 1,
-           "max_node_users": 2, "super_node_links": 1, "nodes": 3, "events": 6,
-           "first_seen_ms": 9000, "last_seen_ms": 12000},
+    "u1": {
+        "connected_devices": 2,
+        "shared_attributes": 1,
+        "ip_count": 1,
+        "fingerprint_count": 0,
+        "max_node_users": 2,
+        "super_node_links": 1,
+        "nodes": 4,
+        "events": 10,
+        "first_seen_ms": 1000,
+        "last_seen_ms": 6000,
+    },
+    "u2": {
+        "connected_devices": 1,
+        "shared_attributes": 2,
+        "ip_count": 1,
+        "fingerprint_count": 1,
+        "max_node_users": 2,
+        "super_node_links": 1,
+        "nodes": 3,
+        "events": 8,
+        "first_seen_ms": 6000,
+        "last_seen_ms": 9000,
+    },
+    "u3": {
+        "connected_devices": 0,
+        "shared_attributes": 1,
+        "ip_count": 2,
+        "fingerprint_count": 1,
+        "max_node_users": 2,
+        "super_node_links": 1,
+        "nodes": 3,
+        "events": 6,
+        "first_seen_ms": 9000,
+        "last_seen_ms": 12000,
+    },
     "ip:1.1.1.1": {"node_type": "ip", "users": 3, "events": 7, "is_super": True},
     "device:d1": {"node_type": "device", "users": 2, "events": 4, "is_super": False},
     "fingerprint:f1": {"node_type": "fingerprint", "users": 2, "events": 8, "is_super": False},
@@ -123,8 +161,9 @@ def test_same_batch_id_is_applied_once(fp: FPClient) -> None:
     before = features_of(fp, "idem", "u1")
     again = fp.push_batch("idem", "idem-b1", BATCH_A)
     assert again["duplicate"] is True
-    assert {k: again[k] for k in ("batch_id", "status", "records", "edges")} == \
-        {k: first[k] for k in ("batch_id", "status", "records", "edges")}
+    assert {k: again[k] for k in ("batch_id", "status", "records", "edges")} == {
+        k: first[k] for k in ("batch_id", "status", "records", "edges")
+    }
     # Re-sent edges under a new id do not double-count either: edges merge, they do not add.
     fp.push_batch("idem", "idem-b1-copy", BATCH_A)
     assert features_of(fp, "idem", "u1") == before == EXPECTED["u1"]
@@ -228,7 +267,9 @@ def test_feature_reads_are_audited_and_setting_changes_recorded(tmp_path: Path) 
     with running_fp(db, cache_ttl_seconds=30.0) as url:  # restarted with one setting changed
         assert requests.get(f"{url}/fp/v1/health", timeout=5).ok
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [(e["action"], e["actor"], e["target"], e["detail"]) for e in entries if e["action"] == "data_access"] == [
+    assert [
+        (e["action"], e["actor"], e["target"], e["detail"]) for e in entries if e["action"] == "data_access"
+    ] == [
         ("data_access", "risk-api", "acme/u1", {"found": True, "entity_type": "user"}),
         ("data_access", "anonymous", "acme/nobody", {"found": False, "status": 404}),
     ]

@@ -1,4 +1,5 @@
 """Client notification after ResultSender (SPEC §6), against a real HTTP receiver on loopback."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,8 +21,13 @@ from storage.objectstore import LocalObjectStore
 from tests.support.receiver import Receiver
 
 DAY = dt.date(2025, 11, 21)
-MANIFEST = (json.dumps({"client": "demo", "date": "2025-11-21", "run_id": "r1",
-                        "files": {"a.csv": {}, "b.json": {}}}, indent=2) + "\n").encode()
+MANIFEST = (
+    json.dumps(
+        {"client": "demo", "date": "2025-11-21", "run_id": "r1", "files": {"a.csv": {}, "b.json": {}}},
+        indent=2,
+    )
+    + "\n"
+).encode()
 SUMMARY = {"users": 500, "flagged_users": 53, "campaigns": 12}
 
 
@@ -38,10 +44,17 @@ def _payload() -> dict:
 
 def test_payload_names_the_results_and_their_manifest():
     assert _payload() == {
-        "event": "results_ready", "client": "demo", "date": "2025-11-21",
+        "event": "results_ready",
+        "client": "demo",
+        "date": "2025-11-21",
         "results_url": "file:///b/results/demo/2025-11-21/",
-        "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest(), "files": 2, "run_id": "r1",
-        "users": 500, "flagged_users": 53, "campaigns": 12}
+        "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest(),
+        "files": 2,
+        "run_id": "r1",
+        "users": 500,
+        "flagged_users": 53,
+        "campaigns": 12,
+    }
     assert idempotency_key(_payload()) == f"demo/2025-11-21/{hashlib.sha256(MANIFEST).hexdigest()[:32]}"
 
 
@@ -72,8 +85,10 @@ def test_refusal_is_not_retried_and_says_what_the_endpoint_answered(receiver: Re
     receiver.statuses = [401]
     with pytest.raises(NotifyError) as err:
         send(receiver.url, _payload(), sleep=lambda s: None)
-    assert str(err.value) == (f"client notification to {receiver.url} refused: HTTP 401: bad signature; check "
-                              "the endpoint and, if it verifies signatures, the shared secret")
+    assert str(err.value) == (
+        f"client notification to {receiver.url} refused: HTTP 401: bad signature; check "
+        "the endpoint and, if it verifies signatures, the shared secret"
+    )
     assert len(receiver.requests) == 1
 
 
@@ -82,7 +97,9 @@ def test_unreachable_endpoint_fails_after_the_attempts():
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/"  # bound, never listening: connection refused
         waits: list[float] = []
-        with pytest.raises(NotifyError, match=r"failed after 3 attempts: ConnectionError: .*run ResultSender again"):
+        with pytest.raises(
+            NotifyError, match=r"failed after 3 attempts: ConnectionError: .*run ResultSender again"
+        ):
             send(url, _payload(), sleep=waits.append, timeout_s=2)
     assert waits == [1.0, 2.0]
 
@@ -100,10 +117,16 @@ def _sent_day(tmp_path: Path) -> tuple[LocalObjectStore, WorkPaths]:
 
 def test_step_notifies_with_what_is_in_the_bucket_and_marks_it_done(tmp_path: Path, receiver: Receiver):
     store, paths = _sent_day(tmp_path)
-    client = ClientConfig(name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK")
+    client = ClientConfig(
+        name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK"
+    )
     meta = notify_client(ClientDay(client, paths, lambda: store), environ={"DEMO_HOOK": "k"})
-    assert meta == {"notified": True, "status": 200, "attempts": 1,
-                    "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest()}
+    assert meta == {
+        "notified": True,
+        "status": 200,
+        "attempts": 1,
+        "manifest_sha256": hashlib.sha256(MANIFEST).hexdigest(),
+    }
     body = json.loads(receiver.requests[0][1])
     assert body["results_url"] == store.url("demo-bucket", "results/demo/2025-11-21/")
     assert (body["users"], body["flagged_users"]) == (500, 53)
@@ -113,15 +136,20 @@ def test_step_notifies_with_what_is_in_the_bucket_and_marks_it_done(tmp_path: Pa
 
 def test_step_without_a_url_only_marks_it_done(tmp_path: Path):
     store, paths = _sent_day(tmp_path)
-    assert notify_client(ClientDay(ClientConfig(name="demo", bucket="demo-bucket"), paths, lambda: store)) == {
-        "notified": False}
+    assert notify_client(
+        ClientDay(ClientConfig(name="demo", bucket="demo-bucket"), paths, lambda: store)
+    ) == {"notified": False}
     assert paths.done("result_sender").exists()
 
 
 def test_a_named_secret_that_is_not_set_stops_before_sending(tmp_path: Path, receiver: Receiver):
     store, paths = _sent_day(tmp_path)
-    client = ClientConfig(name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK")
-    with pytest.raises(RuntimeError, match=r"^client demo signs notifications with \$DEMO_HOOK, which is not set"):
+    client = ClientConfig(
+        name="demo", bucket="demo-bucket", notify_url=receiver.url, notify_secret_env="DEMO_HOOK"
+    )
+    with pytest.raises(
+        RuntimeError, match=r"^client demo signs notifications with \$DEMO_HOOK, which is not set"
+    ):
         notify_client(ClientDay(client, paths, lambda: store), environ={})
     assert receiver.requests == [] and not paths.done("result_sender").exists()
 
@@ -136,11 +164,16 @@ def test_a_failed_notification_leaves_the_step_undone(tmp_path: Path, receiver: 
     assert notify_client(ClientDay(client, paths, lambda: store))["notified"] is True
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"notify_url": "ftp://x"}, r"notify_url must be an http\(s\) URL, got 'ftp://x'"),
-    ({"notify_url": "https://hooks.example.com/f", "notify_secret_env": "lower"},
-     "notify_secret_env must name an environment variable"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"notify_url": "ftp://x"}, r"notify_url must be an http\(s\) URL, got 'ftp://x'"),
+        (
+            {"notify_url": "https://hooks.example.com/f", "notify_secret_env": "lower"},
+            "notify_secret_env must name an environment variable",
+        ),
+    ],
+)
 def test_registry_refuses_bad_notification_settings(tmp_path: Path, entry: dict, message: str):
     registry = tmp_path / "clients.yaml"
     registry.write_text(json.dumps({"clients": {"demo": {"bucket": "demo-bucket", **entry}}}))

@@ -1,4 +1,5 @@
 """One contract suite for every object store backend: a local folder, and S3 on a real moto server."""
+
 from __future__ import annotations
 
 import os
@@ -78,10 +79,19 @@ def test_put_replaces_the_previous_version(store_and_bucket):
 
 def test_list_is_recursive_sorted_and_uses_string_prefixes(store_and_bucket):
     store, bucket = store_and_bucket
-    for key, body in [("a/b/2.txt", b"22"), ("a/c.txt", b"c"), ("b.txt", b"bbbb"), ("a/b/1.txt", b"1"),
-                      ("ab.txt", b"ab")]:
+    for key, body in [
+        ("a/b/2.txt", b"22"),
+        ("a/c.txt", b"c"),
+        ("b.txt", b"bbbb"),
+        ("a/b/1.txt", b"1"),
+        ("ab.txt", b"ab"),
+    ]:
         store.put_bytes(bucket, key, body)
-    assert store.list(bucket, "a/") == [ObjectInfo("a/b/1.txt", 1), ObjectInfo("a/b/2.txt", 2), ObjectInfo("a/c.txt", 1)]
+    assert store.list(bucket, "a/") == [
+        ObjectInfo("a/b/1.txt", 1),
+        ObjectInfo("a/b/2.txt", 2),
+        ObjectInfo("a/c.txt", 1),
+    ]
     assert [o.key for o in store.list(bucket, "a")] == ["a/b/1.txt", "a/b/2.txt", "a/c.txt", "ab.txt"]
     assert [o.key for o in store.list(bucket, "a/b/2")] == ["a/b/2.txt"]
     assert [o.key for o in store.list(bucket, "")] == ["a/b/1.txt", "a/b/2.txt", "a/c.txt", "ab.txt", "b.txt"]
@@ -153,14 +163,25 @@ def test_url_names_the_backend_location(store_and_bucket):
 def test_upload_dir_uploads_sorted_with_last_files_at_the_end(store_and_bucket, tmp_path):
     store, bucket = store_and_bucket
     src = tmp_path / "staging"
-    for rel, body in [("_SUCCESS", b""), ("_manifest.json", b"{}"), ("reports/summary.json", b"{\"a\":1}"),
-                      ("frontend_data/campaigns.json", b"[]"), ("risk_scores/risk_scores.csv.gz", b"gz")]:
+    for rel, body in [
+        ("_SUCCESS", b""),
+        ("_manifest.json", b"{}"),
+        ("reports/summary.json", b'{"a":1}'),
+        ("frontend_data/campaigns.json", b"[]"),
+        ("risk_scores/risk_scores.csv.gz", b"gz"),
+    ]:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(body)
     recorder = _RecordingStore(store)
     seen: list[tuple[int, int]] = []
-    keys = upload_dir(recorder, bucket, "results/acme/2025-11-21", src, last=["_manifest.json", "_SUCCESS"],
-                      progress=lambda done, total: seen.append((done, total)))
+    keys = upload_dir(
+        recorder,
+        bucket,
+        "results/acme/2025-11-21",
+        src,
+        last=["_manifest.json", "_SUCCESS"],
+        progress=lambda done, total: seen.append((done, total)),
+    )
     expected = [
         "results/acme/2025-11-21/frontend_data/campaigns.json",
         "results/acme/2025-11-21/reports/summary.json",
@@ -171,9 +192,10 @@ def test_upload_dir_uploads_sorted_with_last_files_at_the_end(store_and_bucket, 
     assert keys == expected
     assert recorder.put_order == expected
     assert seen == [(0, 5), (1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
-    assert store.get_bytes(bucket, "results/acme/2025-11-21/reports/summary.json") == b"{\"a\":1}"
+    assert store.get_bytes(bucket, "results/acme/2025-11-21/reports/summary.json") == b'{"a":1}'
     assert store.list(bucket, "results/acme/2025-11-21/_SUCCESS") == [
-        ObjectInfo("results/acme/2025-11-21/_SUCCESS", 0)]
+        ObjectInfo("results/acme/2025-11-21/_SUCCESS", 0)
+    ]
 
 
 def test_upload_dir_refuses_before_uploading_when_a_last_file_is_missing(store_and_bucket, tmp_path):
@@ -188,16 +210,18 @@ def test_upload_dir_refuses_before_uploading_when_a_last_file_is_missing(store_a
 
 def test_download_prefix_mirrors_only_the_folder(store_and_bucket, tmp_path):
     store, bucket = store_and_bucket
-    store.put_bytes(bucket, "rawdata/acme/d/logs/a.jsonl", b"{\"user_id\":\"u1\"}\n")
+    store.put_bytes(bucket, "rawdata/acme/d/logs/a.jsonl", b'{"user_id":"u1"}\n')
     store.put_bytes(bucket, "rawdata/acme/d/events/b.csv", b"user_id\nu2\n")
     store.put_bytes(bucket, "rawdata/acme/d2/logs/other.jsonl", b"not mine")
     seen: list[tuple[int, int]] = []
     dest = tmp_path / "raw"
     got = download_prefix(store, bucket, "rawdata/acme/d", dest, progress=lambda d, t: seen.append((d, t)))
     assert got == [dest / "events" / "b.csv", dest / "logs" / "a.jsonl"]
-    assert (dest / "logs" / "a.jsonl").read_bytes() == b"{\"user_id\":\"u1\"}\n"
+    assert (dest / "logs" / "a.jsonl").read_bytes() == b'{"user_id":"u1"}\n'
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
-        "events/b.csv", "logs/a.jsonl"]
+        "events/b.csv",
+        "logs/a.jsonl",
+    ]
     assert seen == [(0, 2), (1, 2), (2, 2)]
 
 
@@ -367,8 +391,12 @@ def test_s3_list_follows_every_page(moto_endpoint, s3_client, monkeypatch):
 def test_s3_unreachable_endpoint_says_to_check_the_endpoint():
     from botocore.config import Config
 
-    client = _fresh_client("http://127.0.0.1:9", aws_access_key_id="x", aws_secret_access_key="x",
-                           config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    client = _fresh_client(
+        "http://127.0.0.1:9",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
     store = S3ObjectStore(endpoint_url="http://127.0.0.1:9", client=client)
     with pytest.raises(StorageError, match="check endpoint_url"):
         store.exists("b", "k")
@@ -379,15 +407,30 @@ def test_s3_unreachable_endpoint_says_to_check_the_endpoint():
 
 def test_settings_from_env_override_given_defaults():
     defaults = ObjectStoreSettings(backend="local", root="/srv/objects", region="eu-west-1")
-    env = {"FRAUDBATCH_OBJECTSTORE_BACKEND": "s3", "FRAUDBATCH_S3_ENDPOINT": "http://minio:9000",
-           "FRAUDBATCH_S3_SSE": "aws:kms", "FRAUDBATCH_S3_KMS_KEY_ID": "key-1", "FRAUDBATCH_S3_REGION": ""}
+    env = {
+        "FRAUDBATCH_OBJECTSTORE_BACKEND": "s3",
+        "FRAUDBATCH_S3_ENDPOINT": "http://minio:9000",
+        "FRAUDBATCH_S3_SSE": "aws:kms",
+        "FRAUDBATCH_S3_KMS_KEY_ID": "key-1",
+        "FRAUDBATCH_S3_REGION": "",
+    }
     got = ObjectStoreSettings.from_env(defaults, environ=env)
-    assert got == ObjectStoreSettings(backend="s3", root="/srv/objects", endpoint_url="http://minio:9000",
-                                      region="eu-west-1", sse="aws:kms", kms_key_id="key-1")
+    assert got == ObjectStoreSettings(
+        backend="s3",
+        root="/srv/objects",
+        endpoint_url="http://minio:9000",
+        region="eu-west-1",
+        sse="aws:kms",
+        kms_key_id="key-1",
+    )
     store = make_object_store(got)
     assert isinstance(store, S3ObjectStore)
     assert (store.endpoint_url, store.region, store.sse, store.kms_key_id) == (
-        "http://minio:9000", "eu-west-1", "aws:kms", "key-1")
+        "http://minio:9000",
+        "eu-west-1",
+        "aws:kms",
+        "key-1",
+    )
 
 
 def test_settings_from_a_mapping_of_config_values(tmp_path):
@@ -397,12 +440,15 @@ def test_settings_from_a_mapping_of_config_values(tmp_path):
     assert isinstance(store, LocalObjectStore) and store.root == tmp_path
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "gcs"}, "choose one of local, s3"),
-    ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "local"}, "FRAUDBATCH_OBJECTSTORE_ROOT"),
-    ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "s3", "FRAUDBATCH_S3_SSE": "aes"}, "FRAUDBATCH_S3_SSE='aes'"),
-    ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "s3", "FRAUDBATCH_S3_KMS_KEY_ID": "k"}, "not aws:kms"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "gcs"}, "choose one of local, s3"),
+        ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "local"}, "FRAUDBATCH_OBJECTSTORE_ROOT"),
+        ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "s3", "FRAUDBATCH_S3_SSE": "aes"}, "FRAUDBATCH_S3_SSE='aes'"),
+        ({"FRAUDBATCH_OBJECTSTORE_BACKEND": "s3", "FRAUDBATCH_S3_KMS_KEY_ID": "k"}, "not aws:kms"),
+    ],
+)
 def test_invalid_settings_name_what_to_fix(env, message):
     with pytest.raises(StorageConfigError, match=message):
         ObjectStoreSettings.from_env(environ=env)

@@ -1,4 +1,5 @@
 """Results contract files: risk_scores.csv.gz, stage times, manifest, _SUCCESS, and the contract checker."""
+
 from __future__ import annotations
 
 import gzip
@@ -28,8 +29,13 @@ CHECKER = results_checker()
 
 ROWS = [
     {"user_id": "u3", "risk_score": 12, "is_flagged": False, "campaign_id": "", "reason_codes": ""},
-    {"user_id": "u1", "risk_score": 91, "is_flagged": True, "campaign_id": "cmp-1",
-     "reason_codes": ["shared_device", "burst"]},
+    {
+        "user_id": "u1",
+        "risk_score": 91,
+        "is_flagged": True,
+        "campaign_id": "cmp-1",
+        "reason_codes": ["shared_device", "burst"],
+    },
     {"user_id": "u2", "risk_score": 70, "is_flagged": "TRUE", "campaign_id": None, "reason_codes": "night"},
 ]
 
@@ -67,11 +73,14 @@ def test_risk_scores_empty_file_has_the_header(tmp_path):
     assert _csv_lines(path) == ["user_id,risk_score,is_flagged,campaign_id,reason_codes"]
 
 
-@pytest.mark.parametrize("rows", [
-    [ROWS[0], dict(ROWS[0])],
-    [dict(ROWS[0], risk_score=101)],
-    [dict(ROWS[0], is_flagged="yes")],
-])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [ROWS[0], dict(ROWS[0])],
+        [dict(ROWS[0], risk_score=101)],
+        [dict(ROWS[0], is_flagged="yes")],
+    ],
+)
 def test_risk_scores_reject_contract_violations(tmp_path, rows):
     with pytest.raises(ValueError):
         write_risk_scores_csv_gz(rows, tmp_path / "r.csv.gz")
@@ -79,28 +88,63 @@ def test_risk_scores_reject_contract_violations(tmp_path, rows):
 
 
 def test_stage_mapping_follows_spec_order():
-    assert list(STAGES) == ["ingest", "preprocess", "feature_computation", "dfe", "aggregation", "frontend",
-                            "results"]
+    assert list(STAGES) == [
+        "ingest",
+        "preprocess",
+        "feature_computation",
+        "dfe",
+        "aggregation",
+        "frontend",
+        "results",
+    ]
     assert STAGES["aggregation"] == ("Campaign", "UserStats", "ResultAggLite", "EventJoinLite", "ResultAgg")
 
 
 def test_stage_seconds_sums_rounds_and_keeps_order():
-    out = stage_seconds({
-        "ResultSender": 3.04, "Fetcher": 10.02, "Connector": 20.0, "SparkConnectorRunner_acme_2024_05_01_x": 5.01,
-        "Campaign": 1.26, "UserStats": 2.0, "CassandraDfeWriter": 0.04, "RunClientDay": 7.0,
-    })
-    assert out == {"ingest": 35.0, "preprocess": 0.0, "feature_computation": 0.0, "dfe": 0.0,
-                   "aggregation": 3.3, "frontend": 0.0, "results": 3.0, "other": 7.0, "total": 48.4}
+    out = stage_seconds(
+        {
+            "ResultSender": 3.04,
+            "Fetcher": 10.02,
+            "Connector": 20.0,
+            "SparkConnectorRunner_acme_2024_05_01_x": 5.01,
+            "Campaign": 1.26,
+            "UserStats": 2.0,
+            "CassandraDfeWriter": 0.04,
+            "RunClientDay": 7.0,
+        }
+    )
+    assert out == {
+        "ingest": 35.0,
+        "preprocess": 0.0,
+        "feature_computation": 0.0,
+        "dfe": 0.0,
+        "aggregation": 3.3,
+        "frontend": 0.0,
+        "results": 3.0,
+        "other": 7.0,
+        "total": 48.4,
+    }
     assert list(out) == [*STAGES, "other", "total"]
     assert stage_seconds({}) == {**{s: 0.0 for s in STAGES}, "total": 0.0}
 
 
 def _sample_results(root: Path) -> None:
     """A tiny but complete client-day results folder, made with the project's own functions."""
-    campaigns = [{"campaign_id": "cmp-1", "size": 2, "score": 88, "is_fraud_ring": True,
-                  "signals": {"shared_device": 1.0}, "members": ["u1", "u2"], "nodes": ["device:d1"]}]
-    edges = [{"user_id": "u1", "node_id": "device:d1", "node_type": "device", "events": 3},
-             {"user_id": "u2", "node_id": "device:d1", "node_type": "device", "events": 1}]
+    campaigns = [
+        {
+            "campaign_id": "cmp-1",
+            "size": 2,
+            "score": 88,
+            "is_fraud_ring": True,
+            "signals": {"shared_device": 1.0},
+            "members": ["u1", "u2"],
+            "nodes": ["device:d1"],
+        }
+    ]
+    edges = [
+        {"user_id": "u1", "node_id": "device:d1", "node_type": "device", "events": 3},
+        {"user_id": "u2", "node_id": "device:d1", "node_type": "device", "events": 1},
+    ]
     rows = [dict(r, campaign_id="cmp-1" if r["user_id"] in ("u1", "u2") else "") for r in ROWS]
     write_risk_scores_csv_gz(rows, root / "risk_scores/risk_scores.csv.gz")
     clist = campaign_list(campaigns)
@@ -108,16 +152,25 @@ def _sample_results(root: Path) -> None:
     timeline = hourly_timeline([4] * 24, [1] * 24, "UTC")
     dist = score_distribution([r["risk_score"] for r in ROWS], 70)
     summary = {
-        "client": "acme", "date": "2024-05-01", "records_read": 100, "records_accepted": 96,
-        "records_quarantined": 4, "quarantine_reasons": {"bad event_time": 4}, "users": 3, "flagged_users": 2,
-        "campaigns": 1, "fraud_rings": 1,
+        "client": "acme",
+        "date": "2024-05-01",
+        "records_read": 100,
+        "records_accepted": 96,
+        "records_quarantined": 4,
+        "quarantine_reasons": {"bad event_time": 4},
+        "users": 3,
+        "flagged_users": 2,
+        "campaigns": 1,
+        "fraud_rings": 1,
         "score_histogram": {b["bucket"]: b["count"] for b in dist["buckets"]},
-        "stage_seconds": stage_seconds({"Fetcher": 1.0, "ResultSender": 0.5}), "run_id": "run-7",
+        "stage_seconds": stage_seconds({"Fetcher": 1.0, "ResultSender": 0.5}),
+        "run_id": "run-7",
         "code_version": "abc123",
     }
     write_json(root / "reports/summary.json", summary)
-    (root / "reports/report.html").write_text(render_report(summary, clist, timeline, dist, graph, None),
-                                              encoding="utf-8")
+    (root / "reports/report.html").write_text(
+        render_report(summary, clist, timeline, dist, graph, None), encoding="utf-8"
+    )
     write_json(root / "frontend_data/campaigns.json", clist)
     write_json(root / "frontend_data/campaign_graph_cmp-1.json", graph)
     write_json(root / "frontend_data/timeline.json", timeline)
@@ -130,18 +183,35 @@ def test_build_manifest_sizes_checksums_and_rows(tmp_path):
     (tmp_path / "_SUCCESS").write_text("")  # markers never enter the manifest
     m = build_manifest(tmp_path, "run-7", "abc123", "acme", "2024-05-01")
     assert {k: m[k] for k in ("run_id", "code_version", "client", "date", "created_by")} == {
-        "run_id": "run-7", "code_version": "abc123", "client": "acme", "date": "2024-05-01",
-        "created_by": "fraudbatch"}
-    assert list(m["files"]) == sorted(m["files"]) == [
-        "frontend_data/campaign_graph_cmp-1.json", "frontend_data/campaigns.json", "frontend_data/hours.json",
-        "frontend_data/score_distribution.json", "frontend_data/timeline.json", "reports/report.html",
-        "reports/summary.json", "risk_scores/risk_scores.csv.gz",
-    ]
+        "run_id": "run-7",
+        "code_version": "abc123",
+        "client": "acme",
+        "date": "2024-05-01",
+        "created_by": "fraudbatch",
+    }
+    assert (
+        list(m["files"])
+        == sorted(m["files"])
+        == [
+            "frontend_data/campaign_graph_cmp-1.json",
+            "frontend_data/campaigns.json",
+            "frontend_data/hours.json",
+            "frontend_data/score_distribution.json",
+            "frontend_data/timeline.json",
+            "reports/report.html",
+            "reports/summary.json",
+            "risk_scores/risk_scores.csv.gz",
+        ]
+    )
     rows = {k: v["rows"] for k, v in m["files"].items()}
     assert rows == {
-        "frontend_data/campaign_graph_cmp-1.json": 1, "frontend_data/campaigns.json": 1,
-        "frontend_data/hours.json": 3, "frontend_data/score_distribution.json": 1,
-        "frontend_data/timeline.json": 1, "reports/report.html": None, "reports/summary.json": 1,
+        "frontend_data/campaign_graph_cmp-1.json": 1,
+        "frontend_data/campaigns.json": 1,
+        "frontend_data/hours.json": 3,
+        "frontend_data/score_distribution.json": 1,
+        "frontend_data/timeline.json": 1,
+        "reports/report.html": None,
+        "reports/summary.json": 1,
         "risk_scores/risk_scores.csv.gz": 3,
     }
     data = (tmp_path / "risk_scores/risk_scores.csv.gz").read_bytes()
@@ -170,7 +240,7 @@ def test_verify_manifest_detects_tampering_missing_and_unlisted_files(tmp_path):
 
 def test_success_is_written_last_and_newest(tmp_path):
     _sample_results(tmp_path)
-    future = (tmp_path / "reports/report.html")
+    future = tmp_path / "reports/report.html"
     t = future.stat().st_mtime_ns + 10**9 * 60  # a file copied in with a clock ahead of ours
     os.utime(future, ns=(t, t))
     (tmp_path / "_SUCCESS").write_text("stale")
@@ -183,12 +253,18 @@ def test_success_is_written_last_and_newest(tmp_path):
     assert json.loads((tmp_path / "_manifest.json").read_text()) == m
     assert verify_manifest(tmp_path, json.loads((tmp_path / "_manifest.json").read_text())) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "_SUCCESS", "_manifest.json", "frontend_data", "reports", "risk_scores"]
+        "_SUCCESS",
+        "_manifest.json",
+        "frontend_data",
+        "reports",
+        "risk_scores",
+    ]
 
 
 def _check(results_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CHECKER), str(results_dir)], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, str(CHECKER), str(results_dir)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_results_folder_passes_the_contract_checker(tmp_path):
@@ -208,9 +284,19 @@ def test_results_folder_passes_the_contract_checker(tmp_path):
 def test_demo_prints_the_day_in_two_lines():
     from fraudbatch.cli import day_outcome
 
-    summary = {"client": "demo", "date": "2025-11-21", "records_read": 20000, "records_accepted": 19800,
-               "records_quarantined": 200, "users": 500, "flagged_users": 53, "fraud_rings": 5, "campaigns": 19,
-               "stage_seconds": {"ingest": 12.1, "results": 0.0, "aggregation": 46.3, "total": 58.4}}
+    summary = {
+        "client": "demo",
+        "date": "2025-11-21",
+        "records_read": 20000,
+        "records_accepted": 19800,
+        "records_quarantined": 200,
+        "users": 500,
+        "flagged_users": 53,
+        "fraud_rings": 5,
+        "campaigns": 19,
+        "stage_seconds": {"ingest": 12.1, "results": 0.0, "aggregation": 46.3, "total": 58.4},
+    }
     assert day_outcome(summary) == (
         "demo 2025-11-21: 20,000 records read, 19,800 accepted, 200 quarantined; 500 users, 53 flagged, "
-        "5 fraud rings among 19 campaigns\nseconds: 58.4 in total (ingest 12.1, aggregation 46.3)")
+        "5 fraud rings among 19 campaigns\nseconds: 58.4 in total (ingest 12.1, aggregation 46.3)"
+    )

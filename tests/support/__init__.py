@@ -1,4 +1,5 @@
 """Helpers shared by the test tiers; nothing here is collected as a test."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Fakes around EC2 and the instance metadata service for the AWS capacity tests."""
+
 from __future__ import annotations
 
 import threading
@@ -35,8 +36,11 @@ class NoSpotCapacity(Ec2Wrapper):
 
     def run_instances(self, **kwargs: Any) -> Any:
         if "InstanceMarketOptions" in kwargs or self.on_demand_too:
-            raise client_error("InsufficientInstanceCapacity",
-                                "We currently do not have sufficient r5.2xlarge capacity.", "RunInstances")
+            raise client_error(
+                "InsufficientInstanceCapacity",
+                "We currently do not have sufficient r5.2xlarge capacity.",
+                "RunInstances",
+            )
         return self.real.run_instances(**kwargs)
 
 

@@ -1,4 +1,5 @@
 """Session fixtures for the Cassandra tests: the node of scripts/cassandra.sh and a migrated test keyspace."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,9 @@ def node_script(*args: str, check: bool = True, timeout: float = 600) -> subproc
     """Run scripts/cassandra.sh with the given arguments, output captured."""
     run = subprocess.run([str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
-        raise AssertionError(f"scripts/cassandra.sh {' '.join(args)} exited {run.returncode}:\n{run.stdout}{run.stderr}")
+        raise AssertionError(
+            f"scripts/cassandra.sh {' '.join(args)} exited {run.returncode}:\n{run.stdout}{run.stderr}"
+        )
     return run
 
 

@@ -1,4 +1,5 @@
 """A DCluster service on loopback, tiny job modules, and ways to wait on jobs and processes."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,12 +19,12 @@ from dcluster_client import DClusterClient, JobStatus
 from tests.support import REPO
 
 JOB_MODULES = {
-    "ok.py": '''
+    "ok.py": """
         def main(argv):
             print("ok job args=" + " ".join(argv), flush=True)
             return 0
-    ''',
-    "boom.py": '''
+    """,
+    "boom.py": """
         import atexit
 
 
@@ -32,8 +33,8 @@ JOB_MODULES = {
             # Spark prints shutdown noise after the traceback; the service must look past it.
             atexit.register(lambda: print("INFO ShutdownHookManager: Shutdown hook called", flush=True))
             raise ValueError("no events for syncbank on 2025-11-21")
-    ''',
-    "sleepy.py": '''
+    """,
+    "sleepy.py": """
         import argparse
         import os
         import subprocess
@@ -56,7 +57,7 @@ JOB_MODULES = {
             time.sleep(args.seconds)
             child.kill()
             return 0
-    ''',
+    """,
 }
 
 
@@ -99,8 +100,9 @@ class Service:
         assert not self.thread.is_alive(), "DCluster did not shut down"
 
 
-def wait_for(client: DClusterClient, job_id: str, done: Callable[[JobStatus], bool],
-             timeout: float = 30) -> JobStatus:
+def wait_for(
+    client: DClusterClient, job_id: str, done: Callable[[JobStatus], bool], timeout: float = 30
+) -> JobStatus:
     """Poll the job until done(status) holds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -1,9 +1,10 @@
 """Jobs and cluster config for the DCluster fault tests (spot notices, hangs, retries)."""
+
 from __future__ import annotations
 
 FAULT_JOBS = {
     # Deterministic text output, written atomically; checkpoints on a spot notice and resumes.
-    "steps.py": '''
+    "steps.py": """
         import argparse
         import hashlib
         import json
@@ -41,9 +42,9 @@ FAULT_JOBS = {
             tmp.write_text("\\n".join(lines) + "\\n")
             os.replace(tmp, out)
             return 0
-    ''',
+    """,
     # Touches its heartbeat once, then (on the stalled attempts) stops touching it.
-    "heartbeat.py": '''
+    "heartbeat.py": """
         import os
         import time
         from pathlib import Path
@@ -58,9 +59,9 @@ FAULT_JOBS = {
                 hb.touch()
                 time.sleep(0.05)
             return 0
-    ''',
+    """,
     # Waits until its gate file exists (at most a minute), then exits 0.
-    "gated.py": '''
+    "gated.py": """
         import os
         import time
 
@@ -71,9 +72,9 @@ FAULT_JOBS = {
                 time.sleep(0.05)
             print("gate open on", os.environ["DCLUSTER_CAPACITY_TYPE"], flush=True)
             return 0
-    ''',
+    """,
     # Naps briefly; hangs on the attempts named in argv.
-    "napper.py": '''
+    "napper.py": """
         import os
         import sys
         import time
@@ -86,14 +87,18 @@ FAULT_JOBS = {
             time.sleep(seconds)
             print("napped", os.environ["DCLUSTER_CAPACITY_TYPE"], flush=True)
             return 0
-    ''',
+    """,
 }
 
 
 FAST_CONFIG = {
     "on_demand": {"resident_min": 0},
     "spot": {"request_timeout_s": 0.5, "disable_cooldown_s": 1.0},
-    "monitor": {"health_check_interval_s": 0.1, "heartbeat_timeout_s": 0.6, "hanging_min_samples": 3,
-                "hanging_min_s": 1.0},
+    "monitor": {
+        "health_check_interval_s": 0.1,
+        "heartbeat_timeout_s": 0.6,
+        "hanging_min_samples": 3,
+        "hanging_min_s": 1.0,
+    },
     "simulation": {"notice_s": 1.0},
 }

@@ -1,4 +1,5 @@
 """The Flink job tests' interpreter, time limit and expected stage contents."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 The reference is fraudcore.features.user_stats applied to each user's events read back with
 pyarrow: the plain function both the Spark and the Flink user_stats jobs apply.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,12 @@ DAY = "2025-11-21"
 DAY_START_MS = 1_763_683_200_000  # 2025-11-21T00:00:00Z
 HOUR_MS = 3_600_000
 TYPES = ("login", "login", "login_failed", "transaction", "transaction", "page_view", "signup")
-SCHEMA = pa.schema([pa.field(f, pa.int64() if f == "event_time_ms" else pa.float64() if f == "amount"
-                             else pa.string()) for f in EVENT_FIELDS])
+SCHEMA = pa.schema(
+    [
+        pa.field(f, pa.int64() if f == "event_time_ms" else pa.float64() if f == "amount" else pa.string())
+        for f in EVENT_FIELDS
+    ]
+)
 
 
 def _amount(rng: random.Random) -> float | None:
@@ -40,15 +45,21 @@ def write_day(warehouse: Path, users: int = 40, seed: int = 7) -> list[dict]:
         uid = f"u{u:03d}"
         for k in range(rng.randint(1, 30)):
             hour = rng.randrange(24)
-            events.append({f: None for f in EVENT_FIELDS} | {
-                "event_id": f"e-{uid}-{k}", "user_id": uid,
-                "event_time_ms": DAY_START_MS + hour * HOUR_MS + rng.randrange(HOUR_MS),
-                "event_type": rng.choice(TYPES),
-                "ip": rng.choice([None, "not-an-ip", f"10.0.{u % 5}.{rng.randint(1, 3)}", "2001:db8::1"]),
-                "device_id": rng.choice([None, "", f"dev-{u % 7}", f"dev-{rng.randint(0, 50)}"]),
-                "browser_fingerprint": rng.choice([None, f"fp-{u % 3}", f"fp-{rng.randint(0, 9)}"]),
-                "amount": _amount(rng), "source": "events", "source_file": "events/a.jsonl",
-            })
+            events.append(
+                {f: None for f in EVENT_FIELDS}
+                | {
+                    "event_id": f"e-{uid}-{k}",
+                    "user_id": uid,
+                    "event_time_ms": DAY_START_MS + hour * HOUR_MS + rng.randrange(HOUR_MS),
+                    "event_type": rng.choice(TYPES),
+                    "ip": rng.choice([None, "not-an-ip", f"10.0.{u % 5}.{rng.randint(1, 3)}", "2001:db8::1"]),
+                    "device_id": rng.choice([None, "", f"dev-{u % 7}", f"dev-{rng.randint(0, 50)}"]),
+                    "browser_fingerprint": rng.choice([None, f"fp-{u % 3}", f"fp-{rng.randint(0, 9)}"]),
+                    "amount": _amount(rng),
+                    "source": "events",
+                    "source_file": "events/a.jsonl",
+                }
+            )
     by_hour: dict[int, list[dict]] = defaultdict(list)
     for e in events:
         by_hour[(e["event_time_ms"] - DAY_START_MS) // HOUR_MS].append(e)

@@ -9,6 +9,7 @@ make of it, so the plain reader tests and an end-to-end test can share it:
      "totals": {"records_read", "records_accepted", "records_quarantined", "files_quarantined", ...},
      "unmapped_event_types": {value: count}, "partial": True}
 """
+
 from __future__ import annotations
 
 import bz2
@@ -20,9 +21,18 @@ from pathlib import Path
 
 DAY = dt.date(2024, 1, 15)
 # The client the expectations are for: UTC, with its own event-type vocabulary.
-EVENT_TYPES = {"LOGIN_SUCCESS": "login", "LOGIN_FAILURE": "login_failed", "purchase": "transaction",
-               "signup": "signup"}
-CLIENT = {"bucket": "hostile-data", "timezone": "UTC", "event_types": EVENT_TYPES, "on_bad_file": "quarantine"}
+EVENT_TYPES = {
+    "LOGIN_SUCCESS": "login",
+    "LOGIN_FAILURE": "login_failed",
+    "purchase": "transaction",
+    "signup": "signup",
+}
+CLIENT = {
+    "bucket": "hostile-data",
+    "timezone": "UTC",
+    "event_types": EVENT_TYPES,
+    "on_bad_file": "quarantine",
+}
 CSV_HEADER = "user_id,event_time,event_type,amount,merchant_id"
 
 
@@ -35,12 +45,19 @@ def _json_line(user: str, second: int, event_type: str = "login", day: dt.date =
     return json.dumps({"user_id": user, "event_time": _iso(day, second), "event_type": event_type, **extra})
 
 
-def _csv_row(user: str, second: int, event_type: str = "transaction", amount: str = "1.5",
-             merchant: str = "m1", day: dt.date = DAY) -> str:
+def _csv_row(
+    user: str,
+    second: int,
+    event_type: str = "transaction",
+    amount: str = "1.5",
+    merchant: str = "m1",
+    day: dt.date = DAY,
+) -> str:
     return f"{user},{_iso(day, second)},{event_type},{amount},{merchant}"
 
 
 # --- one builder per hostile case: the file's bytes -------------------------------------------
+
 
 def unbalanced_quote_csv(rows: int = 3000, bad_row: int = 3, day: dt.date = DAY) -> bytes:
     """A CSV of `rows` data rows where data row `bad_row` opens a quote it never closes."""
@@ -53,14 +70,26 @@ def unbalanced_quote_csv(rows: int = 3000, bad_row: int = 3, day: dt.date = DAY)
 
 def big_field_csv(field_bytes: int = 200 * 1024, day: dt.date = DAY) -> bytes:
     """Three CSV rows, the second with a quoted merchant_id of `field_bytes` characters."""
-    return "\n".join([CSV_HEADER, _csv_row("u1", 1, day=day),
-                      _csv_row("u2", 2, merchant='"' + "m" * field_bytes + '"', day=day),
-                      _csv_row("u3", 3, day=day)]).encode() + b"\n"
+    return (
+        "\n".join(
+            [
+                CSV_HEADER,
+                _csv_row("u1", 1, day=day),
+                _csv_row("u2", 2, merchant='"' + "m" * field_bytes + '"', day=day),
+                _csv_row("u3", 3, day=day),
+            ]
+        ).encode()
+        + b"\n"
+    )
 
 
 def cr_only_csv(day: dt.date = DAY) -> bytes:
     """A CSV with old-Mac CR line endings, one quoted user_agent spanning two lines."""
-    rows = [f"u1,{_iso(day, 1)},login,ua", f'u2,{_iso(day, 2)},login,"two\rlines"', f"u3,{_iso(day, 3)},login,ua"]
+    rows = [
+        f"u1,{_iso(day, 1)},login,ua",
+        f'u2,{_iso(day, 2)},login,"two\rlines"',
+        f"u3,{_iso(day, 3)},login,ua",
+    ]
     return "\r".join(["user_id,event_time,event_type,user_agent", *rows]).encode() + b"\r"
 
 
@@ -80,10 +109,15 @@ def bom_quoted_header_csv(day: dt.date = DAY) -> bytes:
 
 def nul_jsonl(day: dt.date = DAY) -> bytes:
     """A NUL in a user_agent (JSON escape), a raw NUL byte in a line, and a good line."""
-    return "\n".join([
-        _json_line("u1", 1, day=day, user_agent="Mozilla\u0000/5.0"),
-        _json_line("u2", 2, day=day),
-    ]).encode() + b'\n{"user_id": "u3\x00"}\n'
+    return (
+        "\n".join(
+            [
+                _json_line("u1", 1, day=day, user_agent="Mozilla\u0000/5.0"),
+                _json_line("u2", 2, day=day),
+            ]
+        ).encode()
+        + b'\n{"user_id": "u3\x00"}\n'
+    )
 
 
 def long_id_jsonl(chars: int = 70_000, day: dt.date = DAY) -> bytes:
@@ -103,7 +137,9 @@ def long_line_jsonl(line_bytes: int = (1 << 20) + 512 * 1024, day: dt.date = DAY
 
 
 def good_jsonl(users: int = 3, day: dt.date = DAY, offset: int = 0) -> bytes:
-    return "".join(_json_line(f"u{offset + i}", offset + i, day=day) + "\n" for i in range(1, users + 1)).encode()
+    return "".join(
+        _json_line(f"u{offset + i}", offset + i, day=day) + "\n" for i in range(1, users + 1)
+    ).encode()
 
 
 def truncated_gzip(day: dt.date = DAY) -> bytes:
@@ -151,31 +187,56 @@ def twin_transactions_csv(day: dt.date = DAY) -> bytes:
 
 def event_types_jsonl(day: dt.date = DAY) -> bytes:
     """Event types of the client's vocabulary: exact, other case, already canonical, unmapped."""
-    types = ["LOGIN_SUCCESS", "login_success", "purchase", "PURCHASE", "Signup", "LOGIN", "weird_type",
-             "weird_type", "Other"]
+    types = [
+        "LOGIN_SUCCESS",
+        "login_success",
+        "purchase",
+        "PURCHASE",
+        "Signup",
+        "LOGIN",
+        "weird_type",
+        "weird_type",
+        "Other",
+    ]
     return "".join(_json_line(f"u{i}", i, t, day=day) + "\n" for i, t in enumerate(types, start=1)).encode()
 
 
 # --- the whole day ------------------------------------------------------------------------------
 
+
 def _ok(read: int, accepted: int | None = None, reasons: dict | None = None, **extra) -> dict:
     reasons = reasons or {}
     quarantined = sum(reasons.values())
     accepted = read - quarantined if accepted is None else accepted
-    return {"status": "read", "reason": "", "read": read, "accepted": accepted, "quarantined": quarantined,
-            "reasons": reasons, **extra}
+    return {
+        "status": "read",
+        "reason": "",
+        "read": read,
+        "accepted": accepted,
+        "quarantined": quarantined,
+        "reasons": reasons,
+        **extra,
+    }
 
 
 def _bad(reason: str) -> dict:
-    return {"status": "quarantined", "reason": reason, "read": 0, "accepted": 0, "quarantined": 0, "reasons": {}}
+    return {
+        "status": "quarantined",
+        "reason": reason,
+        "read": 0,
+        "accepted": 0,
+        "quarantined": 0,
+        "reasons": {},
+    }
 
 
 def _skip(status: str, reason: str) -> dict:
     return {"status": status, "reason": reason, "read": 0, "accepted": 0, "quarantined": 0, "reasons": {}}
 
 
-def write_hostile_corpus(raw_root: Path, day: dt.date = DAY, decompressed_limit: int | None = None,
-                         ready_marker: str = "_READY") -> dict:
+def write_hostile_corpus(
+    raw_root: Path, day: dt.date = DAY, decompressed_limit: int | None = None, ready_marker: str = "_READY"
+) -> dict:
     """Write a hostile client-day under raw_root; the expected outcome per file and for the day.
 
     decompressed_limit is the connector's limit in effect (ingest.MAX_DECOMPRESSED_BYTES by
@@ -186,7 +247,10 @@ def write_hostile_corpus(raw_root: Path, day: dt.date = DAY, decompressed_limit:
     limit = ingest.MAX_DECOMPRESSED_BYTES if decompressed_limit is None else decompressed_limit
     files: dict[str, tuple[bytes, dict]] = {
         # Records each file loses, and only those.
-        "logs/unbalanced.csv": (unbalanced_quote_csv(day=day), _ok(3000, reasons={"csv_unbalanced_quote": 1})),
+        "logs/unbalanced.csv": (
+            unbalanced_quote_csv(day=day),
+            _ok(3000, reasons={"csv_unbalanced_quote": 1}),
+        ),
         "logs/big_field.csv": (big_field_csv(day=day), _ok(3, reasons={"field_too_large": 1})),
         "logs/cr_only.csv": (cr_only_csv(day=day), _ok(3)),
         "events/utf16le.jsonl": (utf16_jsonl(True, day), _ok(2)),
@@ -203,8 +267,10 @@ def write_hostile_corpus(raw_root: Path, day: dt.date = DAY, decompressed_limit:
         "events/b.jsonl.bz2": (bz2_jsonl(day), _ok(3)),
         "events/z.CSV.ZST": (zstd_csv(day), _ok(2)),
         "transactions/twins.csv": (twin_transactions_csv(day), _ok(2)),
-        "events/types.jsonl": (event_types_jsonl(day),
-                               _ok(9, unmapped_event_types={"weird_type": 2, "Other": 1})),
+        "events/types.jsonl": (
+            event_types_jsonl(day),
+            _ok(9, unmapped_event_types={"weird_type": 2, "Other": 1}),
+        ),
         # Whole-file problems: quarantined, the day goes on (partial).
         "transactions/truncated.jsonl.gz": (truncated_gzip(day), _bad("truncated_compressed_file")),
         "transactions/not_gzip.jsonl.gz": (not_gzip(day), _bad("not_the_format_its_name_says")),
@@ -241,6 +307,11 @@ def write_hostile_corpus(raw_root: Path, day: dt.date = DAY, decompressed_limit:
         "files_quarantined": sum(1 for e in data_files if e["status"] == "quarantined"),
         "files_not_recognised": sum(1 for e in expected.values() if e["status"] == "not_recognised"),
     }
-    return {"client": dict(CLIENT, ready_marker=ready_marker), "day": day.isoformat(), "files": expected,
-            "totals": totals, "unmapped_event_types": dict(sorted(unmapped.items())), "partial": True}
-
+    return {
+        "client": dict(CLIENT, ready_marker=ready_marker),
+        "day": day.isoformat(),
+        "files": expected,
+        "totals": totals,
+        "unmapped_event_types": dict(sorted(unmapped.items())),
+        "partial": True,
+    }

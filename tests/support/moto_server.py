@@ -1,4 +1,5 @@
 """Fake AWS credentials for the tests that talk to a moto server (fixture in conftest.py)."""
+
 from __future__ import annotations
 
 import os
@@ -13,4 +14,3 @@ FAKE_AWS_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-

@@ -1,4 +1,5 @@
 """A whole platform (luigid, DCluster, FP) on loopback ports for the client-day tests."""
+
 from __future__ import annotations
 
 import csv
@@ -43,16 +44,19 @@ class Platform:
     truth: dict
 
     def luigi(self, task: str, client: str, date: str, *extra: str) -> subprocess.CompletedProcess:
-        argv = [str(BIN / "luigi"), "--module", "batch_tasks", task, f"--client={client}", f"--date={date}",
-                *extra]
+        argv = [
+            str(BIN / "luigi"),
+            "--module",
+            "batch_tasks",
+            task,
+            f"--client={client}",
+            f"--date={date}",
+            *extra,
+        ]
         return subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=1800)
 
     def results_dir(self, client: str, date: str) -> Path:
         return self.var / "objectstore" / get_client(client).bucket / "results" / client / date
-
-
-
-
 
 
 def risk_rows(results: Path) -> dict[str, dict]:

@@ -1,4 +1,5 @@
 """A scripted HTTP endpoint that records the notifications it receives."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Each tier's conftest marks the tests below its folder with the tier's name."""
+
 from __future__ import annotations
 
 from pathlib import Path

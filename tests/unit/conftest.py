@@ -3,6 +3,7 @@
 Every test here runs with network sockets and new processes refused, so a test that
 reaches for a server or a JVM fails at once instead of making the tier slow.
 """
+
 from __future__ import annotations
 
 import socket
@@ -25,6 +26,7 @@ class IsolationError(AssertionError):
 def _refuse(what: str):
     def refuse(*args, **kwargs):
         raise IsolationError(f"unit tests do not {what}; move the test to tests/service or tests/integration")
+
     return refuse
 
 

@@ -1,4 +1,5 @@
 """fraudcore.atomic: the old file or the new one, never half, and no temporary left behind."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """ClientDay: one client-day's context, built from one Settings, and the raw-data target built on it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,9 +36,11 @@ class ClosingTables:
 
 
 def settings(tmp_path: Path) -> Settings:
-    return Settings(warehouse=tmp_path / "warehouse",
-                    objectstore=ObjectStoreSettings(backend="local", root=str(tmp_path / "objectstore")),
-                    open_tables=lambda: ClosingTables(str(tmp_path / "tables.sqlite")))
+    return Settings(
+        warehouse=tmp_path / "warehouse",
+        objectstore=ObjectStoreSettings(backend="local", root=str(tmp_path / "objectstore")),
+        open_tables=lambda: ClosingTables(str(tmp_path / "tables.sqlite")),
+    )
 
 
 def test_settings_build_the_day_paths_and_store(tmp_path: Path) -> None:
@@ -47,7 +50,10 @@ def test_settings_build_the_day_paths_and_store(tmp_path: Path) -> None:
     assert day.raw_prefix == "rawdata/demo/2025-11-21/" == layout.raw_prefix("demo", DAY)
     assert day.results_prefix == "results/demo/2025-11-21/" == layout.results_prefix("demo", DAY)
     assert isinstance(day.store, LocalObjectStore)
-    assert day.url(day.raw_prefix) == f"file://{tmp_path / 'objectstore' / 'demo-bucket' / 'rawdata/demo/2025-11-21/'}"
+    assert (
+        day.url(day.raw_prefix)
+        == f"file://{tmp_path / 'objectstore' / 'demo-bucket' / 'rawdata/demo/2025-11-21/'}"
+    )
 
 
 def test_resolve_looks_the_client_up_and_refuses_unknown_ones(tmp_path: Path) -> None:
@@ -138,11 +144,17 @@ def test_raw_client_day_is_its_raw_data_target(configured: LocalObjectStore, tmp
     assert task.complete()
 
 
-@pytest.mark.filterwarnings("ignore::luigi.parameter.UnconsumedParameterWarning", "ignore::DeprecationWarning")
+@pytest.mark.filterwarnings(
+    "ignore::luigi.parameter.UnconsumedParameterWarning", "ignore::DeprecationWarning"
+)
 def test_missing_raw_data_is_missing_external_data(configured: LocalObjectStore) -> None:
     from batch_tasks.ingest import RawClientDay
 
-    result = luigi.build([RawClientDay(client="demo", date=dt.date(2031, 1, 3))], local_scheduler=True,
-                         parallel_scheduling=False, detailed_summary=True)
+    result = luigi.build(
+        [RawClientDay(client="demo", date=dt.date(2031, 1, 3))],
+        local_scheduler=True,
+        parallel_scheduling=False,
+        detailed_summary=True,
+    )
     # luigi's [retcode] missing_data (exit 20) is this status.
     assert result.status == luigi.LuigiStatusCode.MISSING_EXT

@@ -1,4 +1,5 @@
 """The sample client-day generator: contract layout, determinism, planted truth, malformed records."""
+
 from __future__ import annotations
 
 import csv
@@ -16,13 +17,35 @@ from datagen.generator import FORMATS, generate_client_day
 from fraudcore.clients import get_client
 
 DAY = dt.date(2025, 11, 21)
-CANONICAL = ("user_id", "event_time", "event_type", "event_id", "ip", "device_id", "browser_fingerprint",
-             "user_agent", "email_domain", "phone", "amount", "currency", "country", "merchant_id")
+CANONICAL = (
+    "user_id",
+    "event_time",
+    "event_type",
+    "event_id",
+    "ip",
+    "device_id",
+    "browser_fingerprint",
+    "user_agent",
+    "email_domain",
+    "phone",
+    "amount",
+    "currency",
+    "country",
+    "merchant_id",
+)
 
 
 def _generate(tmp: Path, client: str = "demo", events: int = 2000, seed: int = 7, **kw):
-    return generate_client_day(get_client(client), DAY, tmp / "out", events=events, seed=seed,
-                               malformed_rate=kw.pop("malformed_rate", 0.01), truth_dir=tmp / "truth", **kw)
+    return generate_client_day(
+        get_client(client),
+        DAY,
+        tmp / "out",
+        events=events,
+        seed=seed,
+        malformed_rate=kw.pop("malformed_rate", 0.01),
+        truth_dir=tmp / "truth",
+        **kw,
+    )
 
 
 def _text(path: Path) -> str:
@@ -59,9 +82,13 @@ def _strict_read(root: Path, field_map: dict[str, str]):
                 rows = list(csv.reader(io.StringIO("\n".join(lines) + "\n")))
                 header, body = rows[0], rows[1:]
                 assert len(body) == len(lines) - 1  # one data row per physical line
-                items = [(n + 2, dict(zip(header, row, strict=True)) if len(row) == len(header) else None)
-                         for n, row in enumerate(body)]
-                items = [(n, {k: v for k, v in r.items() if v != ""} if r is not None else None) for n, r in items]
+                items = [
+                    (n + 2, dict(zip(header, row, strict=True)) if len(row) == len(header) else None)
+                    for n, row in enumerate(body)
+                ]
+                items = [
+                    (n, {k: v for k, v in r.items() if v != ""} if r is not None else None) for n, r in items
+                ]
             else:
                 items = []
                 for n, line in enumerate(lines, start=1):
@@ -105,7 +132,12 @@ def test_layout_and_every_format_in_every_folder(demo):
     for folder in ("logs", "events", "transactions"):
         names = sorted(p.name for p in (report.root / folder).iterdir())
         assert names == [f"part-{k:04d}.{FORMATS[k % 4]}" for k in range(8)]
-    assert {Path(f).parent.name for f in map(str, report.files)} == {"logs", "events", "transactions", "labels"}
+    assert {Path(f).parent.name for f in map(str, report.files)} == {
+        "logs",
+        "events",
+        "transactions",
+        "labels",
+    }
     assert len(report.files) == 25 == truth["totals"]["data_files"] + 1
     assert not (report.truth_path.is_relative_to(report.root.parents[2]))  # truth lives outside the data
 
@@ -139,8 +171,10 @@ def test_event_times_duplicates_late_and_missing_ids(demo):
     assert dups == truth["duplicates"]["event_ids"] and len(dups) == report.duplicates == 6
     assert all(ids[e] == 2 for e in dups)
     assert sum(1 for r in valid if "event_id" not in r) == report.missing_event_id > 0
-    spellings = {type(r["event_time"]).__name__ + (r["event_time"][-1] if isinstance(r["event_time"], str) else "")
-                 for r in valid}
+    spellings = {
+        type(r["event_time"]).__name__ + (r["event_time"][-1] if isinstance(r["event_time"], str) else "")
+        for r in valid
+    }
     assert {"int", "strZ"} <= spellings and any(s.startswith("str") and s != "strZ" for s in spellings)
     assert {len(str(r["event_time"])) for r in valid if isinstance(r["event_time"], int)} == {10, 13}
     assert sorted(f for f in {"logs", "events", "transactions"}) == sorted(truth["totals"]["by_source"])
@@ -156,7 +190,8 @@ def test_rings_households_and_labels_match_the_data(demo):
     assert len(users) == truth["expected"]["users"] == report.users == 60
     rings = truth["rings"]
     assert sorted(r["shape"] for r in rings.values()) == sorted(
-        ["chain", "shared_device", "shared_fingerprint_block", "signup_burst", "velocity"])
+        ["chain", "shared_device", "shared_fingerprint_block", "signup_burst", "velocity"]
+    )
     by_user = defaultdict(list)
     for r in valid:
         by_user[r["user_id"]].append(r)
@@ -247,8 +282,23 @@ def test_carrier_ips_are_super_nodes_at_20000_events(tmp_path):
 
 
 def test_cli_writes_into_a_local_object_store_root(tmp_path, capsys):
-    rc = main(["--client", "demo", "--date", "2025-11-21", "--events", "1000", "--seed", "3", "--quiet",
-               "--objectstore-root", str(tmp_path / "os"), "--truth-dir", str(tmp_path / "truth")])
+    rc = main(
+        [
+            "--client",
+            "demo",
+            "--date",
+            "2025-11-21",
+            "--events",
+            "1000",
+            "--seed",
+            "3",
+            "--quiet",
+            "--objectstore-root",
+            str(tmp_path / "os"),
+            "--truth-dir",
+            str(tmp_path / "truth"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Generated 1,000 records for demo 2025-11-21" in out and "malformed" in out
@@ -257,11 +307,14 @@ def test_cli_writes_into_a_local_object_store_root(tmp_path, capsys):
     assert (tmp_path / "truth" / "demo" / "2025-11-21" / "truth.json").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--client", "nosuch", "--date", "2025-11-21"], "unknown client 'nosuch'"),
-    (["--client", "demo", "--date", "2025-11-31"], "invalid date '2025-11-31'"),
-    (["--client", "demo", "--date", "21-11-2025"], "invalid date '21-11-2025'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--client", "nosuch", "--date", "2025-11-21"], "unknown client 'nosuch'"),
+        (["--client", "demo", "--date", "2025-11-31"], "invalid date '2025-11-31'"),
+        (["--client", "demo", "--date", "21-11-2025"], "invalid date '21-11-2025'"),
+    ],
+)
 def test_cli_rejects_bad_client_or_date_with_exit_2(tmp_path, capsys, argv, message):
     assert main(argv + ["--quiet", "--out", str(tmp_path / "o"), "--truth-dir", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()

@@ -5,6 +5,7 @@ dict of runs the test scripts, so every case takes milliseconds at the shipped t
 (300 s spot timeout, 2-minute notices, 120 s heartbeats). The HTTP tests of the service tier
 (tests/service/test_dcluster_faults.py) run the same faults with real processes.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -52,7 +53,9 @@ class FakeRun:
     code: int | None = None  # exit code once the run ended by itself
     lost: bool = False  # the process vanished without an exit status
     heartbeat_ts: float | None = None  # last heartbeat touch (None: never touched)
-    instance_action: dict[str, str] | None = None  # a notice the capacity itself gives (EC2's instance-action)
+    instance_action: dict[str, str] | None = (
+        None  # a notice the capacity itself gives (EC2's instance-action)
+    )
     notices: list[dict[str, Any]] = field(default_factory=list)  # notices the service handed to the job
     terminated: bool = False
 
@@ -114,8 +117,10 @@ class Cluster:
         self.service.scheduler.tick()
 
     def submit(self, priority: str = "normal", strategy: str = "balanced", **extra: Any) -> str:
-        job, created = self.service.submit({"client": "syncbank", "app": "smoke", "priority": priority,
-                                            "strategy": strategy, **extra}, actor="tester")
+        job, created = self.service.submit(
+            {"client": "syncbank", "app": "smoke", "priority": priority, "strategy": strategy, **extra},
+            actor="tester",
+        )
         assert created
         return job.job_id
 
@@ -141,13 +146,19 @@ def state_dir(tmp_path: Path):
 def make_cluster(tmp_path: Path, state_dir: Path):
     def make(**config: Any) -> Cluster:
         shipped = {"on_demand": {"resident_min": 0}, **config}
-        settings = DClusterSettings(state_dir=state_dir, project_root=REPO, env="test",
-                                    max_concurrent_jobs=4, cluster=ClusterConfig.from_mapping(shipped))
+        settings = DClusterSettings(
+            state_dir=state_dir,
+            project_root=REPO,
+            env="test",
+            max_concurrent_jobs=4,
+            cluster=ClusterConfig.from_mapping(shipped),
+        )
         clock = FakeClock()
         provider = FakeProvider(settings, state_dir / "logs")
         service = DClusterService(settings, provider=provider, clock=clock)
         service.open()
         return Cluster(service, provider, clock)
+
     return make
 
 
@@ -387,8 +398,10 @@ def test_a_non_zero_exit_fails_at_once_with_the_logs_reason(make_cluster):
     c.tick()
     log = c.provider.log_path(job_id)
     log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("Traceback (most recent call last):\nValueError: no rows for 2025-11-21\n"
-                   "INFO ShutdownHookManager: deleting temp dirs\n")
+    log.write_text(
+        "Traceback (most recent call last):\nValueError: no rows for 2025-11-21\n"
+        "INFO ShutdownHookManager: deleting temp dirs\n"
+    )
     c.provider.current(job_id).code = 3
     c.tick(2.0)
 

@@ -1,4 +1,5 @@
 """The DFE writer's plain parts: timestamps for the native driver, repeated keys, the driver setting."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -10,8 +11,21 @@ from storage.errors import StorageConfigError
 from storage.model import TableStoreSettings
 
 
-@pytest.mark.parametrize("ms", [0, 1, 999, 1_000, 1_763_683_200_000, 1_763_683_200_123, 1_763_683_200_999,
-                                -1, -1_500, 253_402_300_799_999])
+@pytest.mark.parametrize(
+    "ms",
+    [
+        0,
+        1,
+        999,
+        1_000,
+        1_763_683_200_000,
+        1_763_683_200_123,
+        1_763_683_200_999,
+        -1,
+        -1_500,
+        253_402_300_799_999,
+    ],
+)
 def test_native_timestamps_are_exact_milliseconds(ms):
     value = dfe_writer._native_timestamp(ms)
     # acsylla binds value * 1000 truncated to an int64: it must give back the exact milliseconds.
@@ -36,8 +50,10 @@ def test_partitions_split_over_workers_by_token_range():
 
 def test_unknown_writer_driver_is_a_config_error():
     with pytest.raises(StorageConfigError, match="FRAUDBATCH_CASSANDRA_WRITER_DRIVER"):
-        TableStoreSettings.from_env(environ={"FRAUDBATCH_TABLES_BACKEND": "cassandra",
-                                             "FRAUDBATCH_CASSANDRA_WRITER_DRIVER": "java"}).validate()
-    s = TableStoreSettings.from_env(environ={"FRAUDBATCH_TABLES_BACKEND": "cassandra",
-                                             "FRAUDBATCH_CASSANDRA_WRITER_DRIVER": "python"})
+        TableStoreSettings.from_env(
+            environ={"FRAUDBATCH_TABLES_BACKEND": "cassandra", "FRAUDBATCH_CASSANDRA_WRITER_DRIVER": "java"}
+        ).validate()
+    s = TableStoreSettings.from_env(
+        environ={"FRAUDBATCH_TABLES_BACKEND": "cassandra", "FRAUDBATCH_CASSANDRA_WRITER_DRIVER": "python"}
+    )
     assert s.cassandra_writer_driver == "python"

@@ -1,4 +1,5 @@
 """Plain tests (no Spark) of virtual-node values, DFE features and user statistics."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,25 +41,49 @@ def test_node_types_and_ids() -> None:
 
 
 def test_event_nodes_normalises_and_skips_nulls() -> None:
-    event = {"device_id": " Dev-1 ", "ip": "10.1.2.3", "browser_fingerprint": "AbC",
-             "phone": "+1 (555) 010-0100", "email_domain": "@Example.COM.", "user_agent": "x"}
+    event = {
+        "device_id": " Dev-1 ",
+        "ip": "10.1.2.3",
+        "browser_fingerprint": "AbC",
+        "phone": "+1 (555) 010-0100",
+        "email_domain": "@Example.COM.",
+        "user_agent": "x",
+    }
     assert event_nodes(event) == [
-        ("device", "dev-1"), ("ip", "10.1.2.3"), ("ip_block", "10.1.2.0/24"),
-        ("fingerprint", "abc"), ("phone", "15550100100"), ("email_domain", "example.com"),
+        ("device", "dev-1"),
+        ("ip", "10.1.2.3"),
+        ("ip_block", "10.1.2.0/24"),
+        ("fingerprint", "abc"),
+        ("phone", "15550100100"),
+        ("email_domain", "example.com"),
     ]
     assert event_nodes({"device_id": None, "ip": "  ", "phone": "n/a", "email_domain": ""}) == []
 
 
 def test_event_nodes_ipv6() -> None:
     assert event_nodes({"ip": "2001:DB8:0:0:1::2"}) == [
-        ("ip", "2001:db8:0:0:1::2"), ("ip_block", "2001:db8::/64"),
+        ("ip", "2001:db8:0:0:1::2"),
+        ("ip_block", "2001:db8::/64"),
     ]
 
 
-@pytest.mark.parametrize("ip", [
-    "10.0.0.1", "255.255.255.255", "0.0.0.0", "::", "::1", "2001:db8::1", "2001:0DB8:0000:00a0::1",
-    "1:0:0:1::", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7::", "::ffff:1.2.3.4", "fe80::1%eth0",
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "10.0.0.1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "::",
+        "::1",
+        "2001:db8::1",
+        "2001:0DB8:0000:00a0::1",
+        "1:0:0:1::",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::",
+        "::ffff:1.2.3.4",
+        "fe80::1%eth0",
+    ],
+)
 def test_ip_block_matches_ipaddress(ip: str) -> None:
     value = normalize_ip(ip)
     assert value is not None
@@ -66,10 +91,23 @@ def test_ip_block_matches_ipaddress(ip: str) -> None:
     assert ip_block(value) == str(ipaddress.ip_network(f"{ip.split('%')[0]}/{prefix}", strict=False))
 
 
-@pytest.mark.parametrize("ip", [
-    "unknown", "-", "256.1.1.1", "01.2.3.4", "1.2.3", "1:2:3:4:5:6:7:8:9", "1::2::3", ":::",
-    ":1:2:3:4:5:6:7", "12345::", "g::1", "::ff1.2.3.4",
-])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "unknown",
+        "-",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3",
+        "1:2:3:4:5:6:7:8:9",
+        "1::2::3",
+        ":::",
+        ":1:2:3:4:5:6:7",
+        "12345::",
+        "g::1",
+        "::ff1.2.3.4",
+    ],
+)
 def test_invalid_ips_make_no_node(ip: str) -> None:
     assert normalize_ip(ip) is None
     assert event_nodes({"ip": ip}) == []
@@ -103,16 +141,16 @@ def test_user_features_exact() -> None:
     assert tuple(got) == FEATURE_NAMES
     expected = {
         "account_events": 10.0,
-        "active_hours": 4.0,                     # hours 0, 1, 3, 12
+        "active_hours": 4.0,  # hours 0, 1, 3, 12
         "connected_devices": 5.0,
-        "device_changes": 3.0,                   # d1 d1 d2 d2 d1 d1 d3
+        "device_changes": 3.0,  # d1 d1 d2 d2 d1 d1 d3
         "distinct_devices": 3.0,
-        "distinct_fingerprints": 1.0,            # F1 == f1
+        "distinct_fingerprints": 1.0,  # F1 == f1
         "distinct_ips": 2.0,
         "graph_centrality": 4.0,
         "is_new_account": 1.0,
-        "login_failed_ratio": 0.25,              # 1 failed / (3 + 1)
-        "login_frequency": 0.75,                 # 3 logins / 4 active hours
+        "login_failed_ratio": 0.25,  # 1 failed / (3 + 1)
+        "login_frequency": 0.75,  # 3 logins / 4 active hours
         "login_pattern_hour_entropy": math.log2(3),  # logins at 01, 03, 12
         "login_pattern_night_share": 2 / 3,
         "shared_attributes": 2.0,
@@ -135,8 +173,12 @@ def test_user_features_quiet_user_is_all_zero_but_counts() -> None:
 
 
 def test_user_features_always_finite() -> None:
-    events = [ev(1, "transaction", t(1), amount=1e308), ev(2, "transaction", t(2), amount=1e308),
-              ev(3, "transaction", t(3), amount=float("nan")), ev(4, "transaction", t(4), amount="x")]
+    events = [
+        ev(1, "transaction", t(1), amount=1e308),
+        ev(2, "transaction", t(2), amount=1e308),
+        ev(3, "transaction", t(3), amount=float("nan")),
+        ev(4, "transaction", t(4), amount="x"),
+    ]
     got = user_features(events, {"graph_centrality": float("inf")}, DAY0)
     assert all(math.isfinite(v) for v in got.values())
     assert got["transaction_count"] == 4.0
@@ -156,10 +198,22 @@ def test_user_stats_exact() -> None:
     got = user_stats(EVENTS, DAY0)
     assert tuple(got) == USER_STATS_FIELDS
     assert got == {
-        "user_id": "u1", "events": 10, "logins": 3, "failed_logins": 1, "transactions": 4,
-        "amount_total": 60.0, "amount_max": 30.0, "distinct_devices": 3, "distinct_ips": 2,
-        "distinct_fingerprints": 1, "first_ms": t(0, 30), "last_ms": t(12, 10), "active_hours": 4,
-        "night_share": pytest.approx(2 / 3), "is_new_account": True, "max_tx_per_10min": 2,
+        "user_id": "u1",
+        "events": 10,
+        "logins": 3,
+        "failed_logins": 1,
+        "transactions": 4,
+        "amount_total": 60.0,
+        "amount_max": 30.0,
+        "distinct_devices": 3,
+        "distinct_ips": 2,
+        "distinct_fingerprints": 1,
+        "first_ms": t(0, 30),
+        "last_ms": t(12, 10),
+        "active_hours": 4,
+        "night_share": pytest.approx(2 / 3),
+        "is_new_account": True,
+        "max_tx_per_10min": 2,
     }
     with pytest.raises(ValueError):
         user_stats([])
@@ -168,23 +222,32 @@ def test_user_stats_exact() -> None:
 def test_device_changes() -> None:
     assert device_changes([]) == 0
     assert device_changes([ev(1, "login", t(1), device_id="A")]) == 0
-    a_b_a = [ev(3, "login", t(3), device_id="a"), ev(1, "login", t(1), device_id="A"),
-             ev(2, "login", t(2), device_id="B")]
+    a_b_a = [
+        ev(3, "login", t(3), device_id="a"),
+        ev(1, "login", t(1), device_id="A"),
+        ev(2, "login", t(2), device_id="B"),
+    ]
     assert device_changes(a_b_a) == 2
     # Same timestamp: event_id orders them, so the count is stable across input orders.
-    tie = [ev(2, "login", t(1), device_id="B"), ev(1, "login", t(1), device_id="A"),
-           ev(3, "login", t(2), device_id="A")]
+    tie = [
+        ev(2, "login", t(1), device_id="B"),
+        ev(1, "login", t(1), device_id="A"),
+        ev(3, "login", t(2), device_id="A"),
+    ]
     assert device_changes(tie) == device_changes(list(reversed(tie))) == 2
 
 
-@pytest.mark.parametrize(("offsets_ms", "expected"), [
-    ([], 0),
-    ([0], 1),
-    ([0, 600_000], 1),                 # exactly 10 minutes apart: different windows
-    ([0, 599_999], 2),
-    ([0, 0, 0], 3),                    # identical times
-    ([0, 300_000, 599_999, 600_000, 900_000], 3),
-    ([900_000, 0, 300_000], 2),        # unsorted input
-])
+@pytest.mark.parametrize(
+    ("offsets_ms", "expected"),
+    [
+        ([], 0),
+        ([0], 1),
+        ([0, 600_000], 1),  # exactly 10 minutes apart: different windows
+        ([0, 599_999], 2),
+        ([0, 0, 0], 3),  # identical times
+        ([0, 300_000, 599_999, 600_000, 900_000], 3),
+        ([900_000, 0, 300_000], 2),  # unsorted input
+    ],
+)
 def test_velocity_window_edges(offsets_ms: list[int], expected: int) -> None:
     assert max_in_window([DAY0 + o for o in offsets_ms]) == expected

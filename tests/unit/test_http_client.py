@@ -1,4 +1,5 @@
 """The shared JSON HTTP client and the DCluster and FP clients on it, over a stub requests adapter."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,10 @@ def dropped() -> requests.ConnectionError:
 
 
 NEVER_SENT = {"refused": refused, "connect timeout": lambda: requests.ConnectTimeout("connect timed out")}
-MAYBE_SENT = {"dropped": dropped, "read timeout": lambda: requests.ReadTimeout("read timed out (read timeout=10)")}
+MAYBE_SENT = {
+    "dropped": dropped,
+    "read timeout": lambda: requests.ReadTimeout("read timed out (read timeout=10)"),
+}
 
 
 class StubAdapter(BaseAdapter):
@@ -41,9 +45,15 @@ class StubAdapter(BaseAdapter):
         self.calls: list[dict[str, object]] = []
 
     def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
-        self.calls.append({"method": request.method, "path": request.path_url, "timeout": kwargs.get("timeout"),
-                           "body": json.loads(request.body) if request.body else None,
-                           "actor": request.headers.get("X-Actor")})
+        self.calls.append(
+            {
+                "method": request.method,
+                "path": request.path_url,
+                "timeout": kwargs.get("timeout"),
+                "body": json.loads(request.body) if request.body else None,
+                "actor": request.headers.get("X-Actor"),
+            }
+        )
         step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, Exception):
             raise step
@@ -71,11 +81,18 @@ class Failed(Exception):
         self.record = record
 
 
-def plain(adapter: StubAdapter, attempts: int = 3, sleeps: list[float] | None = None,
-          timeout: float = 10) -> JsonHttpClient:
-    return JsonHttpClient(BASE, retry=RetryPolicy(attempts), on_error=Failed, on_no_answer=Failed,
-                          session=session(adapter), timeout=timeout,
-                          sleep=(sleeps.append if sleeps is not None else lambda _: None))
+def plain(
+    adapter: StubAdapter, attempts: int = 3, sleeps: list[float] | None = None, timeout: float = 10
+) -> JsonHttpClient:
+    return JsonHttpClient(
+        BASE,
+        retry=RetryPolicy(attempts),
+        on_error=Failed,
+        on_no_answer=Failed,
+        session=session(adapter),
+        timeout=timeout,
+        sleep=(sleeps.append if sleeps is not None else lambda _: None),
+    )
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3, 5])
@@ -84,17 +101,20 @@ def test_attempts_is_the_total_number_of_tries_with_doubling_waits(attempts: int
     with pytest.raises(Failed) as err:
         plain(adapter, attempts=attempts, sleeps=sleeps).call("GET", "/health")
     assert len(adapter.calls) == attempts
-    assert sleeps == [0.5 * 2 ** n for n in range(attempts - 1)]
+    assert sleeps == [0.5 * 2**n for n in range(attempts - 1)]
     assert err.value.record.attempts == attempts
 
 
 def test_attempts_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="attempts is the total number of tries and must be at least 1, got 0"):
+    with pytest.raises(
+        ValueError, match="attempts is the total number of tries and must be at least 1, got 0"
+    ):
         RetryPolicy(0)
 
 
-@pytest.mark.parametrize("make_error", [*NEVER_SENT.values(), *MAYBE_SENT.values()],
-                         ids=[*NEVER_SENT, *MAYBE_SENT])
+@pytest.mark.parametrize(
+    "make_error", [*NEVER_SENT.values(), *MAYBE_SENT.values()], ids=[*NEVER_SENT, *MAYBE_SENT]
+)
 def test_no_answer_is_retried_then_the_answer_is_returned(make_error: Callable[[], Exception]) -> None:
     adapter = StubAdapter(make_error(), (200, {"ok": True}))
     assert plain(adapter).call("POST", "/things", json={"a": 1}) == {"ok": True}
@@ -118,7 +138,9 @@ def test_not_idempotent_request_is_retried_when_it_never_left(make_error: Callab
 
 
 @pytest.mark.parametrize("make_error", MAYBE_SENT.values(), ids=list(MAYBE_SENT))
-def test_not_idempotent_request_is_not_resent_once_it_may_have_arrived(make_error: Callable[[], Exception]) -> None:
+def test_not_idempotent_request_is_not_resent_once_it_may_have_arrived(
+    make_error: Callable[[], Exception],
+) -> None:
     adapter = StubAdapter(make_error(), (201, {"ok": True}))
     with pytest.raises(Failed) as err:
         plain(adapter).call("POST", "/allocate", json={}, idempotent=False)
@@ -177,13 +199,16 @@ def test_dcluster_submit_without_a_key_is_resent_only_if_it_never_left() -> None
     assert dcluster(adapter).submit(spec).job_id == "j1" and len(adapter.calls) == 2
 
 
-@pytest.mark.parametrize(("call", "resent"), [
-    (lambda c: c.allocate(2), False),
-    (lambda c: c.request_spot(1), False),
-    (lambda c: c.terminate("j1"), True),
-    (lambda c: c.status("j1"), True),
-    (lambda c: c.cancel_spot_request("sir-1"), True),
-])
+@pytest.mark.parametrize(
+    ("call", "resent"),
+    [
+        (lambda c: c.allocate(2), False),
+        (lambda c: c.request_spot(1), False),
+        (lambda c: c.terminate("j1"), True),
+        (lambda c: c.status("j1"), True),
+        (lambda c: c.cancel_spot_request("sir-1"), True),
+    ],
+)
 def test_dcluster_resends_after_a_lost_answer_only_what_is_safe_to_repeat(call, resent: bool) -> None:
     adapter = StubAdapter(dropped(), (200, {**JOB, "requests": []}))
     client = dcluster(adapter)
@@ -210,7 +235,9 @@ def test_dcluster_error_keeps_message_detail_and_actor() -> None:
     adapter = StubAdapter((409, {"error": "job j1 is already COMPLETED", "detail": {"state": "COMPLETED"}}))
     with pytest.raises(DClusterError) as err:
         dcluster(adapter, actor="ops-alice").terminate("j1")
-    assert str(err.value) == "DCluster POST /cluster/job/terminate/j1 answered 409: job j1 is already COMPLETED"
+    assert (
+        str(err.value) == "DCluster POST /cluster/job/terminate/j1 answered 409: job j1 is already COMPLETED"
+    )
     assert (err.value.status_code, err.value.detail) == (409, {"state": "COMPLETED"})
     assert adapter.calls[0]["actor"] == "ops-alice"
 

@@ -1,4 +1,5 @@
 """Plain tests of raw-record reading, timestamp parsing, validation and the organizer rules."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,7 +34,9 @@ NY = ZoneInfo("America/New_York")
 T = 1705325400000  # 2024-01-15T13:30:00Z
 DEMO = ClientConfig(name="demo", bucket="demo-bucket")
 SYNCBANK = ClientConfig(
-    name="syncbank", bucket="syncbank-data", timezone="America/New_York",
+    name="syncbank",
+    bucket="syncbank-data",
+    timezone="America/New_York",
     field_map={"customer_id": "user_id", "ts": "event_time", "action": "event_type"},
 )
 BASE = {"user_id": "u1", "event_time": "2024-01-15T13:30:00Z", "event_type": "login"}
@@ -41,34 +44,57 @@ BASE = {"user_id": "u1", "event_time": "2024-01-15T13:30:00Z", "event_type": "lo
 
 # --- parse_event_time ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, tz, expected", [
-    ("2024-01-15T13:30:00Z", UTC, T),
-    ("2024-01-15T13:30:00.250Z", UTC, T + 250),
-    ("2024-01-15T08:30:00-05:00", UTC, T),
-    ("2024-01-15T19:00:00+05:30", NY, T),
-    ("2024-01-15 13:30:00+00:00", NY, T),
-    ("2024-01-15T08:30:00", NY, T),                     # naive, EST (UTC-5)
-    ("2024-07-15T08:30:00", NY, 1721046600000),         # naive, EDT (UTC-4)
-    ("2024-01-15T13:30:00", UTC, T),
-    ("  2024-01-15T13:30:00Z  ", UTC, T),
-    (1705325400, UTC, T),                               # epoch seconds
-    (1705325400.5, UTC, T + 500),
-    (1705325400123, UTC, T + 123),                      # epoch milliseconds
-    (1705325400123.0, UTC, T + 123),
-    ("1705325400", UTC, T),
-    ("1705325400.123", UTC, T + 123),
-    ("1705325400000", UTC, T),
-    (1705325400, NY, T),                                # epoch numbers ignore the client zone
-])
+
+@pytest.mark.parametrize(
+    "value, tz, expected",
+    [
+        ("2024-01-15T13:30:00Z", UTC, T),
+        ("2024-01-15T13:30:00.250Z", UTC, T + 250),
+        ("2024-01-15T08:30:00-05:00", UTC, T),
+        ("2024-01-15T19:00:00+05:30", NY, T),
+        ("2024-01-15 13:30:00+00:00", NY, T),
+        ("2024-01-15T08:30:00", NY, T),  # naive, EST (UTC-5)
+        ("2024-07-15T08:30:00", NY, 1721046600000),  # naive, EDT (UTC-4)
+        ("2024-01-15T13:30:00", UTC, T),
+        ("  2024-01-15T13:30:00Z  ", UTC, T),
+        (1705325400, UTC, T),  # epoch seconds
+        (1705325400.5, UTC, T + 500),
+        (1705325400123, UTC, T + 123),  # epoch milliseconds
+        (1705325400123.0, UTC, T + 123),
+        ("1705325400", UTC, T),
+        ("1705325400.123", UTC, T + 123),
+        ("1705325400000", UTC, T),
+        (1705325400, NY, T),  # epoch numbers ignore the client zone
+    ],
+)
 def test_parse_event_time_formats(value, tz, expected):
     assert parse_event_time(value, tz) == expected
 
 
-@pytest.mark.parametrize("value", [
-    True, False, None, "", "   ", "yesterday", "2024-13-01T00:00:00Z", "15/01/2024 13:30",
-    "1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", 0, -5, 946684799, float("nan"), float("inf"),
-    "1e9", "-1705325400", [1705325400], {"t": 1},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        None,
+        "",
+        "   ",
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        "15/01/2024 13:30",
+        "1999-12-31T23:59:59Z",
+        "2101-01-01T00:00:00Z",
+        0,
+        -5,
+        946684799,
+        float("nan"),
+        float("inf"),
+        "1e9",
+        "-1705325400",
+        [1705325400],
+        {"t": 1},
+    ],
+)
 def test_parse_event_time_rejects(value):
     with pytest.raises(RecordError) as err:
         parse_event_time(value, UTC)
@@ -83,6 +109,7 @@ def test_parse_event_time_year_bounds():
 
 # --- read_records ------------------------------------------------------------------------------
 
+
 def _write(path: Path, text: str | bytes, gz: bool = False) -> Path:
     data = text.encode("utf-8") if isinstance(text, str) else text
     path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
@@ -90,12 +117,7 @@ def _write(path: Path, text: str | bytes, gz: bool = False) -> Path:
 
 
 def test_read_jsonl_gz_with_line_numbers_and_errors(tmp_path):
-    text = ('{"user_id": "a"}\n'
-            '\n'
-            '{"user_id": \n'
-            '[1, 2]\n'
-            '   \n'
-            '{"user_id": "b"}\r\n')
+    text = '{"user_id": "a"}\n\n{"user_id": \n[1, 2]\n   \n{"user_id": "b"}\r\n'
     p = _write(tmp_path / "x.jsonl.gz", text, gz=True)
     got = list(read_records(p, "logs/x.jsonl.gz"))
     assert got == [
@@ -114,17 +136,23 @@ def test_read_json_invalid_encoding(tmp_path):
 
 
 def test_read_csv_gz_with_line_numbers_and_errors(tmp_path):
-    text = ("user_id, event_time ,event_type\r\n"
-            "u1,1705325400,login\r\n"
-            "\r\n"
-            "u2,1705325400\r\n"
-            '"u3","1705325400","note\r\nsplit"\r\n'
-            "u4,1705325400,logout,extra\r\n"
-            "u5,1705325400,login\r\n")
+    text = (
+        "user_id, event_time ,event_type\r\n"
+        "u1,1705325400,login\r\n"
+        "\r\n"
+        "u2,1705325400\r\n"
+        '"u3","1705325400","note\r\nsplit"\r\n'
+        "u4,1705325400,logout,extra\r\n"
+        "u5,1705325400,login\r\n"
+    )
     p = _write(tmp_path / "t.csv.gz", text, gz=True)
     got = list(read_records(p, "transactions/t.csv.gz"))
     assert [(r.line, r.error) for r in got] == [
-        (2, None), (4, "csv_column_count"), (5, None), (7, "csv_column_count"), (8, None),
+        (2, None),
+        (4, "csv_column_count"),
+        (5, None),
+        (7, "csv_column_count"),
+        (8, None),
     ]
     assert got[0].record == {"user_id": "u1", "event_time": "1705325400", "event_type": "login"}
     assert got[1].raw == "u2,1705325400"
@@ -162,34 +190,79 @@ def test_read_unsupported_file_type(tmp_path):
 
 
 def test_list_data_files_sorted_and_filtered(tmp_path):
-    for rel in ["logs/b.jsonl", "logs/a.csv.gz", "events/sub/c.json", "transactions/t.csv",
-                "labels/labels.csv", "logs/README.txt", "logs/.hidden.jsonl", "logs/_SUCCESS", "_DONE"]:
+    for rel in [
+        "logs/b.jsonl",
+        "logs/a.csv.gz",
+        "events/sub/c.json",
+        "transactions/t.csv",
+        "labels/labels.csv",
+        "logs/README.txt",
+        "logs/.hidden.jsonl",
+        "logs/_SUCCESS",
+        "_DONE",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("")
     got = [(rel, source) for _, rel, source in list_data_files(tmp_path)]
-    assert got == [("events/sub/c.json", "events"), ("logs/a.csv.gz", "logs"), ("logs/b.jsonl", "logs"),
-                   ("transactions/t.csv", "transactions")]
+    assert got == [
+        ("events/sub/c.json", "events"),
+        ("logs/a.csv.gz", "logs"),
+        ("logs/b.jsonl", "logs"),
+        ("transactions/t.csv", "transactions"),
+    ]
 
 
 # --- normalize -------------------------------------------------------------------------------
 
+
 def test_normalize_full_record():
-    rec = {"event_id": 42, "user_id": " u1 ", "event_time": "2024-01-15T13:30:00Z", "event_type": " LOGIN ",
-           "ip": "10.0.0.1", "device_id": "d1", "user_agent": "Mozilla/5.0", "email": "A.B@Example.COM",
-           "phone": "+15551234", "amount": "12.50", "currency": "USD", "country": "US", "merchant_id": ""}
+    rec = {
+        "event_id": 42,
+        "user_id": " u1 ",
+        "event_time": "2024-01-15T13:30:00Z",
+        "event_type": " LOGIN ",
+        "ip": "10.0.0.1",
+        "device_id": "d1",
+        "user_agent": "Mozilla/5.0",
+        "email": "A.B@Example.COM",
+        "phone": "+15551234",
+        "amount": "12.50",
+        "currency": "USD",
+        "country": "US",
+        "merchant_id": "",
+    }
     row = normalize(rec, DEMO, "logs", "logs/a.jsonl")
     assert list(row) == list(EVENT_FIELDS)
     assert row == {
-        "event_id": "42", "user_id": "u1", "event_time_ms": T, "event_type": "login", "ip": "10.0.0.1",
-        "device_id": "d1", "browser_fingerprint": None, "user_agent": "Mozilla/5.0",
-        "email_domain": "example.com", "phone": "+15551234", "amount": 12.5, "currency": "USD",
-        "country": "US", "merchant_id": None, "source": "logs", "source_file": "logs/a.jsonl",
+        "event_id": "42",
+        "user_id": "u1",
+        "event_time_ms": T,
+        "event_type": "login",
+        "ip": "10.0.0.1",
+        "device_id": "d1",
+        "browser_fingerprint": None,
+        "user_agent": "Mozilla/5.0",
+        "email_domain": "example.com",
+        "phone": "+15551234",
+        "amount": 12.5,
+        "currency": "USD",
+        "country": "US",
+        "merchant_id": None,
+        "source": "logs",
+        "source_file": "logs/a.jsonl",
     }
 
 
 def test_normalize_field_map_syncbank():
-    rec = {"customer_id": "c-9", "ts": "2024-01-15T08:30:00", "action": "Transaction", "amount": 99,
-           "email_domain": "Bank.com", "email": "x@other.org", "browser_fingerprint": "fp1"}
+    rec = {
+        "customer_id": "c-9",
+        "ts": "2024-01-15T08:30:00",
+        "action": "Transaction",
+        "amount": 99,
+        "email_domain": "Bank.com",
+        "email": "x@other.org",
+        "browser_fingerprint": "fp1",
+    }
     row = normalize(rec, SYNCBANK, "transactions", "transactions/t.csv")
     assert (row["user_id"], row["event_time_ms"], row["event_type"]) == ("c-9", T, "transaction")
     assert (row["amount"], row["email_domain"], row["browser_fingerprint"]) == (99.0, "bank.com", "fp1")
@@ -200,22 +273,25 @@ def test_normalize_field_map_wins_over_canonical_name():
     assert normalize(rec, SYNCBANK, "logs", "f")["user_id"] == "mapped"
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"user_id": None}, "missing_user_id"),
-    ({"user_id": "   "}, "missing_user_id"),
-    ({"event_type": ""}, "missing_event_type"),
-    ({"event_time": None}, "missing_event_time"),
-    ({"event_time": " "}, "missing_event_time"),
-    ({"event_time": "soon"}, "bad_event_time"),
-    ({"event_time": True}, "bad_event_time"),
-    ({"amount": "12,50"}, "bad_amount"),
-    ({"amount": "NaN"}, "bad_amount"),
-    ({"amount": float("inf")}, "bad_amount"),
-    ({"amount": True}, "bad_amount"),
-    ({"amount": [1]}, "bad_amount"),
-    ({"ip": "300.1.1.1"}, "bad_ip"),
-    ({"ip": "localhost"}, "bad_ip"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"user_id": None}, "missing_user_id"),
+        ({"user_id": "   "}, "missing_user_id"),
+        ({"event_type": ""}, "missing_event_type"),
+        ({"event_time": None}, "missing_event_time"),
+        ({"event_time": " "}, "missing_event_time"),
+        ({"event_time": "soon"}, "bad_event_time"),
+        ({"event_time": True}, "bad_event_time"),
+        ({"amount": "12,50"}, "bad_amount"),
+        ({"amount": "NaN"}, "bad_amount"),
+        ({"amount": float("inf")}, "bad_amount"),
+        ({"amount": True}, "bad_amount"),
+        ({"amount": [1]}, "bad_amount"),
+        ({"ip": "300.1.1.1"}, "bad_ip"),
+        ({"ip": "localhost"}, "bad_ip"),
+    ],
+)
 def test_normalize_quarantine_reasons(change, reason):
     rec = {**BASE, **change}
     for key in [k for k, v in change.items() if v is None]:
@@ -226,66 +302,137 @@ def test_normalize_quarantine_reasons(change, reason):
 
 
 def test_normalize_optional_values():
-    row = normalize({**BASE, "ip": "2001:DB8::0001", "amount": " -3e2 ", "email": "no-at-sign", "phone": 5551234},
-                    DEMO, "logs", "f")
-    assert (row["ip"], row["amount"], row["email_domain"], row["phone"]) == ("2001:db8::1", -300.0, None, "5551234")
+    row = normalize(
+        {**BASE, "ip": "2001:DB8::0001", "amount": " -3e2 ", "email": "no-at-sign", "phone": 5551234},
+        DEMO,
+        "logs",
+        "f",
+    )
+    assert (row["ip"], row["amount"], row["email_domain"], row["phone"]) == (
+        "2001:db8::1",
+        -300.0,
+        None,
+        "5551234",
+    )
     row = normalize({**BASE, "amount": "", "ip": ""}, DEMO, "logs", "f")
     assert (row["amount"], row["ip"]) == (None, None)
 
 
 def test_derived_event_id_stable_and_sensitive():
     a = normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
-    again = normalize({**BASE, "ip": "1.2.3.4", "amount": "5.0", "user_agent": "x"}, DEMO, "logs",
-                      "logs/a.jsonl", 7)
+    again = normalize(
+        {**BASE, "ip": "1.2.3.4", "amount": "5.0", "user_agent": "x"}, DEMO, "logs", "logs/a.jsonl", 7
+    )
     c = normalize({**BASE, "ip": "1.2.3.5", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
     assert a["event_id"] == again["event_id"] == derived_event_id(a, 7)
     assert a["event_id"].startswith("derived-") and len(a["event_id"]) == len("derived-") + 20
     assert c["event_id"] != a["event_id"]
     # The same instant written two ways is the same event.
-    d = normalize({**BASE, "event_time": 1705325400, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7)
+    d = normalize(
+        {**BASE, "event_time": 1705325400, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 7
+    )
     assert d["event_id"] == a["event_id"]
     # The same record on another line or in another file is another event.
-    assert normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 8)["event_id"] != a["event_id"]
-    assert normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/b.jsonl", 7)["event_id"] != a["event_id"]
-    assert a["event_id"] == "derived-" + hashlib.sha1(
-        json.dumps(["u1", T, "login", "1.2.3.4", None, 5.0, None, "logs/a.jsonl", 7], separators=(",", ":")).encode()
-    ).hexdigest()[:20]
+    assert (
+        normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/a.jsonl", 8)["event_id"]
+        != a["event_id"]
+    )
+    assert (
+        normalize({**BASE, "ip": "1.2.3.4", "amount": 5}, DEMO, "logs", "logs/b.jsonl", 7)["event_id"]
+        != a["event_id"]
+    )
+    assert (
+        a["event_id"]
+        == "derived-"
+        + hashlib.sha1(
+            json.dumps(
+                ["u1", T, "login", "1.2.3.4", None, 5.0, None, "logs/a.jsonl", 7], separators=(",", ":")
+            ).encode()
+        ).hexdigest()[:20]
+    )
 
 
 # --- process_file, stats, reconcile ---------------------------------------------------------
 
+
 def test_process_file_accepts_and_quarantines(tmp_path):
-    lines = [json.dumps({**BASE, "event_id": "e1"}), "{oops", json.dumps({**BASE, "ip": "x"}), "",
-             json.dumps({"customer_id": "c1", "ts": "2024-01-15T08:30:00", "action": "login"})]
+    lines = [
+        json.dumps({**BASE, "event_id": "e1"}),
+        "{oops",
+        json.dumps({**BASE, "ip": "x"}),
+        "",
+        json.dumps({"customer_id": "c1", "ts": "2024-01-15T08:30:00", "action": "login"}),
+    ]
     p = _write(tmp_path / "a.jsonl", "\n".join(lines) + "\n")
     accepted, quarantine = process_file(p, "logs/a.jsonl", "logs", SYNCBANK)
     assert [r["user_id"] for r in accepted] == ["u1", "c1"]
     assert accepted[1]["event_time_ms"] == T
     assert quarantine == [
         {"source_file": "logs/a.jsonl", "line": 2, "reason": "invalid_json", "detail": "", "record": "{oops"},
-        {"source_file": "logs/a.jsonl", "line": 3, "reason": "bad_ip",
-         "detail": "not an IPv4/IPv6 address: 'x'", "record": lines[2]},
+        {
+            "source_file": "logs/a.jsonl",
+            "line": 3,
+            "reason": "bad_ip",
+            "detail": "not an IPv4/IPv6 address: 'x'",
+            "record": lines[2],
+        },
     ]
     assert ingest_file(p, "logs/a.jsonl", "logs", SYNCBANK).summary == {
-        "source_file": "logs/a.jsonl", "source": "logs", "status": "read", "reason": "", "detail": "",
-        "read": 4, "accepted": 2, "quarantined": 2, "reasons": {"bad_ip": 1, "invalid_json": 1},
+        "source_file": "logs/a.jsonl",
+        "source": "logs",
+        "status": "read",
+        "reason": "",
+        "detail": "",
+        "read": 4,
+        "accepted": 2,
+        "quarantined": 2,
+        "reasons": {"bad_ip": 1, "invalid_json": 1},
         "unmapped_event_types": {},
     }
 
 
 def test_connector_stats_sums_files():
     files = [
-        {"source_file": "logs/a", "source": "logs", "status": "read", "read": 4, "accepted": 3,
-         "quarantined": 1, "reasons": {"bad_ip": 1}, "unmapped_event_types": {"purchase": 2}},
-        {"source_file": "transactions/b", "source": "transactions", "status": "read", "read": 5, "accepted": 3,
-         "quarantined": 2, "reasons": {"bad_ip": 1, "bad_amount": 1}, "unmapped_event_types": {"purchase": 1}},
+        {
+            "source_file": "logs/a",
+            "source": "logs",
+            "status": "read",
+            "read": 4,
+            "accepted": 3,
+            "quarantined": 1,
+            "reasons": {"bad_ip": 1},
+            "unmapped_event_types": {"purchase": 2},
+        },
+        {
+            "source_file": "transactions/b",
+            "source": "transactions",
+            "status": "read",
+            "read": 5,
+            "accepted": 3,
+            "quarantined": 2,
+            "reasons": {"bad_ip": 1, "bad_amount": 1},
+            "unmapped_event_types": {"purchase": 1},
+        },
     ]
-    other = {"source_file": "readme.xml", "source": None, "status": "not_recognised", "read": 0, "accepted": 0,
-             "quarantined": 0, "reasons": {}}
+    other = {
+        "source_file": "readme.xml",
+        "source": None,
+        "status": "not_recognised",
+        "read": 0,
+        "accepted": 0,
+        "quarantined": 0,
+        "reasons": {},
+    }
     assert connector_stats(files, [other]) == {
-        "records_read": 9, "records_accepted": 6, "records_quarantined": 3,
-        "quarantine_reasons": {"bad_amount": 1, "bad_ip": 2}, "data_files": 2, "files_read": 2,
-        "files_quarantined": 0, "files_not_recognised": 1, "partial": False,
+        "records_read": 9,
+        "records_accepted": 6,
+        "records_quarantined": 3,
+        "quarantine_reasons": {"bad_amount": 1, "bad_ip": 2},
+        "data_files": 2,
+        "files_read": 2,
+        "files_quarantined": 0,
+        "files_not_recognised": 1,
+        "partial": False,
         "unmapped_event_types": {"purchase": 3},
         "by_source": {"logs": 3, "events": 0, "transactions": 3},
         "files": [files[0], other, files[1]],
@@ -297,21 +444,36 @@ def test_reconcile():
     with pytest.raises(ValueError, match="do not reconcile"):
         reconcile({"records_read": 4, "records_accepted": 2, "records_quarantined": 1})
     with pytest.raises(ValueError, match="reasons"):
-        reconcile({"records_read": 3, "records_accepted": 2, "records_quarantined": 1,
-                   "quarantine_reasons": {"bad_ip": 2}})
+        reconcile(
+            {
+                "records_read": 3,
+                "records_accepted": 2,
+                "records_quarantined": 1,
+                "quarantine_reasons": {"bad_ip": 2},
+            }
+        )
     # Each listed file must reconcile too, not only the day.
     with pytest.raises(ValueError, match="logs/a: record counts"):
-        reconcile({"records_read": 3, "records_accepted": 2, "records_quarantined": 1,
-                   "files": [{"source_file": "logs/a", "read": 2, "accepted": 2, "quarantined": 1},
-                             {"source_file": "logs/b", "read": 1, "accepted": 0, "quarantined": 0}]})
+        reconcile(
+            {
+                "records_read": 3,
+                "records_accepted": 2,
+                "records_quarantined": 1,
+                "files": [
+                    {"source_file": "logs/a", "read": 2, "accepted": 2, "quarantined": 1},
+                    {"source_file": "logs/b", "read": 1, "accepted": 0, "quarantined": 0},
+                ],
+            }
+        )
 
 
 # --- organizer rules -----------------------------------------------------------------------
 
+
 def test_hour_of_day_client_zone():
     assert hour_of_day(T, UTC) == 13
     assert hour_of_day(T, NY) == 8
-    assert hour_of_day(1721046600000, NY) == 8   # summer time
+    assert hour_of_day(1721046600000, NY) == 8  # summer time
     assert hour_of_day(T + 999, UTC) == 13
 
 

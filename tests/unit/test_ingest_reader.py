@@ -1,4 +1,5 @@
 """Plain (no Spark) tests of file recognition, the streaming readers and the per-file counts on hostile input."""
+
 from __future__ import annotations
 
 import bz2
@@ -60,6 +61,7 @@ def _bad_reason(tmp_path: Path, rel: str, data: bytes) -> str:
 
 # --- CSV ------------------------------------------------------------------------------------
 
+
 def test_unbalanced_quote_costs_only_its_own_record(tmp_path):
     result = _ingest(tmp_path, "logs/unbalanced.csv", hc.unbalanced_quote_csv(rows=3000, bad_row=3))
     assert _counts(result) == ("read", 3000, 2999, 1, {"csv_unbalanced_quote": 1})
@@ -99,8 +101,15 @@ def test_field_over_128_kib_is_a_record_problem(tmp_path):
 
 
 def test_csv_line_over_the_record_limit(tmp_path):
-    data = (hc.CSV_HEADER + "\n" + "u1," + "x" * (ingest.MAX_RECORD_BYTES + 10) + "\n"
-            + hc._csv_row("u2", 2) + "\n").encode()
+    data = (
+        hc.CSV_HEADER
+        + "\n"
+        + "u1,"
+        + "x" * (ingest.MAX_RECORD_BYTES + 10)
+        + "\n"
+        + hc._csv_row("u2", 2)
+        + "\n"
+    ).encode()
     result = _ingest(tmp_path, "logs/long.csv", data)
     assert _counts(result) == ("read", 2, 1, 1, {"record_too_large": 1})
     assert result.quarantine[0]["line"] == 2
@@ -133,6 +142,7 @@ def test_csv_header_problems_quarantine_the_file(tmp_path):
 
 # --- JSON lines, encodings ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("little_endian", [True, False])
 def test_utf16_with_bom(tmp_path, little_endian):
     result = _ingest(tmp_path, "events/u16.jsonl", hc.utf16_jsonl(little_endian))
@@ -149,8 +159,9 @@ def test_utf16_bad_code_units_cost_their_record(tmp_path):
 
 
 def test_utf32_is_undecodable(tmp_path):
-    assert _bad_reason(tmp_path, "events/u32.jsonl", b"\xff\xfe\x00\x00" + '{"a":1}\n'.encode("utf-32-le")) == (
-        "undecodable")
+    assert _bad_reason(
+        tmp_path, "events/u32.jsonl", b"\xff\xfe\x00\x00" + '{"a":1}\n'.encode("utf-32-le")
+    ) == ("undecodable")
 
 
 def test_nul_inside_values(tmp_path):
@@ -184,16 +195,19 @@ def test_newline_in_user_id(tmp_path):
     assert _counts(result) == ("read", 2, 1, 1, {"bad_id_characters": 1})
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"device_id": "d" * 513}, "id_too_long"),
-    ({"merchant_id": "m\x7f"}, "bad_id_characters"),
-    ({"event_id": "e\x001"}, "bad_id_characters"),
-    ({"browser_fingerprint": "f\t1"}, "bad_id_characters"),
-    ({"user_agent": "a\x00b"}, "nul_in_value"),
-    ({"event_type": "log\x00in"}, "nul_in_value"),
-    ({"user_agent": "a\ud800b"}, "invalid_encoding"),
-    ({"amount": 10 ** 400}, "bad_amount"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"device_id": "d" * 513}, "id_too_long"),
+        ({"merchant_id": "m\x7f"}, "bad_id_characters"),
+        ({"event_id": "e\x001"}, "bad_id_characters"),
+        ({"browser_fingerprint": "f\t1"}, "bad_id_characters"),
+        ({"user_agent": "a\x00b"}, "nul_in_value"),
+        ({"event_type": "log\x00in"}, "nul_in_value"),
+        ({"user_agent": "a\ud800b"}, "invalid_encoding"),
+        ({"amount": 10**400}, "bad_amount"),
+    ],
+)
 def test_normalize_value_limits(change, reason):
     with pytest.raises(RecordError) as err:
         normalize({**BASE, **change}, PLAIN, "logs", "f")
@@ -206,6 +220,7 @@ def test_normalize_keeps_ids_at_the_limit_and_tabs_in_text():
 
 
 # --- names and folders ----------------------------------------------------------------------
+
 
 def test_scan_accounts_for_every_file(tmp_path):
     layout = {
@@ -237,8 +252,13 @@ def test_scan_accounts_for_every_file(tmp_path):
     assert [e.rel for e in entries] == sorted(layout)
     assert {e.rel: (e.status, e.reason, e.fmt, e.compression) for e in entries} == layout
     assert {e.rel: e.source for e in entries if e.status == "data"} == {
-        "logs/PART.JSONL": "logs", "logs/x.ndjson": "logs", "logs/2025/part.jsonl": "logs",
-        "events/a.Json.GZ": "events", "events/b.csv.bz2": "events", "transactions/c.csv.zst": "transactions"}
+        "logs/PART.JSONL": "logs",
+        "logs/x.ndjson": "logs",
+        "logs/2025/part.jsonl": "logs",
+        "events/a.Json.GZ": "events",
+        "events/b.csv.bz2": "events",
+        "transactions/c.csv.zst": "transactions",
+    }
 
 
 def test_upper_case_ndjson_and_sub_folder_files_are_read(tmp_path):
@@ -248,6 +268,7 @@ def test_upper_case_ndjson_and_sub_folder_files_are_read(tmp_path):
 
 
 # --- whole-file problems, compression ------------------------------------------------------
+
 
 def test_truncated_gzip_gives_no_records(tmp_path):
     data = hc.truncated_gzip()
@@ -305,7 +326,10 @@ def test_truncated_and_corrupt_zstd(tmp_path):
     # python-zstandard's reader ends quietly on a cut frame; the frame check must notice.
     assert _bad_reason(tmp_path, "events/cut.jsonl.zst", hc.truncated_zstd()) == "truncated_compressed_file"
     assert _bad_reason(tmp_path, "events/cut2.jsonl.zst", hc.zstd_csv()[:6]) == "truncated_compressed_file"
-    assert _bad_reason(tmp_path, "events/junk.jsonl.zst", hc.zstd_csv() + b"garbage!") == "corrupt_compressed_file"
+    assert (
+        _bad_reason(tmp_path, "events/junk.jsonl.zst", hc.zstd_csv() + b"garbage!")
+        == "corrupt_compressed_file"
+    )
 
 
 def test_empty_files_hold_no_records(tmp_path):
@@ -315,6 +339,7 @@ def test_empty_files_hold_no_records(tmp_path):
 
 
 # --- ids and event types ---------------------------------------------------------------------
+
 
 def test_identical_transactions_without_id_stay_two(tmp_path):
     first = _ingest(tmp_path, "transactions/twins.csv", hc.twin_transactions_csv())
@@ -327,7 +352,16 @@ def test_identical_transactions_without_id_stay_two(tmp_path):
 def test_event_types_mapping_and_unmapped_counts(tmp_path):
     result = _ingest(tmp_path, "events/types.jsonl", hc.event_types_jsonl())
     assert [e["event_type"] for e in result.events] == [
-        "login", "login", "transaction", "transaction", "signup", "login", "weird_type", "weird_type", "other"]
+        "login",
+        "login",
+        "transaction",
+        "transaction",
+        "signup",
+        "login",
+        "weird_type",
+        "weird_type",
+        "other",
+    ]
     assert result.summary["unmapped_event_types"] == {"Other": 1, "weird_type": 2}
     more = _ingest(tmp_path, "logs/more.jsonl", hc._json_line("u1", 1, "weird_type").encode() + b"\n")
     stats = connector_stats([result.summary, more.summary])
@@ -341,8 +375,12 @@ def test_event_types_exact_key_wins_over_case_insensitive():
 
 
 def test_unmapped_values_are_capped(tmp_path):
-    lines = "".join(hc._json_line(f"u{i}", i, f"type-{i}") + "\n" for i in range(ingest.MAX_UNMAPPED_VALUES + 50))
-    result = _ingest(tmp_path, "events/many.jsonl", lines.encode() + hc._json_line("u", 1, "t" * 500).encode())
+    lines = "".join(
+        hc._json_line(f"u{i}", i, f"type-{i}") + "\n" for i in range(ingest.MAX_UNMAPPED_VALUES + 50)
+    )
+    result = _ingest(
+        tmp_path, "events/many.jsonl", lines.encode() + hc._json_line("u", 1, "t" * 500).encode()
+    )
     unmapped = result.summary["unmapped_event_types"]
     assert len(unmapped) == ingest.MAX_UNMAPPED_VALUES + 1
     assert unmapped[ingest.UNMAPPED_OTHER] == 51
@@ -350,6 +388,7 @@ def test_unmapped_values_are_capped(tmp_path):
 
 
 # --- counts ---------------------------------------------------------------------------------
+
 
 def test_a_lost_record_is_an_internal_error(tmp_path, monkeypatch):
     real = ingest.FileReader._jsonl
@@ -368,15 +407,21 @@ def test_keep_bad_files(tmp_path):
     raw, dest = tmp_path / "raw", tmp_path / "stage" / "bad_files"
     _file(raw, "logs/x.jsonl.gz", b"not gzip")
     summaries = [
-        {"source_file": "logs/x.jsonl.gz", "status": "quarantined", "reason": "not_the_format_its_name_says",
-         "detail": "d"},
+        {
+            "source_file": "logs/x.jsonl.gz",
+            "status": "quarantined",
+            "reason": "not_the_format_its_name_says",
+            "detail": "d",
+        },
         {"source_file": "logs/ok.jsonl", "status": "read", "reason": "", "detail": ""},
     ]
-    assert keep_bad_files(raw, dest, summaries) == {"logs/x.jsonl.gz": {"reason": "not_the_format_its_name_says",
-                                                                        "detail": "d"}}
+    assert keep_bad_files(raw, dest, summaries) == {
+        "logs/x.jsonl.gz": {"reason": "not_the_format_its_name_says", "detail": "d"}
+    }
     assert (dest / "logs" / "x.jsonl.gz").read_bytes() == b"not gzip"
     assert json.loads((dest / "reasons.json").read_text()) == {
-        "logs/x.jsonl.gz": {"reason": "not_the_format_its_name_says", "detail": "d"}}
+        "logs/x.jsonl.gz": {"reason": "not_the_format_its_name_says", "detail": "d"}
+    }
     assert not (dest / "logs" / "ok.jsonl").exists()
 
 
@@ -390,13 +435,15 @@ def test_hostile_corpus_day(tmp_path, monkeypatch):
     stats = connector_stats(summaries, [e.summary() for e in entries if e.status != "data"])
     keys = ("status", "reason", "read", "accepted", "quarantined", "reasons")
     assert {f["source_file"]: {k: f[k] for k in keys} for f in stats["files"]} == {
-        rel: {k: e[k] for k in keys} for rel, e in expected["files"].items()}
+        rel: {k: e[k] for k in keys} for rel, e in expected["files"].items()
+    }
     assert {k: stats[k] for k in expected["totals"]} == expected["totals"]
     assert stats["unmapped_event_types"] == expected["unmapped_event_types"]
     assert stats["partial"] is expected["partial"] is True
 
 
 # --- physical lines and properties -----------------------------------------------------------
+
 
 def test_physical_lines_across_chunks():
     assert list(physical_lines([b"a\r", b"\nb\rc", b"\r\n", b"d"], 100)) == [b"a\r\n", b"b\r", b"c\r\n", b"d"]
@@ -406,8 +453,10 @@ def test_physical_lines_across_chunks():
     assert [o if isinstance(o, bytes) else "big" for o in out] == [b"ok\n", "big", b"last"]
 
 
-_line_bytes = st.one_of(st.binary(max_size=400),
-                       st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"bb", b"\x00"]), max_size=60).map(b"".join))
+_line_bytes = st.one_of(
+    st.binary(max_size=400),
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"bb", b"\x00"]), max_size=60).map(b"".join),
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -417,14 +466,38 @@ def test_physical_lines_match_splitlines(data, cuts, limit):
     bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     got = [line if isinstance(line, bytes) else "over" for line in physical_lines(chunks, limit)]
-    assert got == [line if len(line.rstrip(b"\r\n")) <= limit else "over"
-                   for line in data.splitlines(keepends=True)]
+    assert got == [
+        line if len(line.rstrip(b"\r\n")) <= limit else "over" for line in data.splitlines(keepends=True)
+    ]
 
 
-_TOKENS = [b'"', b",", b"\n", b"\r", b"\r\n", b"\x00", b"\xff", b"\xef\xbb\xbf", b"\xff\xfe", b" ", b"u1",
-           b"1705325400", b"login", b"{", b"}", b":", b'"user_id"', b"user_id,event_time,event_type\n",
-           b'{"user_id": "u", "event_time": 1705325400, "event_type": "x"}\n', b"\\", b"[]", b"\t"]
-_hostile_bytes = st.one_of(st.binary(max_size=600), st.lists(st.sampled_from(_TOKENS), max_size=80).map(b"".join))
+_TOKENS = [
+    b'"',
+    b",",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\x00",
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+    b" ",
+    b"u1",
+    b"1705325400",
+    b"login",
+    b"{",
+    b"}",
+    b":",
+    b'"user_id"',
+    b"user_id,event_time,event_type\n",
+    b'{"user_id": "u", "event_time": 1705325400, "event_type": "x"}\n',
+    b"\\",
+    b"[]",
+    b"\t",
+]
+_hostile_bytes = st.one_of(
+    st.binary(max_size=600), st.lists(st.sampled_from(_TOKENS), max_size=80).map(b"".join)
+)
 
 
 def _outcome(path: Path, name: str) -> tuple[str, list]:
@@ -433,7 +506,9 @@ def _outcome(path: Path, name: str) -> tuple[str, list]:
     out = []
     try:
         for kind, item in iter_file(path, name, "logs", CLIENT, tally):
-            out.append((kind, item["source_file"], item.get("line"), item.get("reason") or item.get("event_id")))
+            out.append(
+                (kind, item["source_file"], item.get("line"), item.get("reason") or item.get("event_id"))
+            )
     except BadFileError as exc:
         return "bad", [exc.reason]
     summary = tally.summary()
@@ -444,8 +519,12 @@ def _outcome(path: Path, name: str) -> tuple[str, list]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=_hostile_bytes, name=st.sampled_from(["logs/x.jsonl", "logs/x.csv", "logs/x.csv.gz", "logs/x.ndjson"]),
-       compress=st.booleans(), chunk=st.sampled_from([1, 3, 7, 64]))
+@given(
+    data=_hostile_bytes,
+    name=st.sampled_from(["logs/x.jsonl", "logs/x.csv", "logs/x.csv.gz", "logs/x.ndjson"]),
+    compress=st.booleans(),
+    chunk=st.sampled_from([1, 3, 7, 64]),
+)
 def test_any_bytes_give_counts_that_add_up(tmp_path, data, name, compress, chunk):
     """For any bytes the reader raises only BadFileError, accepted + quarantined == read, and the
     records do not depend on where the stream is cut into chunks."""
@@ -454,7 +533,10 @@ def test_any_bytes_give_counts_that_add_up(tmp_path, data, name, compress, chunk
     path = tmp_path / "x" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    with mock.patch.object(ingest, "MAX_RECORD_BYTES", 48), mock.patch.object(ingest, "MAX_DECOMPRESSED_BYTES", 4096):
+    with (
+        mock.patch.object(ingest, "MAX_RECORD_BYTES", 48),
+        mock.patch.object(ingest, "MAX_DECOMPRESSED_BYTES", 4096),
+    ):
         whole = _outcome(path, name)
         with mock.patch.object(ingest, "READ_CHUNK", chunk):
             got = _outcome(path, name)

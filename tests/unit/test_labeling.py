@@ -1,4 +1,5 @@
 """Client labels and the precision/recall of the day's flags against them."""
+
 from __future__ import annotations
 
 import gzip
@@ -57,27 +58,45 @@ def test_read_labels_without_header_reads_the_first_row_as_data():
 
 def test_evaluate_counts_and_ratios():
     predictions = {"u1": True, "u2": True, "u3": False, "u4": False, "u5": True, "u6": False, "u7": True}
-    labels = {"u1": "fraud", "u2": "legit", "u3": "fraud", "u4": "legit", "u5": "fraud", "u6": "legit",
-              "gone1": "fraud", "gone2": "legit"}
+    labels = {
+        "u1": "fraud",
+        "u2": "legit",
+        "u3": "fraud",
+        "u4": "legit",
+        "u5": "fraud",
+        "u6": "legit",
+        "gone1": "fraud",
+        "gone2": "legit",
+    }
     assert evaluate(predictions, labels) == {
-        "tp": 2, "fp": 1, "fn": 1, "tn": 2,
-        "precision": 0.6667, "recall": 0.6667, "f1": 0.6667,
-        "labelled_users": 8, "labelled_active_users": 6,
+        "tp": 2,
+        "fp": 1,
+        "fn": 1,
+        "tn": 2,
+        "precision": 0.6667,
+        "recall": 0.6667,
+        "f1": 0.6667,
+        "labelled_users": 8,
+        "labelled_active_users": 6,
         # labelled users with no activity are unscored, not negatives
-        "unscored_labelled_users": 2, "unscored_fraud_users": 1,
+        "unscored_labelled_users": 2,
+        "unscored_fraud_users": 1,
         "unlabelled_flagged_users": 1,
     }
 
 
-@pytest.mark.parametrize("predictions, labels, expected", [
-    ({}, {}, (None, None, None)),
-    ({"u1": False}, {"u1": "legit"}, (None, None, None)),  # nothing flagged, no fraud labelled
-    ({"u1": True}, {"u1": "legit"}, (0.0, None, None)),  # no fraud labelled: recall undefined
-    ({"u1": False}, {"u1": "fraud"}, (None, 0.0, None)),  # nothing flagged: precision undefined
-    ({"u1": True, "u2": False}, {"u1": "legit", "u2": "fraud"}, (0.0, 0.0, 0.0)),
-    ({"u1": True}, {"u1": "fraud"}, (1.0, 1.0, 1.0)),
-    ({"u1": True}, {"u9": "fraud"}, (None, None, None)),  # the only fraud label is unscored
-])
+@pytest.mark.parametrize(
+    "predictions, labels, expected",
+    [
+        ({}, {}, (None, None, None)),
+        ({"u1": False}, {"u1": "legit"}, (None, None, None)),  # nothing flagged, no fraud labelled
+        ({"u1": True}, {"u1": "legit"}, (0.0, None, None)),  # no fraud labelled: recall undefined
+        ({"u1": False}, {"u1": "fraud"}, (None, 0.0, None)),  # nothing flagged: precision undefined
+        ({"u1": True, "u2": False}, {"u1": "legit", "u2": "fraud"}, (0.0, 0.0, 0.0)),
+        ({"u1": True}, {"u1": "fraud"}, (1.0, 1.0, 1.0)),
+        ({"u1": True}, {"u9": "fraud"}, (None, None, None)),  # the only fraud label is unscored
+    ],
+)
 def test_evaluate_undefined_ratios_are_none(predictions, labels, expected):
     out = evaluate(predictions, labels)
     assert (out["precision"], out["recall"], out["f1"]) == expected

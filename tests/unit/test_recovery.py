@@ -3,6 +3,7 @@
 Fast: a local bucket folder and warehouse, stages written with WorkPaths.output as the jobs do.
 The commands themselves run against the real pipeline in tests/e2e/test_pipeline_e2e.py.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -70,8 +71,18 @@ def test_a_late_file_makes_every_stage_stale_and_names_the_file(day) -> None:
 
 def test_a_failed_task_is_named_with_its_message_and_the_fix(day) -> None:
     store, paths = day
-    run = RunRecord("demo", "2025-11-21", "Campaign", "r1", "FAILED", 0, 1, 0.1, {},
-                    "RuntimeError: DCluster job 42 FAILED\nlogs/x.gz: not gzip")
+    run = RunRecord(
+        "demo",
+        "2025-11-21",
+        "Campaign",
+        "r1",
+        "FAILED",
+        0,
+        1,
+        0.1,
+        {},
+        "RuntimeError: DCluster job 42 FAILED\nlogs/x.gz: not gzip",
+    )
     st = day_status(store, paths, runs=[run], now=LATER)
     assert states(st)["campaigns"] == "failed"
     assert "logs/x.gz: not gzip" in recovery.format_status(st)
@@ -81,7 +92,10 @@ def test_a_failed_task_is_named_with_its_message_and_the_fix(day) -> None:
 def test_a_provisional_day_says_so(day) -> None:
     store, paths = day
     st = day_status(store, paths, now=dt.datetime(2025, 11, 21, 20, tzinfo=dt.UTC))
-    assert st.final["final"] is False and "provisional until 2025-11-22T02:00:00+00:00" in st.final["final_reason"]
+    assert (
+        st.final["final"] is False
+        and "provisional until 2025-11-22T02:00:00+00:00" in st.final["final_reason"]
+    )
 
 
 def test_rerun_invalidates_the_stage_and_every_later_one(day) -> None:
@@ -108,9 +122,21 @@ def test_every_stage_with_a_task_is_known() -> None:
 
 def test_a_partial_day_lists_its_set_aside_files(day) -> None:
     store, paths = day
-    write_json(paths.stage("connector") / "stats.json", {"partial": True, "files": [
-        {"source_file": "logs/bad.jsonl.gz", "status": "quarantined", "reason": "truncated_compressed_file"}]})
+    write_json(
+        paths.stage("connector") / "stats.json",
+        {
+            "partial": True,
+            "files": [
+                {
+                    "source_file": "logs/bad.jsonl.gz",
+                    "status": "quarantined",
+                    "reason": "truncated_compressed_file",
+                }
+            ],
+        },
+    )
     st = day_status(store, paths, now=LATER)
-    assert st.partial and st.files_quarantined == [{"source_file": "logs/bad.jsonl.gz",
-                                                    "reason": "truncated_compressed_file"}]
+    assert st.partial and st.files_quarantined == [
+        {"source_file": "logs/bad.jsonl.gz", "reason": "truncated_compressed_file"}
+    ]
     assert "set aside: logs/bad.jsonl.gz (truncated_compressed_file)" in recovery.format_status(st)

@@ -3,6 +3,7 @@
 Fast tests, no Spark: the plain functions of fraudcore/snapshot.py and pipeline/ingest.py, and
 the Luigi targets of batch_tasks/targets.py over a local bucket folder and warehouse.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -57,8 +58,11 @@ def test_diff_names_added_changed_and_removed_files() -> None:
     old = [InputFile("logs/a.jsonl", 10, "1"), InputFile("logs/gone.csv", 1, "1")]
     new = [InputFile("logs/a.jsonl", 12, "2"), InputFile("logs/b.jsonl", 5, "1")]
     changes = snapshot.diff(old, new)
-    assert (changes.added, changes.changed, changes.removed) == (("logs/b.jsonl",), ("logs/a.jsonl",),
-                                                                  ("logs/gone.csv",))
+    assert (changes.added, changes.changed, changes.removed) == (
+        ("logs/b.jsonl",),
+        ("logs/a.jsonl",),
+        ("logs/gone.csv",),
+    )
     assert "1 added (logs/b.jsonl)" in changes.describe()
     assert not snapshot.diff(old, old)
 
@@ -174,12 +178,18 @@ def test_results_target_wants_the_manifest_of_the_current_input(tmp_path: Path) 
     staged = {"id": "s1"}
     target = targets.ResultsTarget("b", prefix, lambda: "sha256:new", lambda: staged["id"], store=store)
     assert not target.exists()
-    store.put_bytes("b", prefix + "_manifest.json",
-                    json.dumps({"input_snapshot": "sha256:old", "staged_id": "s1"}).encode())
+    store.put_bytes(
+        "b",
+        prefix + "_manifest.json",
+        json.dumps({"input_snapshot": "sha256:old", "staged_id": "s1"}).encode(),
+    )
     store.put_bytes("b", prefix + "_SUCCESS", b"")
     assert not target.exists()
-    store.put_bytes("b", prefix + "_manifest.json",
-                    json.dumps({"input_snapshot": "sha256:new", "staged_id": "s1"}).encode())
+    store.put_bytes(
+        "b",
+        prefix + "_manifest.json",
+        json.dumps({"input_snapshot": "sha256:new", "staged_id": "s1"}).encode(),
+    )
     assert target.exists()
     staged["id"] = "s2"  # the results were staged again (fraudbatch rerun): send them again
     assert not target.exists()

@@ -1,4 +1,5 @@
 """storage/ imports one way (model ← backends ← factory, docs/adr/0015) and never reaches into another module's privates."""
+
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,11 @@ def _module(path: Path) -> str:
 
 
 def _parsed() -> dict[str, ast.Module]:
-    return {_module(p): ast.parse(p.read_text(encoding="utf-8"), str(p))
-            for p in sorted(STORAGE.glob("*.py")) if p.stem != "__init__"}
+    return {
+        _module(p): ast.parse(p.read_text(encoding="utf-8"), str(p))
+        for p in sorted(STORAGE.glob("*.py"))
+        if p.stem != "__init__"
+    }
 
 
 def import_graph(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
@@ -51,8 +55,13 @@ def private_reaches(trees: dict[str, ast.Module]) -> list[str]:
             elif isinstance(node, ast.Import):
                 aliases |= {a.asname for a in node.names if a.name in known and a.asname}
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 found.append(f"{module}: {node.value.id}.{node.attr}")
     return found
 
@@ -66,8 +75,16 @@ def test_storage_import_graph_has_no_cycle():
     assert order.index("storage.model") < order.index("storage.sqlite_store") < order.index("storage.tables")
 
 
-@pytest.mark.parametrize("backend", ["storage.sqlite_store", "storage.cassandra_store", "storage.cassandra_session",
-                                     "storage.dfe_writer", "storage.migrations"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "storage.sqlite_store",
+        "storage.cassandra_store",
+        "storage.cassandra_session",
+        "storage.dfe_writer",
+        "storage.migrations",
+    ],
+)
 def test_model_and_backends_never_import_the_factory(backend):
     graph = import_graph(_parsed())
     assert "storage.tables" not in graph[backend]

@@ -1,4 +1,5 @@
 """Table store settings: each is read from its environment variable and its luigi.cfg key, as declared once."""
+
 from __future__ import annotations
 
 import configparser
@@ -69,7 +70,9 @@ def test_every_setting_has_an_example_that_differs_from_its_defaults():
 def test_each_setting_is_read_from_its_environment_variable():
     env = {s.env: EXAMPLES[s.name][0] for s in TABLE_SETTINGS}
     settings = TableStoreSettings.from_env(environ=env)
-    assert {s.name: getattr(settings, s.name) for s in TABLE_SETTINGS} == {n: v for n, (_, v) in EXAMPLES.items()}
+    assert {s.name: getattr(settings, s.name) for s in TABLE_SETTINGS} == {
+        n: v for n, (_, v) in EXAMPLES.items()
+    }
 
 
 def test_each_setting_with_a_key_is_read_from_luigi_cfg():
@@ -88,21 +91,30 @@ def test_the_environment_wins_over_luigi_cfg(monkeypatch):
 def test_the_password_never_comes_from_luigi_cfg():
     (password,) = [s for s in TABLE_SETTINGS if s.name == "cassandra_password"]
     assert password.cfg is None and "cassandra_password" not in dict(tables.get_params())
-    with tables_cfg({"backend": "cassandra", "cassandra_username": "luigi", "cassandra_password": "in-a-file"}), \
-            pytest.warns(UnconsumedParameterWarning, match="cassandra_password"):
+    with (
+        tables_cfg(
+            {"backend": "cassandra", "cassandra_username": "luigi", "cassandra_password": "in-a-file"}
+        ),
+        pytest.warns(UnconsumedParameterWarning, match="cassandra_password"),
+    ):
         assert tables().settings().cassandra_password == ""
 
 
 def test_relative_files_in_luigi_cfg_are_taken_from_the_project_root():
     with tables_cfg({"sqlite_path": "var/t.sqlite", "cassandra_tls_ca_file": ""}):
         settings = tables().settings()
-    assert (settings.sqlite_path, settings.cassandra_tls_ca_file) == (str(PROJECT_ROOT / "var" / "t.sqlite"), "")
+    assert (settings.sqlite_path, settings.cassandra_tls_ca_file) == (
+        str(PROJECT_ROOT / "var" / "t.sqlite"),
+        "",
+    )
 
 
 def test_without_luigi_cfg_the_section_defaults_open_the_project_sqlite_file():
     with tables_cfg({}):
         settings = tables().settings()
-    assert settings == TableStoreSettings(sqlite_path=str(PROJECT_ROOT / "var" / "tables" / "fraudbatch.sqlite"))
+    assert settings == TableStoreSettings(
+        sqlite_path=str(PROJECT_ROOT / "var" / "tables" / "fraudbatch.sqlite")
+    )
 
 
 def test_the_shipped_luigi_cfg_names_exactly_the_declared_keys():

@@ -1,4 +1,5 @@
 """The SQLite table store: idempotent upserts, read order, run records, and values kept verbatim."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,7 +45,11 @@ def test_read_dfe_is_newest_first_and_scoped_to_client_and_user(store):
 
 def test_feature_vector_is_json_with_sorted_keys_and_float_values(store, tmp_path):
     store.write_dfe("acme", [DfeRow("u1", 1, {"z": 1, "a": 2.5, "m": -0.0})])
-    raw = sqlite3.connect(tmp_path / "db" / "tables.sqlite").execute("SELECT feature_vector FROM dfe_data").fetchone()
+    raw = (
+        sqlite3.connect(tmp_path / "db" / "tables.sqlite")
+        .execute("SELECT feature_vector FROM dfe_data")
+        .fetchone()
+    )
     assert raw == ('{"a":2.5,"m":-0.0,"z":1.0}',)
     assert store.read_dfe("acme", "u1")[0].feature_vector == {"a": 2.5, "m": -0.0, "z": 1.0}
 
@@ -68,10 +73,22 @@ def test_results_upsert_per_type(store):
 def test_run_records_upsert_on_client_date_task_run_id(store):
     started = RunRecord("acme", "2025-11-21", "Campaign", "run-1", "RUNNING", started_ms=1000)
     store.record_run(started)
-    done = RunRecord("acme", "2025-11-21", "Campaign", "run-1", "DONE", 1000, 61_000, 60.0,
-                     {"campaigns": 4, "members": 37}, "ok")
+    done = RunRecord(
+        "acme",
+        "2025-11-21",
+        "Campaign",
+        "run-1",
+        "DONE",
+        1000,
+        61_000,
+        60.0,
+        {"campaigns": 4, "members": 37},
+        "ok",
+    )
     store.record_run(done)
-    store.record_run(RunRecord("acme", "2025-11-21", "UserStats", "run-1", "FAILED", 500, 900, 0.4, {}, "boom"))
+    store.record_run(
+        RunRecord("acme", "2025-11-21", "UserStats", "run-1", "FAILED", 500, 900, 0.4, {}, "boom")
+    )
     store.record_run(RunRecord("acme", "2025-11-22", "Campaign", "run-2", "DONE", 5, 6, 0.001, {}, ""))
     assert store.list_runs("acme", "2025-11-21") == [
         RunRecord("acme", "2025-11-21", "UserStats", "run-1", "FAILED", 500, 900, 0.4, {}, "boom"),
@@ -84,10 +101,11 @@ def test_run_records_upsert_on_client_date_task_run_id(store):
 def test_running_record_keeps_missing_finish_as_none(store):
     store.record_run(RunRecord("acme", dt.date(2025, 1, 2), "Connector", "r", "RUNNING", 7))
     assert store.list_runs("acme", "2025-01-02") == [
-        RunRecord("acme", "2025-01-02", "Connector", "r", "RUNNING", 7, None, None, {}, "")]
+        RunRecord("acme", "2025-01-02", "Connector", "r", "RUNNING", 7, None, None, {}, "")
+    ]
 
 
-HOSTILE = "x'); DROP TABLE dfe_data; -- \"quoted\" ; ü \\ %s ?"
+HOSTILE = 'x\'); DROP TABLE dfe_data; -- "quoted" ; ü \\ %s ?'
 
 
 def test_values_with_quotes_and_semicolons_are_stored_verbatim(store):
@@ -161,10 +179,13 @@ def test_settings_from_env_and_factory(tmp_path):
         store.close()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"FRAUDBATCH_TABLES_BACKEND": "postgres"}, "choose one of cassandra, sqlite"),
-    ({}, "FRAUDBATCH_SQLITE_PATH"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRAUDBATCH_TABLES_BACKEND": "postgres"}, "choose one of cassandra, sqlite"),
+        ({}, "FRAUDBATCH_SQLITE_PATH"),
+    ],
+)
 def test_invalid_table_settings_name_what_to_fix(env, message):
     with pytest.raises(StorageConfigError, match=message):
         TableStoreSettings.from_env(environ=env)

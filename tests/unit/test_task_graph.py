@@ -3,6 +3,7 @@
 The wiring is held to docs/architecture.md "Task graph as built"; the jobs run against an
 in-process DCluster that completes each one by writing the app's stage the way a Spark job does.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -65,20 +66,38 @@ REQUIRES: dict[str, set[str]] = {
 
 # The warehouse stage whose _DONE is each task's output (docs/architecture.md "Warehouse").
 STAGES: dict[str, str] = {
-    "Fetcher": "raw", "SparkConnectorRunner": "connector", "LogTimeFileOrganizer": "organized",
-    "VirtualNodeGenerator": "virtual_nodes", "Rawlogconverter": "dfe", "CassandraDfeWriter": "dfe_store",
-    "UserStats": "user_stats", "Campaign": "campaigns", "ResultAggLite": "risk", "EventJoinLite": "event_join",
-    "ResultAgg": "result_agg", "CampaignFrontendData": "frontend_campaigns", "FrontendDataGen": "frontend_data",
-    "FrontendResultGenerator": "frontend_report", "FrontendResultWriter": "results_staging",
-    "ResultSender": "result_sender", "Labeling": "labeling", "BatchFeaturePlatformFerry": "ferry_batch",
-    "MonitorTracker": "monitor", "CronFeaturePlatformFerry": "ferry_cron",
+    "Fetcher": "raw",
+    "SparkConnectorRunner": "connector",
+    "LogTimeFileOrganizer": "organized",
+    "VirtualNodeGenerator": "virtual_nodes",
+    "Rawlogconverter": "dfe",
+    "CassandraDfeWriter": "dfe_store",
+    "UserStats": "user_stats",
+    "Campaign": "campaigns",
+    "ResultAggLite": "risk",
+    "EventJoinLite": "event_join",
+    "ResultAgg": "result_agg",
+    "CampaignFrontendData": "frontend_campaigns",
+    "FrontendDataGen": "frontend_data",
+    "FrontendResultGenerator": "frontend_report",
+    "FrontendResultWriter": "results_staging",
+    "ResultSender": "result_sender",
+    "Labeling": "labeling",
+    "BatchFeaturePlatformFerry": "ferry_batch",
+    "MonitorTracker": "monitor",
+    "CronFeaturePlatformFerry": "ferry_cron",
 }
 
 # The module of jobs/ each Spark task submits.
 SPARK_APPS: dict[str, str] = {
-    "SparkConnectorRunner": "connector", "LogTimeFileOrganizer": "organizer",
-    "VirtualNodeGenerator": "virtual_nodes", "Rawlogconverter": "rawlogconverter", "UserStats": "user_stats",
-    "Campaign": "campaign", "ResultAggLite": "result_agg_lite", "EventJoinLite": "event_join",
+    "SparkConnectorRunner": "connector",
+    "LogTimeFileOrganizer": "organizer",
+    "VirtualNodeGenerator": "virtual_nodes",
+    "Rawlogconverter": "rawlogconverter",
+    "UserStats": "user_stats",
+    "Campaign": "campaign",
+    "ResultAggLite": "result_agg_lite",
+    "EventJoinLite": "event_join",
     "ResultAgg": "result_agg",
 }
 APP_STAGES = {app: STAGES[family] for family, app in SPARK_APPS.items()}
@@ -86,9 +105,12 @@ APP_STAGES = {app: STAGES[family] for family, app in SPARK_APPS.items()}
 # luigi.cfg keeps the SPEC's dashed [core] keys; luigi warns about them on every build.
 pytestmark = [
     pytest.mark.filterwarnings(r"ignore:Configuration \[core\] .* \(with dashes\):DeprecationWarning"),
-    pytest.mark.filterwarnings(r"ignore:The use of the configuration \[core\] default-scheduler:DeprecationWarning"),
     pytest.mark.filterwarnings(
-        r"ignore:.*'(default_scheduler_host|default_scheduler_port|rpc_connect_timeout)'.*task 'core'"),
+        r"ignore:The use of the configuration \[core\] default-scheduler:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings(
+        r"ignore:.*'(default_scheduler_host|default_scheduler_port|rpc_connect_timeout)'.*task 'core'"
+    ),
 ]
 
 
@@ -139,8 +161,10 @@ def walk(*tops: luigi.Task) -> tuple[dict[str, luigi.Task], set[tuple[str, str]]
 
 
 def whole_day(client: str = "acme") -> tuple[dict[str, luigi.Task], set[tuple[str, str]]]:
-    return walk(batch_tasks.MonitorTracker(client=client, date=DAY),
-                batch_tasks.CronFeaturePlatformFerry(client=client, date=DAY))
+    return walk(
+        batch_tasks.MonitorTracker(client=client, date=DAY),
+        batch_tasks.CronFeaturePlatformFerry(client=client, date=DAY),
+    )
 
 
 def edges_of(requires: dict[str, set[str]]) -> set[tuple[str, str]]:
@@ -186,7 +210,9 @@ def test_every_task_works_on_the_same_client_day_and_writes_its_own_stage(env: E
             assert (results.bucket, results.key) == ("acme-data", "results/acme/2025-03-04/_SUCCESS")
             out = out["notified"]
         assert type(out) is StageTarget, family
-        assert (out.stage_dir, out.path) == (paths.stage(STAGES[family]), str(paths.done(STAGES[family]))), family
+        assert (out.stage_dir, out.path) == (paths.stage(STAGES[family]), str(paths.done(STAGES[family]))), (
+            family
+        )
     staged = [STAGES[f] for f in tasks if f in STAGES]
     assert len(staged) == len(set(staged)) == len(STAGES)
 
@@ -198,10 +224,23 @@ def test_every_spark_task_submits_its_app_for_its_client_day(env: Env, client: s
     assert set(spark) == set(SPARK_APPS)
     for family, task in spark.items():
         assert task.job_spec() == JobSpec(
-            client=client, env="dev", engine="spark", app=SPARK_APPS[family],
-            args=["--client", client, "--date", "2025-03-04", "--warehouse", str(env.warehouse),
-                  "--registry", str(env.registry)],
-            priority=priority, strategy="cost_optimized", idempotency_key=task.task_id,
+            client=client,
+            env="dev",
+            engine="spark",
+            app=SPARK_APPS[family],
+            args=[
+                "--client",
+                client,
+                "--date",
+                "2025-03-04",
+                "--warehouse",
+                str(env.warehouse),
+                "--registry",
+                str(env.registry),
+            ],
+            priority=priority,
+            strategy="cost_optimized",
+            idempotency_key=task.task_id,
         ), family
         assert task.resources == {"spark_jobs": 1}
     assert len({t.task_id for t in spark.values()}) == len(spark)
@@ -221,8 +260,9 @@ class FakeDCluster:
         with ctx.paths.output(APP_STAGES[spec.app], {"rows": 1}) as tmp:
             if spec.app == "rawlogconverter":
                 write_vectors(tmp / "vectors")  # what CassandraDfeWriter reads
-        return JobStatus(job_id=f"job-{len(self.submitted)}", state="COMPLETED", app=spec.app,
-                         client=spec.client)
+        return JobStatus(
+            job_id=f"job-{len(self.submitted)}", state="COMPLETED", app=spec.app, client=spec.client
+        )
 
     def status(self, job_id: str) -> JobStatus:
         raise AssertionError(f"polled {job_id}: every job completes on submit")
@@ -233,8 +273,13 @@ def write_vectors(folder: Path) -> None:
     import pyarrow.parquet as pq
 
     folder.mkdir()
-    table = pa.table({"user_id": ["u1"], "window_start_ms": pa.array([1741046400000], pa.int64()),
-                      "features": pa.array([[("logins", 2.0)]], pa.map_(pa.string(), pa.float64()))})
+    table = pa.table(
+        {
+            "user_id": ["u1"],
+            "window_start_ms": pa.array([1741046400000], pa.int64()),
+            "features": pa.array([[("logins", 2.0)]], pa.map_(pa.string(), pa.float64())),
+        }
+    )
     pq.write_table(table, folder / "part-00000.parquet")
 
 
@@ -242,8 +287,16 @@ def write_raw_day(objectstore: Path) -> None:
     prefix = objectstore / "acme-data" / "rawdata" / "acme" / "2025-03-04"
     for name, record in [
         ("logs/app-01.jsonl", {"user_id": "u1", "event_time": "2025-03-04T08:00:00Z", "event_type": "login"}),
-        ("transactions/tx-01.jsonl", {"user_id": "u1", "event_time": "2025-03-04T08:05:00Z",
-                                      "event_type": "transaction", "amount": 12.5, "currency": "USD"}),
+        (
+            "transactions/tx-01.jsonl",
+            {
+                "user_id": "u1",
+                "event_time": "2025-03-04T08:05:00Z",
+                "event_type": "transaction",
+                "amount": 12.5,
+                "currency": "USD",
+            },
+        ),
     ]:
         (prefix / name).parent.mkdir(parents=True, exist_ok=True)
         (prefix / name).write_text(json.dumps(record) + "\n", encoding="utf-8")
@@ -251,8 +304,9 @@ def write_raw_day(objectstore: Path) -> None:
 
 def build(*tasks: luigi.Task) -> LuigiStatusCode:
     # One worker in this process, completeness checked in it too: no sockets, no forks.
-    result = luigi.build(list(tasks), local_scheduler=True, workers=1, parallel_scheduling=False,
-                         detailed_summary=True)
+    result = luigi.build(
+        list(tasks), local_scheduler=True, workers=1, parallel_scheduling=False, detailed_summary=True
+    )
     return result.status
 
 
@@ -265,7 +319,9 @@ def spark_ancestors(task: luigi.Task) -> set[str]:
     return found
 
 
-def test_the_day_runs_through_every_spark_stage_on_a_fake_dcluster(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_day_runs_through_every_spark_stage_on_a_fake_dcluster(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_raw_day(env.objectstore)
     fake = FakeDCluster()
     monkeypatch.setattr(config.dcluster, "client", lambda self: fake)
@@ -286,7 +342,9 @@ def test_the_day_runs_through_every_spark_stage_on_a_fake_dcluster(env: Env, mon
     paths = WorkPaths(env.warehouse, "acme", DAY)
     input_id = paths.input_id()
     assert input_id and sorted((paths.stage("raw")).rglob("*.jsonl")) == [
-        paths.stage("raw") / "logs" / "app-01.jsonl", paths.stage("raw") / "transactions" / "tx-01.jsonl"]
+        paths.stage("raw") / "logs" / "app-01.jsonl",
+        paths.stage("raw") / "transactions" / "tx-01.jsonl",
+    ]
     for family in tasks:
         if family in STAGES and family != "Fetcher":
             assert done_meta(paths.stage(STAGES[family]))["input"] == input_id, family
@@ -294,7 +352,9 @@ def test_the_day_runs_through_every_spark_stage_on_a_fake_dcluster(env: Env, mon
     with tasks["Fetcher"].day.tables() as store:
         runs = store.list_runs("acme", DAY)
         assert store.count_dfe("acme") == 1
-    assert sorted((r.task, r.status) for r in runs) == sorted((f, "DONE") for f in tasks if f != "RawClientDay")
+    assert sorted((r.task, r.status) for r in runs) == sorted(
+        (f, "DONE") for f in tasks if f != "RawClientDay"
+    )
 
     # A new run of the same day finds every stage current: nothing is submitted again.
     Register.clear_instance_cache()
@@ -305,7 +365,8 @@ def test_the_day_runs_through_every_spark_stage_on_a_fake_dcluster(env: Env, mon
 
     # A file landing makes every stage stale: the next run submits each job again under the same key.
     (env.objectstore / "acme-data" / "rawdata" / "acme" / "2025-03-04" / "logs" / "app-02.jsonl").write_text(
-        "{}\n", encoding="utf-8")
+        "{}\n", encoding="utf-8"
+    )
     Register.clear_instance_cache()
     targets.new_run()
     assert build(batch_tasks.ResultAgg(client="acme", date=DAY)) == LuigiStatusCode.SUCCESS
