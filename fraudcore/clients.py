@@ -44,13 +44,7 @@ CanonicalField = Literal[
 # The event types the features understand (fraudcore/features.py); a client's own vocabulary
 # is mapped onto these by its registry entry's event_types.
 EventType = Literal[
-    "login",
-    "login_failed",
-    "logout",
-    "page_view",
-    "signup",
-    "password_change",
-    "transaction",
+    "login", "login_failed", "logout", "page_view", "signup", "password_change", "transaction"
 ]
 Priority = Literal["critical", "normal", "batch"]  # DCluster capacity class
 BadFilePolicy = Literal["quarantine", "fail"]
@@ -122,9 +116,7 @@ class ClientEntry:
     priority: Annotated[Priority, Field(description="DCluster capacity class")] = "normal"
     field_map: Annotated[
         dict[str, CanonicalField],
-        Field(
-            description="client field name -> canonical field name (DESIGN.md raw input)",
-        ),
+        Field(description="client field name -> canonical field name (DESIGN.md raw input)"),
     ] = dataclasses.field(default_factory=dict)
     super_node_threshold: Annotated[
         int, Field(ge=1, description="a virtual node shared by more users than this is a super-node")
@@ -145,9 +137,7 @@ class ClientEntry:
     ] = ""
     event_types: Annotated[
         dict[str, EventType],
-        Field(
-            description="client event-type value -> canonical event type; unmapped values are counted",
-        ),
+        Field(description="client event-type value -> canonical event type; unmapped values are counted"),
     ] = dataclasses.field(default_factory=dict)
     on_bad_file: Annotated[
         BadFilePolicy, Field(description="quarantine: the day completes, partial | fail: the day fails")

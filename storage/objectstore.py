@@ -336,8 +336,7 @@ class S3ObjectStore:
             chunk = keys[start : start + 1000]
             try:
                 resp = self.client.delete_objects(
-                    Bucket=bucket,
-                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
                 )
             except Exception as exc:
                 raise self._error(exc, "delete under", bucket, prefix) from exc
@@ -476,10 +475,7 @@ _OBJECTSTORE_ENV = {
 _OBJECTSTORE_BACKENDS: dict[str, Callable[[ObjectStoreSettings], ObjectStore]] = {
     "local": lambda s: LocalObjectStore(s.root),
     "s3": lambda s: S3ObjectStore(
-        endpoint_url=s.endpoint_url,
-        region=s.region,
-        sse=s.sse,
-        kms_key_id=s.kms_key_id,
+        endpoint_url=s.endpoint_url, region=s.region, sse=s.sse, kms_key_id=s.kms_key_id
     ),
 }
 

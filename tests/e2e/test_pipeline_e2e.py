@@ -26,16 +26,7 @@ import yaml
 from datagen.generator import generate_client_day
 from fraudcore.clients import get_client
 from fraudcore.results import verify_manifest
-from tests.support.pipeline import (
-    BIN,
-    BOMB_LIMIT,
-    CHECK_RESULTS,
-    DAY,
-    EVENTS,
-    REPO,
-    Platform,
-    risk_rows,
-)
+from tests.support.pipeline import BIN, BOMB_LIMIT, CHECK_RESULTS, DAY, EVENTS, REPO, Platform, risk_rows
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.e2e

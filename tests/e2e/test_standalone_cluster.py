@@ -136,11 +136,7 @@ def standalone_run(tmp_path_factory, cluster: Cluster) -> DayRun:
     """The client-day through the standalone provider, on the module's cluster."""
     return _run_day(
         tmp_path_factory.mktemp("var-standalone"),
-        {
-            "DCLUSTER_PROVIDER": "standalone",
-            "DCLUSTER_SPARK_MASTER_URL": cluster.master_url,
-            **cluster.env,
-        },
+        {"DCLUSTER_PROVIDER": "standalone", "DCLUSTER_SPARK_MASTER_URL": cluster.master_url, **cluster.env},
     )
 
 

@@ -24,15 +24,7 @@ import yaml
 from dcluster.config import ClusterConfig
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, DClusterError, JobSpec, JobStatus
-from tests.support.dcluster import (
-    JOB_MODULES,
-    gone,
-    make_project,
-    read_pids,
-    states,
-    terminal,
-    wait_for,
-)
+from tests.support.dcluster import JOB_MODULES, gone, make_project, read_pids, states, terminal, wait_for
 from tests.support.dcluster_faults import FAST_CONFIG, FAULT_JOBS
 
 

@@ -33,7 +33,7 @@ OPS_JOBS = {
         def main(argv):
             print("ERROR: " + " ".join(argv[1:]), flush=True)
             return int(argv[0])
-    """,
+    """
 }
 
 

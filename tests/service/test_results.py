@@ -74,12 +74,7 @@ def test_risk_scores_empty_file_has_the_header(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "rows",
-    [
-        [ROWS[0], dict(ROWS[0])],
-        [dict(ROWS[0], risk_score=101)],
-        [dict(ROWS[0], is_flagged="yes")],
-    ],
+    "rows", [[ROWS[0], dict(ROWS[0])], [dict(ROWS[0], risk_score=101)], [dict(ROWS[0], is_flagged="yes")]]
 )
 def test_risk_scores_reject_contract_violations(tmp_path, rows):
     with pytest.raises(ValueError):

@@ -6,9 +6,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dcluster.ec2 import (
-    InterruptionWatcher,
-)
+from dcluster.ec2 import InterruptionWatcher
 
 
 class Ec2Wrapper:

@@ -111,10 +111,7 @@ def nul_jsonl(day: dt.date = DAY) -> bytes:
     """A NUL in a user_agent (JSON escape), a raw NUL byte in a line, and a good line."""
     return (
         "\n".join(
-            [
-                _json_line("u1", 1, day=day, user_agent="Mozilla\u0000/5.0"),
-                _json_line("u2", 2, day=day),
-            ]
+            [_json_line("u1", 1, day=day, user_agent="Mozilla\u0000/5.0"), _json_line("u2", 2, day=day)]
         ).encode()
         + b'\n{"user_id": "u3\x00"}\n'
     )

@@ -146,11 +146,7 @@ def test_hourly_timeline():
 
 @pytest.mark.parametrize(
     "events, flagged, tz",
-    [
-        ([1] * 23, [0] * 23, "UTC"),
-        ([1] * 24, [2] + [0] * 23, "UTC"),
-        ([1] * 24, [0] * 24, "Mars/Olympus"),
-    ],
+    [([1] * 23, [0] * 23, "UTC"), ([1] * 24, [2] + [0] * 23, "UTC"), ([1] * 24, [0] * 24, "Mars/Olympus")],
 )
 def test_hourly_timeline_rejects_bad_input(events, flagged, tz):
     with pytest.raises(ValueError):
