@@ -127,26 +127,6 @@ def events_schema() -> StructType:
     )
 
 
-EVENT_FIELDS = (
-    "event_id",
-    "user_id",
-    "event_time_ms",
-    "event_type",
-    "ip",
-    "device_id",
-    "browser_fingerprint",
-    "user_agent",
-    "email_domain",
-    "phone",
-    "amount",
-    "currency",
-    "country",
-    "merchant_id",
-    "source",
-    "source_file",
-)
-
-
 def read_parquet_rows(path: Path, columns: list[str] | None = None) -> list[dict]:
     """Rows of a Parquet folder (or file) as dicts, for the plain-Python steps (no Spark)."""
     import pyarrow.parquet as pq

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from fraudcore.atomic import write_json
+from fraudcore.ingest import EVENT_FIELDS
 from jobs.campaign import require_done
-from jobs.common import EVENT_FIELDS, JobContext, read_organized_events, run_main
+from jobs.common import JobContext, read_organized_events, run_main
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fraudcore.atomic import write_json
+from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.organize import (
     DUPLICATE_KEY,
     DUPLICATE_ORDER,
@@ -27,7 +28,7 @@ from fraudcore.organize import (
     stale_inbox_folders,
 )
 from fraudcore.paths import atomic_dir, is_done
-from jobs.common import EVENT_FIELDS, events_schema, guarded_main, job_context, job_parser, spark_session
+from jobs.common import events_schema, guarded_main, job_context, job_parser, spark_session
 
 APP = "organizer"
 OUTPUT_ORDER = ("user_id", "event_time_ms", "event_id")

@@ -11,8 +11,9 @@ import pytest
 
 from fraudcore.atomic import write_json
 from fraudcore.campaigns import campaign_id
+from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.paths import DONE, read_json
-from jobs.common import EVENT_FIELDS, read_parquet_rows
+from jobs.common import read_parquet_rows
 
 DAY = "2025-11-21"
 T0 = 1_763_719_200_000  # 10:00 UTC

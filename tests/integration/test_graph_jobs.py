@@ -11,7 +11,8 @@ import pytest
 
 from fraudcore.features import FEATURE_NAMES, USER_STATS_FIELDS
 from fraudcore.graph import event_nodes, node_id
-from jobs.common import EVENT_FIELDS, read_parquet_rows
+from fraudcore.ingest import EVENT_FIELDS
+from jobs.common import read_parquet_rows
 
 pytestmark = pytest.mark.spark
 

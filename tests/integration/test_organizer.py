@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.organize import (
     check_organizer_stats,
     complete_inbox,
@@ -25,7 +26,7 @@ from fraudcore.organize import (
 )
 from fraudcore.paths import DONE, atomic_dir, read_json
 from fraudcore.summary import other_day_fields
-from jobs.common import EVENT_FIELDS, read_parquet_rows
+from jobs.common import read_parquet_rows
 
 NY = ZoneInfo("America/New_York")
 CLIENT = "syncbank"

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudcore.features import user_stats
+from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.paths import DONE
-from jobs.common import EVENT_FIELDS
 
 CLIENT = "demo"  # UTC in config/clients.yaml
 DAY = "2025-11-21"

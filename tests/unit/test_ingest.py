@@ -501,6 +501,6 @@ def test_pick_duplicate_deterministic():
 
 
 def test_event_fields_match_spark_schema():
-    from jobs.common import EVENT_FIELDS as JOB_FIELDS
+    from jobs.common import events_schema
 
-    assert EVENT_FIELDS == JOB_FIELDS
+    assert tuple(events_schema().fieldNames()) == EVENT_FIELDS
