@@ -75,7 +75,7 @@ class DClusterSettings:
         365.0  # audit.jsonl entries older than this are dropped (SPEC §8); 0 keeps all
     )
     # Resource policy (pools, strategies, task classes, monitor, prices, simulation, resident
-    # session: read by providers/local.py LocalProvider.launch); from the
+    # session: read by providers/process.py ProcessProvider, which picks the launcher per job); from the
     # YAML file at config_path (DCLUSTER_CONFIG), else the SPEC's example values.
     config_path: Path | None = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

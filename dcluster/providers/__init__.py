@@ -1,4 +1,9 @@
-"""Job providers, picked by the settings' provider name."""
+"""Job providers, picked by the settings' provider name.
+
+Each provider pairs the process runner (providers/runner.py), the launchers a job may be
+started with (providers/launchers.py, providers/standalone.py) and a capacity source
+(providers/capacity.py, providers/aws.py); see providers/process.py.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ __all__ = [
 
 
 def provider_types() -> dict[str, type[Provider]]:
-    """Provider classes by the name settings.provider uses."""
+    """The pairings by the name settings.provider uses: local launchers on simulated capacity,
+    the standalone clusters' launchers on simulated capacity, local launchers on EC2 capacity."""
     from dcluster.providers.aws import AwsProvider
     from dcluster.providers.local import LocalProvider
     from dcluster.providers.standalone import StandaloneProvider
@@ -27,7 +33,7 @@ def provider_types() -> dict[str, type[Provider]]:
 
 
 def make_provider(settings: DClusterSettings) -> Provider:
-    """The provider named by settings.provider."""
+    """The pairing named by settings.provider."""
     providers = provider_types()
     try:
         return providers[settings.provider](settings)  # type: ignore[call-arg]

@@ -1,7 +1,7 @@
 """EC2 capacity, and the aws provider: each run gets its own EC2 instances (spot or on-demand), released when it ends.
 
 `Ec2Capacity` is the capacity source (providers/capacity.py) over the one EC2 client
-(dcluster/ec2.py). `AwsProvider` composes it with the local launcher: the job's process is
+(dcluster/ec2.py). `AwsProvider` pairs it with the local launchers: the job's process is
 started on the DCluster host (its exit code, heartbeat, notice and checkpoint files work as
 there). With spark-submit as the launcher
 and `DCLUSTER_SPARK_MASTER` set to a Spark master, the instances join that cluster as workers
@@ -28,10 +28,12 @@ from dcluster.ec2 import (
     InterruptionWatcher,
     MetadataError,
 )
-from dcluster.errors import CapacityUnavailable, UnsupportedJob
-from dcluster.models import Job, JobSpec
+from dcluster.errors import CapacityUnavailable
+from dcluster.models import Job
 from dcluster.providers.capacity import CapacitySource, Lease
-from dcluster.providers.local import LocalProvider
+from dcluster.providers.launchers import ResidentSession
+from dcluster.providers.local import local_launchers
+from dcluster.providers.process import ProcessProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client import contract
 
@@ -334,10 +336,8 @@ class Ec2Capacity(CapacitySource):
         }
 
 
-class AwsProvider(LocalProvider):
-    """The local launcher on EC2 capacity: each run's instances bought for it, the launcher run here."""
-
-    name = "aws"
+class AwsProvider(ProcessProvider):
+    """The local launchers on EC2 capacity: each run's instances bought for it, the job's process run here."""
 
     def __init__(
         self,
@@ -346,14 +346,13 @@ class AwsProvider(LocalProvider):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aws = provider_settings(settings.cluster.aws, settings.cluster)
-        super().__init__(settings, Ec2Capacity(self.aws, ec2_client=ec2_client, clock=clock))
+        self.capacity: Ec2Capacity = Ec2Capacity(self.aws, ec2_client=ec2_client, clock=clock)
+        super().__init__(
+            settings,
+            local_launchers(settings, self.capacity),
+            self.capacity,
+            name="aws",
+            engines=("spark",),  # Flink jobs are refused at submit
+            resident=ResidentSession(settings),
+        )
         self.ec2 = self.capacity.ec2
-
-    def check(self, spec: JobSpec) -> None:
-        """Spark jobs only, as with the local launcher."""
-        if spec.engine != "spark":
-            raise UnsupportedJob(f"{spec.engine.capitalize()} is not supported by the aws provider yet")
-
-    def health(self) -> dict[str, Any] | None:
-        """The EC2 capacity's view."""
-        return self.capacity.health()

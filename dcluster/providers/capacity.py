@@ -1,8 +1,8 @@
 """Capacity sources: where a run's capacity comes from, apart from how its process is launched.
 
-A provider is a launcher (providers/local.py and its subclasses: spark-submit, the python
-launcher, the resident Spark Connect session, PyFlink, the standalone clusters) composed with
-one capacity source: the simulated market here, or EC2 (providers/aws.py). The launcher asks
+A provider (providers/process.py) pairs the process runner and its launchers (spark-submit,
+the python launcher, the resident Spark Connect session, PyFlink, the standalone clusters) with
+one capacity source: the simulated market here, or EC2 (providers/aws.py). The provider asks
 the source for a lease before it starts a process and gives it back when the run ends.
 """
 

@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 
 from dcluster.errors import UnsupportedJob
 from dcluster.models import Job, JobSpec
-from dcluster.providers.local import AdoptedHandle, Launch, LocalHandle, LocalProvider
+from dcluster.providers.capacity import CapacitySource, SimulatedCapacity
+from dcluster.providers.launchers import Launcher, PythonLauncher, check_flink_env, spark_mode
+from dcluster.providers.process import ProcessProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client.contract import JOB_TAG
 
 DEFAULT_UI_PORT = 8090  # scripts/spark-cluster.sh's default; 8080 is often taken on a workstation
 UI_PORT_ENV = "SPARK_CLUSTER_UI_PORT"  # the same variable scripts/spark-cluster.sh reads
+STATUS_TIMEOUT_S = 3.0  # for each status request to a cluster's REST or web UI
 
 
 class ClusterUnavailable(UnsupportedJob):
@@ -37,41 +40,32 @@ FLINK_CLUSTER = "flink-cluster"  # launcher name of a run submitted to the Flink
 FLINK_ACTIVE = frozenset({"INITIALIZING", "CREATED", "RUNNING", "FAILING", "RESTARTING", "RECONCILING"})
 
 
-class StandaloneProvider(LocalProvider):
-    """Runs jobs/run.py through spark-submit against a spark:// master, jobs/flink/run.py on a Flink cluster."""
+class SparkSubmitStandalone(Launcher):
+    """jobs/run.py through spark-submit in client mode against a spark:// standalone master."""
 
-    name = "standalone"
-    resident_session_capable = False  # executors run on the standalone cluster, not a resident session
     # Sized for the workers of scripts/spark-cluster.sh (1 core, 1g each): one executor per worker,
     # leaving the worker's remaining memory for the JVM's own overhead.
     executor_memory = "900m"
     executor_cores = 1
     total_executor_cores = 2
-    status_timeout_s = 3.0
+    status_timeout_s = STATUS_TIMEOUT_S
 
     def __init__(self, settings: DClusterSettings, ui_url: str | None = None) -> None:
         super().__init__(settings)
         self.master_url = settings.spark_master_url
         self.ui_url = ui_url or _default_ui_url(self.master_url)
 
+    def takes(self, engine: str) -> bool:
+        """Spark jobs, when DCLUSTER_SPARK_SUBMIT is spark-submit."""
+        return engine == "spark" and spark_mode(self.settings)
+
+    @property
+    def loopback(self) -> bool:
+        """True when the master listens on this host's loopback interface."""
+        return urlsplit(self.master_url).hostname in ("127.0.0.1", "localhost")
+
     def check(self, spec: JobSpec) -> None:
-        """Only while the job's cluster can run it: an alive Spark worker, a registered Flink TaskManager."""
-        super().check(spec)
-        if spec.engine == "flink":
-            flink = self.flink_health()
-            if not flink["reachable"]:
-                raise ClusterUnavailable(
-                    f"the Flink session cluster {self.flink_url} does not answer ({flink['error']}); "
-                    "start it with scripts/flink-cluster.sh start"
-                )
-            if flink["taskmanagers"] < 1:
-                raise ClusterUnavailable(
-                    f"the Flink session cluster {self.flink_url} has no TaskManager; "
-                    "start it with scripts/flink-cluster.sh start"
-                )
-            return
-        if not self.spark_mode:
-            return  # the python launcher runs Spark-free jobs; no cluster is involved
+        """Only while the master answers and has an alive worker."""
         health = self.spark_health()
         if not health["reachable"]:
             raise ClusterUnavailable(
@@ -85,25 +79,7 @@ class StandaloneProvider(LocalProvider):
             )
 
     def command(self, job: Job) -> list[str]:
-        """spark-submit in client mode against the standalone master; `flink run` for a Flink job."""
-        if job.engine == "flink":
-            python = str(self.settings.flink_launcher)
-            return [
-                str(self.settings.flink_cli),
-                "run",
-                "-m",
-                self.flink_address,
-                "-pyclientexec",
-                python,
-                "-pyexec",
-                python,
-                "-py",
-                str(self.settings.project_root / "jobs" / "flink" / "run.py"),
-                job.app,
-                *job.args,
-            ]
-        if not self.spark_mode:
-            return super().command(job)
+        """spark-submit in client mode against the standalone master."""
         root = str(self.settings.project_root.resolve())
         conf = {
             "spark.ui.enabled": "false",
@@ -133,99 +109,9 @@ class StandaloneProvider(LocalProvider):
             argv += ["--conf", f"{key}={value}"]
         return [*argv, str(self.settings.project_root / "jobs" / "run.py"), job.app, *job.args]
 
-    def launch(self, job: Job) -> Launch:
-        """The local provider's launch for Spark jobs; Flink jobs go to the session cluster."""
-        if job.engine != "flink":
-            return super().launch(job)
-        return Launch(
-            self.command(job),
-            self.environment(job),
-            FLINK_CLUSTER,
-            f"submitting to the Flink session cluster {self.flink_url}",
-        )
-
-    def environment(self, job: Job) -> dict[str, str]:
-        """The local provider's job environment, bound to loopback when the cluster is."""
-        env = super().environment(job)
-        if self.loopback:
-            # Without it Spark warns that the host name resolves to loopback and guesses an address.
-            env["SPARK_LOCAL_IP"] = "127.0.0.1"
-        if job.engine == "flink":
-            # The flink command line logs to FLINK_LOG_DIR, by default inside the installed package.
-            env["FLINK_LOG_DIR"] = str(self.settings.logs_dir / "flink-cli")
-        return env
-
-    def terminate(self, handle: LocalHandle | AdoptedHandle, grace_s: float) -> int | None:
-        """Stop the job's process, then cancel what it left running on the Flink session cluster.
-
-        The cluster keeps running a Flink job whose client went away, so the job is found by the
-        tag its name carries and cancelled through the REST API. Spark jobs need nothing more:
-        their driver is the process, and its executors end with it.
-        """
-        code = super().terminate(handle, grace_s)
-        self.cancel_flink_jobs(handle.job_id)
-        return code
-
-    def cancel_flink_jobs(self, job_id: str) -> list[str]:
-        """Cancel the active Flink cluster jobs of DCluster job `job_id`; their Flink ids (none if unreachable)."""
-        tag = JOB_TAG.format(job_id=job_id)
-        try:
-            jobs = _get_json(f"{self.flink_url}/jobs/overview", self.status_timeout_s).get("jobs", [])
-        except (OSError, ValueError):
-            return []  # no Flink cluster here, or it is down: nothing of this job can run on it
-        cancelled = []
-        for entry in jobs:
-            if str(entry.get("name", "")).endswith(tag) and entry.get("state") in FLINK_ACTIVE:
-                request = urllib.request.Request(
-                    f"{self.flink_url}/jobs/{entry['jid']}?mode=cancel", method="PATCH"
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=self.status_timeout_s):
-                        cancelled.append(str(entry["jid"]))
-                except OSError:
-                    continue  # finished meanwhile, or the cluster went away: nothing left to stop
-        if cancelled:
-            with open(self.log_path(job_id), "a", encoding="utf-8") as log:
-                log.write(f"dcluster: cancelled Flink job(s) {', '.join(cancelled)} on {self.flink_url}\n")
-        return cancelled
-
-    @property
-    def flink_url(self) -> str:
-        """REST address of the Flink session cluster, without a trailing slash."""
-        return self.settings.flink_cluster_url.rstrip("/")
-
-    @property
-    def flink_address(self) -> str:
-        """host:port of the Flink session cluster's REST endpoint, as `flink run -m` takes it."""
-        parts = urlsplit(self.flink_url)
-        return f"{parts.hostname}:{parts.port or 8081}"
-
-    def flink_health(self) -> dict[str, Any]:
-        """The Flink session cluster's view: reachable, TaskManagers, slots and running jobs."""
-        try:
-            doc = _get_json(f"{self.flink_url}/overview", self.status_timeout_s)
-        except (OSError, ValueError) as exc:
-            return {"url": self.flink_url, "reachable": False, "taskmanagers": 0, "error": _why(exc)}
-        return {
-            "url": self.flink_url,
-            "reachable": True,
-            "version": doc.get("flink-version"),
-            "taskmanagers": int(doc.get("taskmanagers", 0)),
-            "slots_total": int(doc.get("slots-total", 0)),
-            "slots_available": int(doc.get("slots-available", 0)),
-            "jobs_running": int(doc.get("jobs-running", 0)),
-        }
-
-    @property
-    def loopback(self) -> bool:
-        """True when the master listens on this host's loopback interface."""
-        return urlsplit(self.master_url).hostname in ("127.0.0.1", "localhost")
-
     def health(self) -> dict[str, Any]:
-        """The master's view (reachable, status, alive workers, cores, running apps) and the Flink cluster's."""
-        spark = self.spark_health()
-        spark["flink_cluster"] = self.flink_health()
-        return spark
+        """The master's view (reported whichever launcher runs the Spark jobs)."""
+        return self.spark_health()
 
     def spark_health(self) -> dict[str, Any]:
         """The master's view: reachable, status, alive workers, cores and running apps."""
@@ -243,6 +129,180 @@ class StandaloneProvider(LocalProvider):
             "cores_used": sum(int(w.get("coresused", 0)) for w in workers),
             "running_apps": len(doc.get("activeapps", [])),
         }
+
+
+class FlinkSessionCluster(Launcher):
+    """jobs/flink/run.py through PyFlink's `flink run -m` to a Flink session cluster; the client is the job's process."""
+
+    name = FLINK_CLUSTER
+    engine = "flink"
+    status_timeout_s = STATUS_TIMEOUT_S
+
+    @property
+    def flink_url(self) -> str:
+        """REST address of the Flink session cluster, without a trailing slash."""
+        return self.settings.flink_cluster_url.rstrip("/")
+
+    @property
+    def flink_address(self) -> str:
+        """host:port of the Flink session cluster's REST endpoint, as `flink run -m` takes it."""
+        parts = urlsplit(self.flink_url)
+        return f"{parts.hostname}:{parts.port or 8081}"
+
+    def check(self, spec: JobSpec) -> None:
+        """Only once the Flink virtual environment exists and the cluster has a registered TaskManager."""
+        check_flink_env(self.settings)
+        flink = self.flink_health()
+        if not flink["reachable"]:
+            raise ClusterUnavailable(
+                f"the Flink session cluster {self.flink_url} does not answer ({flink['error']}); "
+                "start it with scripts/flink-cluster.sh start"
+            )
+        if flink["taskmanagers"] < 1:
+            raise ClusterUnavailable(
+                f"the Flink session cluster {self.flink_url} has no TaskManager; "
+                "start it with scripts/flink-cluster.sh start"
+            )
+
+    def command(self, job: Job) -> list[str]:
+        """flink run -m <host:port> with the Flink environment's interpreter on both sides."""
+        python = str(self.settings.flink_launcher)
+        return [
+            str(self.settings.flink_cli),
+            "run",
+            "-m",
+            self.flink_address,
+            "-pyclientexec",
+            python,
+            "-pyexec",
+            python,
+            "-py",
+            str(self.settings.project_root / "jobs" / "flink" / "run.py"),
+            job.app,
+            *job.args,
+        ]
+
+    def environment(self, job: Job, env: dict[str, str]) -> dict[str, str]:
+        """FLINK_LOG_DIR under the service's logs."""
+        # The flink command line logs to FLINK_LOG_DIR, by default inside the installed package.
+        env["FLINK_LOG_DIR"] = str(self.settings.logs_dir / "flink-cli")
+        return env
+
+    def note(self) -> str:
+        """Names the cluster."""
+        return f"submitting to the Flink session cluster {self.flink_url}"
+
+    def health(self) -> dict[str, Any]:
+        """The Flink session cluster's view under `flink_cluster`."""
+        return {"flink_cluster": self.flink_health()}
+
+    def stopped(self, job_id: str) -> None:
+        """Cancel what the job left running on the cluster (see cancel_flink_jobs)."""
+        self.cancel_flink_jobs(job_id)
+
+    def cancel_flink_jobs(self, job_id: str) -> list[str]:
+        """Cancel the active Flink cluster jobs of DCluster job `job_id`; their Flink ids (none if unreachable).
+
+        The cluster keeps running a Flink job whose client went away, so the job is found by the
+        tag its name carries and cancelled through the REST API.
+        """
+        tag = JOB_TAG.format(job_id=job_id)
+        try:
+            jobs = _get_json(f"{self.flink_url}/jobs/overview", self.status_timeout_s).get("jobs", [])
+        except (OSError, ValueError):
+            return []  # no Flink cluster here, or it is down: nothing of this job can run on it
+        cancelled = []
+        for entry in jobs:
+            if str(entry.get("name", "")).endswith(tag) and entry.get("state") in FLINK_ACTIVE:
+                request = urllib.request.Request(
+                    f"{self.flink_url}/jobs/{entry['jid']}?mode=cancel", method="PATCH"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=self.status_timeout_s):
+                        cancelled.append(str(entry["jid"]))
+                except OSError:
+                    continue  # finished meanwhile, or the cluster went away: nothing left to stop
+        if cancelled:
+            with open(self.settings.logs_dir / f"{job_id}.log", "a", encoding="utf-8") as log:
+                log.write(f"dcluster: cancelled Flink job(s) {', '.join(cancelled)} on {self.flink_url}\n")
+        return cancelled
+
+    def flink_health(self) -> dict[str, Any]:
+        """The Flink session cluster's view: reachable, TaskManagers, slots and running jobs."""
+        try:
+            doc = _get_json(f"{self.flink_url}/overview", self.status_timeout_s)
+        except (OSError, ValueError) as exc:
+            return {"url": self.flink_url, "reachable": False, "taskmanagers": 0, "error": _why(exc)}
+        return {
+            "url": self.flink_url,
+            "reachable": True,
+            "version": doc.get("flink-version"),
+            "taskmanagers": int(doc.get("taskmanagers", 0)),
+            "slots_total": int(doc.get("slots-total", 0)),
+            "slots_available": int(doc.get("slots-available", 0)),
+            "jobs_running": int(doc.get("jobs-running", 0)),
+        }
+
+
+def standalone_launchers(
+    settings: DClusterSettings, ui_url: str | None = None
+) -> tuple[SparkSubmitStandalone, PythonLauncher, FlinkSessionCluster]:
+    """spark-submit to the standalone master, the python launcher (Spark-free jobs), `flink run -m`."""
+    return SparkSubmitStandalone(settings, ui_url), PythonLauncher(settings), FlinkSessionCluster(settings)
+
+
+def loopback_env(spark: SparkSubmitStandalone) -> dict[str, str]:
+    """SPARK_LOCAL_IP=127.0.0.1 for every job while the master is on loopback ({} otherwise)."""
+    # Without it Spark warns that the host name resolves to loopback and guesses an address.
+    return {"SPARK_LOCAL_IP": "127.0.0.1"} if spark.loopback else {}
+
+
+class StandaloneProvider(ProcessProvider):
+    """The standalone clusters' launchers, on simulated capacity unless one is given.
+
+    Spark jobs go to the master, Flink jobs to the session cluster; a job's process (the Spark
+    driver, the Flink client) runs on this host.
+    """
+
+    def __init__(
+        self, settings: DClusterSettings, ui_url: str | None = None, capacity: CapacitySource | None = None
+    ) -> None:
+        self.spark, python, self.flink = standalone_launchers(settings, ui_url)
+        super().__init__(
+            settings,
+            [self.spark, python, self.flink],
+            capacity or SimulatedCapacity(settings.cluster.simulation),
+            name="standalone",
+            host_env=loopback_env(self.spark),
+            refusal_name="local",  # engines without a launcher are refused as the local provider does
+        )
+
+    @property
+    def master_url(self) -> str:
+        """The spark:// master."""
+        return self.spark.master_url
+
+    @property
+    def ui_url(self) -> str:
+        """The master's web UI."""
+        return self.spark.ui_url
+
+    @property
+    def flink_url(self) -> str:
+        """REST address of the Flink session cluster."""
+        return self.flink.flink_url
+
+    def spark_health(self) -> dict[str, Any]:
+        """The master's view."""
+        return self.spark.spark_health()
+
+    def flink_health(self) -> dict[str, Any]:
+        """The Flink session cluster's view."""
+        return self.flink.flink_health()
+
+    def cancel_flink_jobs(self, job_id: str) -> list[str]:
+        """Cancel the active Flink cluster jobs of DCluster job `job_id`."""
+        return self.flink.cancel_flink_jobs(job_id)
 
 
 def _get_json(url: str, timeout_s: float) -> dict[str, Any]:
