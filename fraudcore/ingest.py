@@ -1096,14 +1096,22 @@ class FileTally:
 
 
 def iter_file(
-    path: Path, rel_name: str, source: str, client: ClientConfig, tally: FileTally
+    path: Path,
+    rel_name: str,
+    source: str,
+    client: ClientConfig,
+    tally: FileTally,
+    *,
+    max_decompressed: int | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """("event", events row) and ("quarantine", entry) of one data file, in file order.
 
     Counts go to `tally`, checked (CountError) once the file is read. Raises BadFileError when the
     file cannot be read as a whole: what it yielded before is then to be dropped (mark_bad).
+    `max_decompressed` overrides MAX_DECOMPRESSED_BYTES (a job passes its own, so the limit holds
+    in Python workers that do not share the job's environment, as on a resident Spark session).
     """
-    reader = FileReader(Path(path), rel_name)
+    reader = FileReader(Path(path), rel_name, max_decompressed=max_decompressed)
     event_types = EventTypes(client.event_types)
     for rr in reader:
         if rr.error is not None:

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudcore import ingest
 from fraudcore.atomic import write_json
 from fraudcore.clients import ClientConfig
 from fraudcore.ingest import (
@@ -48,7 +49,9 @@ QUARANTINE_FIELDS = ("source_file", "line", "reason", "detail", "record")
 RECORDS_PER_ROW = 1000
 
 
-def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tuple]:
+def process_one(
+    client: ClientConfig, item: tuple[str, str, str], max_decompressed: int | None = None
+) -> Iterator[tuple]:
     """Tagged rows of one file, in tagged_schema order (kind, events, quarantine, meta), streamed.
 
     ("event", [event dicts], None, file) and ("quarantine", None, [entry dicts], file) as the file
@@ -62,7 +65,9 @@ def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tu
     events: list[dict] = []
     quarantine: list[dict] = []
     try:
-        for kind, record in iter_file(Path(path), rel_name, source, client, tally):
+        for kind, record in iter_file(
+            Path(path), rel_name, source, client, tally, max_decompressed=max_decompressed
+        ):
             if kind == "event":
                 events.append(record)
                 if len(events) >= RECORDS_PER_ROW:
@@ -88,9 +93,9 @@ def process_one(client: ClientConfig, item: tuple[str, str, str]) -> Iterator[tu
     yield "file", None, None, json.dumps(tally.summary())
 
 
-def process_row(client: ClientConfig, row: dict) -> Iterator[tuple]:
+def process_row(client: ClientConfig, max_decompressed: int, row: dict) -> Iterator[tuple]:
     """process_one of a file_frame row."""
-    return process_one(client, (row["path"], row["rel_name"], row["source"]))
+    return process_one(client, (row["path"], row["rel_name"], row["source"]), max_decompressed)
 
 
 def quarantine_schema() -> StructType:
@@ -172,7 +177,12 @@ def run(argv: list[str]) -> int:
     items = [(str(e.path), e.rel, e.source or "") for e in files]
     # Every file is read once: the actions below all read this cache.
     tagged = flat_map_rows(
-        file_frame(spark, items), partial(process_row, ctx.client), tagged_schema(), batch_rows=1
+        # The limit is the job's (its environment), shipped with the function: the Python workers
+        # of a resident Spark session do not see the job's environment.
+        file_frame(spark, items),
+        partial(process_row, ctx.client, ingest.MAX_DECOMPRESSED_BYTES),
+        tagged_schema(),
+        batch_rows=1,
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         meta = [

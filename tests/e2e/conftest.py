@@ -1,14 +1,21 @@
-"""The e2e tier: whole client-days through the real services; one platform per test module."""
+"""The e2e tier: whole client-days through the real services, on one platform for the whole tier.
+
+The platform's DCluster runs the day's Spark jobs on a resident Spark session (docs/adr/0010)
+on on-demand capacity, so a day costs seconds of start-up instead of a JVM per job; the
+spark-submit path is covered by the standalone-cluster test here and by tests/integration.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from datagen.generator import generate_client_day
 from fraudbatch import services
@@ -18,8 +25,19 @@ from tests.support.pipeline import BOMB_LIMIT, DAY, EVENTS, Platform, free_port
 from tests.support.tiers import mark_tier
 
 
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory) -> Platform:
+def resident_session_config(var: Path, spark_connect: str) -> Path:
+    """config/dcluster-config.yaml with the resident session on for dev jobs, which run on on-demand capacity."""
+    config = yaml.safe_load((REPO / "config" / "dcluster-config.yaml").read_text(encoding="utf-8"))
+    session = config["resident_session"]
+    session.update(enabled=True, url=spark_connect, probe_timeout_s=5, classes=[*session["classes"], "dev"])
+    config["task_classes"]["dev"]["spot_share"] = 0.0
+    path = var / "dcluster-config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory, spark_connect: str) -> Platform:
     var = tmp_path_factory.mktemp("var")
     ports = services.Ports(luigid=free_port(), dcluster=free_port(), fp=free_port())
     cfg = (REPO / "luigi.cfg").read_text(encoding="utf-8")
@@ -28,6 +46,7 @@ def platform(tmp_path_factory) -> Platform:
         "state_path = var/luigi/luigi-state.pickle", f"state_path = {var}/luigi/luigi-state.pickle"
     )
     cfg = cfg.replace("default-scheduler-port = 8082", f"default-scheduler-port = {ports.luigid}")
+    cfg = cfg.replace("poll_interval = 2\n", "poll_interval = 0.5\n")
     (var / "luigi.cfg").write_text(cfg, encoding="utf-8")
     env = {
         **os.environ,
@@ -39,6 +58,8 @@ def platform(tmp_path_factory) -> Platform:
         "FRAUDBATCH_MAX_DECOMPRESSED_BYTES": str(BOMB_LIMIT),
         "DCLUSTER_URL": f"http://127.0.0.1:{ports.dcluster}",
         "FP_URL": f"http://127.0.0.1:{ports.fp}",
+        "DCLUSTER_CONFIG": str(resident_session_config(var, spark_connect)),
+        "DCLUSTER_POLL_INTERVAL_S": "0.25",
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
     demo = get_client("demo")
@@ -60,10 +81,21 @@ def platform(tmp_path_factory) -> Platform:
         services.stop(started, var)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_day(platform: Platform) -> subprocess.CompletedProcess:
-    """The demo client-day run once through the central scheduler."""
-    return platform.luigi("MonitorTracker", "demo", DAY, "--workers=3")
+    """The demo client-day run once through the central scheduler; its results are also kept in
+    `first_results` (later tests send the day again)."""
+    run = platform.luigi("MonitorTracker", "demo", DAY, "--workers=3")
+    if run.returncode == 0:
+        shutil.copytree(platform.results_dir("demo", DAY), platform.var / "first-results")
+    return run
+
+
+@pytest.fixture(scope="session")
+def first_results(platform: Platform, finished_day: subprocess.CompletedProcess) -> Path:
+    """The results folder of the day's first run, as it was then."""
+    assert finished_day.returncode == 0, finished_day.stderr[-4000:]
+    return platform.var / "first-results"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -260,8 +260,8 @@ def test_a_hostile_day_completes_partial_and_accounts_for_every_file(
     platform: Platform, tmp_path: Path
 ) -> None:
     """The hostile corpus through Spark and DCluster: nothing silent, the day completes and says it is partial."""
-    from hostile_corpus import CLIENT, write_hostile_corpus
-    from hostile_corpus import DAY as HOSTILE_DAY
+    from tests.support.hostile_corpus import CLIENT, write_hostile_corpus
+    from tests.support.hostile_corpus import DAY as HOSTILE_DAY
 
     day = HOSTILE_DAY.isoformat()
     env = {**platform.env, "FRAUDBATCH_CLIENTS": str(_registry_with(tmp_path, "hostile", **CLIENT))}

@@ -1,9 +1,9 @@
-"""The same client-day on Spark local mode and on a real standalone cluster gives identical results.
+"""The same client-day on the local platform and on a real standalone cluster gives identical results.
 
 A master and two workers (scripts/spark-cluster.sh, on free ports and a temporary folder so a
 cluster the user runs is left alone) take the jobs of DCluster's "standalone" provider. The
-small client-day of test_pipeline_e2e runs once through each provider, each in its own var
-folder, and the results that depend only on the data must match byte for byte.
+small client-day of the e2e platform (tests/e2e/conftest.py) runs again through this provider
+in its own var folder, and the results that depend only on the data must match byte for byte.
 """
 
 from __future__ import annotations
@@ -126,12 +126,6 @@ def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> DayRun:
-    """The client-day through the local provider (spark-submit --master local[2])."""
-    return _run_day(tmp_path_factory.mktemp("var-local"), {"DCLUSTER_PROVIDER": "local"})
-
-
-@pytest.fixture(scope="module")
 def standalone_run(tmp_path_factory, cluster: Cluster) -> DayRun:
     """The client-day through the standalone provider, on the module's cluster."""
     return _run_day(
@@ -181,14 +175,14 @@ def test_standalone_run_uses_both_workers(cluster: Cluster, standalone_run: DayR
 @pytest.mark.spark
 @pytest.mark.e2e
 @pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_results_are_identical_to_local_mode(local_run: DayRun, standalone_run: DayRun) -> None:
-    assert local_run.returncode == 0, local_run.stderr[-4000:]
+def test_results_are_identical_to_the_local_run(first_results: Path, standalone_run: DayRun) -> None:
+    # first_results: the same generated day through the local provider (tests/e2e/conftest.py).
     assert standalone_run.returncode == 0, standalone_run.stderr[-4000:]
-    compared = clusters.comparable_results(local_run.results)
+    compared = clusters.comparable_results(first_results)
     assert "risk_scores/risk_scores.csv.gz" in compared and len(compared) >= 4
-    assert len(risk_rows(local_run.results)) > 0
-    assert clusters.diff_results(local_run.results, standalone_run.results) == []
-    print(f"local {local_run.seconds:.0f}s, standalone {standalone_run.seconds:.0f}s")
+    assert len(risk_rows(first_results)) > 0
+    assert clusters.diff_results(first_results, standalone_run.results) == []
+    print(f"standalone {standalone_run.seconds:.0f}s")
 
 
 def test_standalone_command_targets_the_master() -> None:

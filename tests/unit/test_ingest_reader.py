@@ -315,6 +315,16 @@ def test_gzip_bomb_is_refused_with_bounded_memory(tmp_path, monkeypatch):
     assert peak < 64 << 20
 
 
+def test_a_limit_passed_to_iter_file_wins_over_the_module_default(tmp_path):
+    # A job passes its limit explicitly: workers of a resident Spark session do not see its environment.
+    limit = 1 << 20
+    path = _file(tmp_path, "logs/bomb.jsonl.gz", hc.gzip_bomb(limit + (1 << 20), member=1 << 20))
+    tally = ingest.FileTally("logs/bomb.jsonl.gz", "logs")
+    assert ingest.MAX_DECOMPRESSED_BYTES > 2 * limit
+    with pytest.raises(ingest.BadFileError, match="decompress"):
+        list(ingest.iter_file(path, "logs/bomb.jsonl.gz", "logs", CLIENT, tally, max_decompressed=limit))
+
+
 def test_bz2_and_zstd_files(tmp_path):
     assert _counts(_ingest(tmp_path, "events/b.jsonl.bz2", hc.bz2_jsonl())) == ("read", 3, 3, 0, {})
     assert _counts(_ingest(tmp_path, "events/z.CSV.ZST", hc.zstd_csv())) == ("read", 2, 2, 0, {})
