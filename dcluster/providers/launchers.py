@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ def spark_mode(settings: DClusterSettings) -> bool:
     return Path(settings.spark_submit).name.startswith("spark-submit")
 
 
-class Launcher:
+class Launcher(ABC):
     """One way of starting a job's process; this base adds nothing to the environment."""
 
     name = SPARK_SUBMIT  # recorded as the run's `launcher`
@@ -58,9 +59,9 @@ class Launcher:
         """Raise UnsupportedJob when the job cannot be started this way now (checked at submit)."""
         return None
 
+    @abstractmethod
     def command(self, job: Job) -> list[str]:
         """The argv that runs the job."""
-        raise NotImplementedError
 
     def environment(self, job: Job, env: dict[str, str]) -> dict[str, str]:
         """The runner's environment for the job, with what this launcher needs added."""

@@ -7,6 +7,7 @@ about, and names a process by pid and kernel start time so a restarted service c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -222,7 +223,5 @@ def start_ticks(pid: int) -> int | None:
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send a signal to a process group that may already be gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

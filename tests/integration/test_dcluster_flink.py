@@ -26,7 +26,7 @@ from dcluster.providers.local import LocalProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterError, JobFailed, JobSpec, run_job
 from tests.support import REPO
-from tests.support.dcluster import Service, gone, states, wait_for
+from tests.support.dcluster import Service, fast_settings, gone, states, wait_for
 from tests.support.flink import FLINK_PYTHON, JOB_TIMEOUT_S, expected_stats, stage
 from tests.support.flink_day import CLIENT, DAY, job_args, reference_rows, write_day
 
@@ -34,14 +34,7 @@ from tests.support.flink_day import CLIENT, DAY, job_args, reference_rows, write
 @pytest.fixture()
 def settings(tmp_path: Path) -> DClusterSettings:
     """The real checkout's jobs, state in a temporary folder, fast polling."""
-    return DClusterSettings(
-        state_dir=tmp_path / "state",
-        project_root=REPO,
-        spark_submit=sys.executable,
-        poll_interval_s=0.1,
-        terminate_grace_s=5.0,
-        env="test",
-    )
+    return fast_settings(tmp_path / "state", REPO, poll_interval_s=0.1, terminate_grace_s=5.0)
 
 
 @pytest.fixture(scope="module")

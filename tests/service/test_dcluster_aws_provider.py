@@ -7,7 +7,6 @@ are scaled down as in the fault tests.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,16 @@ from dcluster.providers.aws import AwsProvider, Ec2Market, provider_settings
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, JobSpec, JobStatus
 from tests.support.aws import FakeImds, NoSpotCapacity
-from tests.support.dcluster import JOB_MODULES, REPO, Service, make_project, states, terminal, wait_for
+from tests.support.dcluster import (
+    JOB_MODULES,
+    REPO,
+    Service,
+    fast_settings,
+    make_project,
+    states,
+    terminal,
+    wait_for,
+)
 from tests.support.dcluster_faults import FAST_CONFIG, FAULT_JOBS
 
 REGION = "us-east-1"
@@ -84,15 +92,8 @@ def _settings(
     doc = json.loads(json.dumps(FAST_CONFIG))
     for key, value in cluster.items():
         doc.setdefault(key, {}).update(value)
-    return DClusterSettings(
-        state_dir=tmp_path / "state",
-        project_root=project,
-        spark_submit=sys.executable,
-        provider="aws",
-        poll_interval_s=0.05,
-        terminate_grace_s=3.0,
-        env="test",
-        cluster=ClusterConfig.from_mapping({**doc, "aws": aws}),
+    return fast_settings(
+        tmp_path / "state", project, provider="aws", cluster=ClusterConfig.from_mapping({**doc, "aws": aws})
     )
 
 

@@ -24,7 +24,16 @@ import yaml
 from dcluster.config import ClusterConfig
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, DClusterError, JobSpec, JobStatus
-from tests.support.dcluster import JOB_MODULES, gone, make_project, read_pids, states, terminal, wait_for
+from tests.support.dcluster import (
+    JOB_MODULES,
+    fast_settings,
+    gone,
+    make_project,
+    read_pids,
+    states,
+    terminal,
+    wait_for,
+)
 from tests.support.dcluster_faults import FAST_CONFIG, FAULT_JOBS
 
 
@@ -37,15 +46,7 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture()
 def settings(tmp_path: Path, project: Path) -> DClusterSettings:
     """Fast settings in python launcher mode, the policy's timings scaled down."""
-    return DClusterSettings(
-        state_dir=tmp_path / "state",
-        project_root=project,
-        spark_submit=sys.executable,
-        poll_interval_s=0.05,
-        terminate_grace_s=3.0,
-        env="test",
-        cluster=ClusterConfig.from_mapping(FAST_CONFIG),
-    )
+    return fast_settings(tmp_path / "state", project, cluster=ClusterConfig.from_mapping(FAST_CONFIG))
 
 
 def with_cluster(settings: DClusterSettings, **changes: dict) -> DClusterSettings:

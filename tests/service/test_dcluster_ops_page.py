@@ -7,7 +7,6 @@ chromium and chromium-driver (scripts/ensure-chromium.sh installs them).
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -18,9 +17,8 @@ import requests
 
 from dcluster import web
 from dcluster.models import Job
-from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, JobSpec, JobStatus
-from tests.support.dcluster import JOB_MODULES, REPO, Service, make_project, terminal, wait_for
+from tests.support.dcluster import JOB_MODULES, REPO, Service, fast_settings, make_project, terminal, wait_for
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACT = REPO / "var" / "test-artifacts" / "ops-page.png"
@@ -65,15 +63,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One service for the module, with jobs that completed, failed (two exit codes) and one still running."""
     tmp = tmp_path_factory.mktemp("ops")
     root = make_project(tmp / "project", {**JOB_MODULES, **OPS_JOBS})
-    settings = DClusterSettings(
-        state_dir=tmp / "state",
-        project_root=root,
-        spark_submit=sys.executable,
-        poll_interval_s=0.05,
-        terminate_grace_s=3.0,
-        env="test",
-        max_concurrent_jobs=4,
-    )
+    settings = fast_settings(tmp / "state", root, max_concurrent_jobs=4)
     svc = Service(settings).start()
     yield svc
     svc.stop()

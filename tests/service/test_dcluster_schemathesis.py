@@ -6,7 +6,6 @@ example app, `smoke`) exits at once, so submits that pass validation start no re
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from dcluster.settings import DClusterSettings
-from tests.support.dcluster import REPO, Service
+from tests.support.dcluster import REPO, Service, fast_settings
 
 MAX_EXAMPLES = 25  # per operation and generation mode; ~20 operations stay well under a minute
 CHECKS = [
@@ -45,16 +43,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (jobs / "run.py").write_text((REPO / "jobs" / "run.py").read_text())
     (jobs / "__init__.py").write_text("")
     (jobs / "smoke.py").write_text("def main(argv):\n    return 0\n")
-    svc = Service(
-        DClusterSettings(
-            state_dir=tmp / "state",
-            project_root=Path(jobs.parent),
-            spark_submit=sys.executable,
-            poll_interval_s=0.05,
-            terminate_grace_s=2.0,
-            env="test",
-        )
-    ).start()
+    svc = Service(fast_settings(tmp / "state", Path(jobs.parent), terminate_grace_s=2.0)).start()
     yield svc
     svc.stop()
 

@@ -26,6 +26,7 @@ from tests.support import REPO
 from tests.support.dcluster import (
     JOB_MODULES,
     alive,
+    fast_settings,
     gone,
     make_project,
     read_pids,
@@ -44,14 +45,7 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture()
 def settings(tmp_path: Path, project: Path) -> DClusterSettings:
     """Fast settings in python launcher mode."""
-    return DClusterSettings(
-        state_dir=tmp_path / "state",
-        project_root=project,
-        spark_submit=sys.executable,
-        poll_interval_s=0.05,
-        terminate_grace_s=3.0,
-        env="test",
-    )
+    return fast_settings(tmp_path / "state", project)
 
 
 # --- plain rules, no server --------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,13 @@ from dcluster.settings import DClusterSettings
 from dcluster_client import JobSpec
 from fraudbatch import jobs_cli
 from fraudbatch.cli import build_parser, main
-from tests.support.dcluster import JOB_MODULES, make_project, wait_for
+from tests.support.dcluster import JOB_MODULES, fast_settings, make_project, wait_for
 
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> DClusterSettings:
     """Fast settings in python launcher mode, the test job modules of test_dcluster_service."""
-    return DClusterSettings(
-        state_dir=tmp_path / "state",
-        project_root=make_project(tmp_path / "p", JOB_MODULES),
-        spark_submit=sys.executable,
-        poll_interval_s=0.05,
-        terminate_grace_s=3.0,
-        env="test",
-    )
+    return fast_settings(tmp_path / "state", make_project(tmp_path / "p", JOB_MODULES))
 
 
 def _run(argv: list[str], answer: str = "") -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -69,6 +71,19 @@ def make_project(root: Path, modules: Mapping[str, str]) -> Path:
     for name, source in modules.items():
         (root / "jobs" / name).write_text(textwrap.dedent(source).lstrip())
     return root
+
+
+def fast_settings(state_dir: Path, project_root: Path, **changes: Any) -> DClusterSettings:
+    """Settings for a test service: python launcher mode, fast polling, short grace; `changes` on top."""
+    base = DClusterSettings(
+        state_dir=state_dir,
+        project_root=project_root,
+        spark_submit=sys.executable,
+        poll_interval_s=0.05,
+        terminate_grace_s=3.0,
+        env="test",
+    )
+    return replace(base, **changes)
 
 
 class Service:
