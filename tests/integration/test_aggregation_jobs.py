@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +11,7 @@ from fraudcore.campaigns import campaign_id
 from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.paths import DONE, read_json
 from jobs.common import read_parquet_rows
+from tests.support.stages import VIRTUAL_EDGES, VIRTUAL_NODES
 
 DAY = "2025-11-21"
 T0 = 1_763_719_200_000  # 10:00 UTC
@@ -148,38 +146,8 @@ def day(tmp_path):
             }
             for u in users
         ]
-    _write(
-        pa.Table.from_pylist(
-            node_rows,
-            pa.schema(
-                [
-                    ("node_id", pa.string()),
-                    ("node_type", pa.string()),
-                    ("node_value", pa.string()),
-                    ("users", pa.int64()),
-                    ("events", pa.int64()),
-                    ("is_super", pa.bool_()),
-                ]
-            ),
-        ),
-        root / "virtual_nodes" / "nodes",
-    )
-    _write(
-        pa.Table.from_pylist(
-            edge_rows,
-            pa.schema(
-                [
-                    ("user_id", pa.string()),
-                    ("node_id", pa.string()),
-                    ("node_type", pa.string()),
-                    ("events", pa.int64()),
-                    ("first_ms", pa.int64()),
-                    ("last_ms", pa.int64()),
-                ]
-            ),
-        ),
-        root / "virtual_nodes" / "edges",
-    )
+    _write(pa.Table.from_pylist(node_rows, VIRTUAL_NODES), root / "virtual_nodes" / "nodes")
+    _write(pa.Table.from_pylist(edge_rows, VIRTUAL_EDGES), root / "virtual_nodes" / "edges")
     _done(root / "virtual_nodes")
     # user_stats and DFE vectors
     stats, vectors = [], []
@@ -262,15 +230,8 @@ def day(tmp_path):
     return root, ["--client", "demo", "--date", DAY, "--warehouse", str(tmp_path)]
 
 
-@pytest.fixture
-def spark_workers(request):
-    """The shared session, with Python workers on this interpreter (it has the project installed)."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return request.getfixturevalue("spark")
-
-
 @pytest.mark.spark
-def test_aggregation_chain(day, spark_workers, capsys):
+def test_aggregation_chain(day, spark, capsys):
     from jobs import campaign, event_join, result_agg, result_agg_lite
 
     root, args = day

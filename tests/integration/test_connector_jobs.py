@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,15 +135,8 @@ def test_process_one_tags_the_rows_of_one_file(warehouse, monkeypatch):
     assert message.startswith("logs/z.jsonl.gz: cannot read file")
 
 
-@pytest.fixture
-def spark_workers(request):
-    """The shared session, with Python workers on this interpreter (it has the project installed)."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return request.getfixturevalue("spark")
-
-
 @pytest.mark.spark
-def test_connector_then_organizer(warehouse, spark_workers, capsys):
+def test_connector_then_organizer(warehouse, spark, capsys):
     from jobs import connector, organizer
 
     day, args = warehouse
@@ -236,7 +227,7 @@ def test_connector_then_organizer(warehouse, spark_workers, capsys):
 
 
 @pytest.mark.spark
-def test_connector_partial_day(warehouse, spark_workers, capsys):
+def test_connector_partial_day(warehouse, spark, capsys):
     """Files the day cannot use: a truncated gzip whose first records did come out, a .gz that is
     not gzip, files in no data folder. The day completes, partial, with copies of the bad files."""
     from jobs import connector

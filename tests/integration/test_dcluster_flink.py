@@ -26,7 +26,7 @@ from dcluster.providers.local import LocalProvider
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterError, JobFailed, JobSpec, run_job
 from tests.support import REPO
-from tests.support.dcluster import Service, fast_settings, gone, states, wait_for
+from tests.support.dcluster import Service, fast_settings, gone, run_env, states, wait_for
 from tests.support.flink import FLINK_PYTHON, JOB_TIMEOUT_S, expected_stats, stage
 from tests.support.flink_day import CLIENT, DAY, job_args, reference_rows, write_day
 
@@ -72,17 +72,8 @@ def test_flink_command_and_environment(settings: DClusterSettings):
         DAY,
     ]
     env = provider.environment(flink)
-    run = settings.state_dir / "run"
-    assert {k: v for k, v in env.items() if k.startswith("DCLUSTER_")} == {
-        "DCLUSTER_JOB_ID": flink.job_id,
-        "DCLUSTER_NAMESPACE": f"s-dev-demo-{flink.job_id}",
-        "DCLUSTER_ATTEMPT": "1",
-        "DCLUSTER_CAPACITY_TYPE": flink.capacity_type,
-        "DCLUSTER_HEARTBEAT_FILE": str(run / f"{flink.job_id}.heartbeat"),
-        "DCLUSTER_SPOT_NOTICE_FILE": str(run / f"{flink.job_id}.notice.json"),
-        "DCLUSTER_CHECKPOINT_DIR": str(settings.state_dir / "checkpoints" / flink.job_id),
-        "DCLUSTER_EXIT_FILE": str(run / f"{flink.job_id}.exit"),
-    }
+    assert {k: v for k, v in env.items() if k.startswith("DCLUSTER_")} == run_env(settings, flink)
+    assert env["DCLUSTER_NAMESPACE"] == f"s-dev-demo-{flink.job_id}"
     # The same variables a Spark job gets, so the monitor treats both engines alike.
     assert set(provider.environment(spark)) == set(env)
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)

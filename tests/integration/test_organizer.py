@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -169,17 +167,8 @@ def _connector_day(warehouse: Path, day: dt.date, rows: list[dict]) -> None:
         pq.write_table(pa.Table.from_pylist(rows, EVENTS_ARROW), str(tmp / "events" / "part-00000.parquet"))
 
 
-@pytest.fixture
-def spark_workers(request):
-    """The shared session, with Python workers on this interpreter (it has the project installed)."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return request.getfixturevalue("spark")
-
-
 @pytest.mark.spark
-def test_records_of_another_client_day_are_organized_in_that_day(
-    tmp_path: Path, spark_workers, capsys
-) -> None:
+def test_records_of_another_client_day_are_organized_in_that_day(tmp_path: Path, spark, capsys) -> None:
     from jobs import organizer
 
     (tmp_path / "clients.yaml").write_text(REGISTRY)

@@ -94,6 +94,29 @@ def _fake_venv(tmp_path: Path) -> Path:
     return venv
 
 
+def _fake_luigi_env(tmp_path: Path, log: Path) -> dict[str, str]:
+    """A wrapper's environment with the fake venv (luigi logs to `log`), two clients and a fixed clock."""
+    return {
+        **os.environ,
+        "FRAUDBATCH_VAR": str(tmp_path / "var"),
+        "FRAUDBATCH_VENV": str(_fake_venv(tmp_path)),
+        "FRAUDBATCH_CLIENTS": str(_registry(tmp_path)),
+        "FAKE_LUIGI_LOG": str(log),
+        "FRAUDBATCH_NOW": "2025-11-22T02:00:00Z",
+    }
+
+
+def _wrapper(script: str, *selectors: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs scripts/<script> with bash, as cron does."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / script), *selectors],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("script", "env", "expected"),
     [
@@ -108,21 +131,7 @@ def _fake_venv(tmp_path: Path) -> Path:
 )
 def test_wrapper_passes_each_client_its_local_date(tmp_path: Path, script, env, expected) -> None:
     log = tmp_path / "luigi.log"
-    run = subprocess.run(
-        ["bash", str(REPO / "scripts" / script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **os.environ,
-            "FRAUDBATCH_VAR": str(tmp_path / "var"),
-            "FRAUDBATCH_VENV": str(_fake_venv(tmp_path)),
-            "FRAUDBATCH_CLIENTS": str(_registry(tmp_path)),
-            "FAKE_LUIGI_LOG": str(log),
-            "FRAUDBATCH_NOW": "2025-11-22T02:00:00Z",
-            **env,
-        },
-    )
+    run = _wrapper(script, env={**_fake_luigi_env(tmp_path, log), **env})
     assert run.returncode == 0, run.stderr
     calls = [line.split() for line in log.read_text().splitlines()]
     assert {c[c.index("--client") + 1]: c[c.index("--date") + 1] for c in calls} == expected
@@ -131,20 +140,8 @@ def test_wrapper_passes_each_client_its_local_date(tmp_path: Path, script, env, 
 
 def test_backfill_counts_days_on_each_client_calendar(tmp_path: Path) -> None:
     log = tmp_path / "luigi.log"
-    run = subprocess.run(
-        ["bash", str(REPO / "scripts" / "batch_pipeline_8hour_run.sh"), "+syncbank"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            **os.environ,
-            "FRAUDBATCH_VAR": str(tmp_path / "var"),
-            "DAYS": "2",
-            "FRAUDBATCH_VENV": str(_fake_venv(tmp_path)),
-            "FRAUDBATCH_CLIENTS": str(_registry(tmp_path)),
-            "FAKE_LUIGI_LOG": str(log),
-            "FRAUDBATCH_NOW": "2025-11-22T02:00:00Z",
-        },
+    run = _wrapper(
+        "batch_pipeline_8hour_run.sh", "+syncbank", env={**_fake_luigi_env(tmp_path, log), "DAYS": "2"}
     )
     assert run.returncode == 0, run.stderr
     dates = [line.split()[line.split().index("--date") + 1] for line in log.read_text().splitlines()]
@@ -163,25 +160,13 @@ def test_overlapping_run_is_skipped_with_its_own_code(tmp_path: Path) -> None:
     (tmp_path / "lock").mkdir()
     with open(tmp_path / "lock" / "hourly.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        run = subprocess.run(
-            ["bash", str(REPO / "scripts" / "batch_pipeline_hourly_run.sh"), "+demo"],
-            env=_wrapper_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = _wrapper("batch_pipeline_hourly_run.sh", "+demo", env=_wrapper_env(tmp_path))
     assert run.returncode == 50
     assert "skipped: the previous hourly run still holds" in run.stderr
 
 
 def test_wrapper_with_a_bad_selector_fails_before_running_anything(tmp_path: Path) -> None:
-    run = subprocess.run(
-        ["bash", str(REPO / "scripts" / "cronjob_20minute.sh"), "+nobody"],
-        env=_wrapper_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = _wrapper("cronjob_20minute.sh", "+nobody", env=_wrapper_env(tmp_path))
     assert run.returncode == 2
     assert "bad client selector" in run.stderr
     assert "luigi " not in run.stderr

@@ -19,6 +19,7 @@ from fp_ferry.ferry import (
     load_virtual_node_records,
     recent_window,
 )
+from tests.support.stages import VIRTUAL_EDGES, VIRTUAL_NODES
 
 
 def rec(i: int, last_ms: int = 0) -> dict:
@@ -114,27 +115,7 @@ def test_ferry_realtime_chunks() -> None:
 
 def write_stage(stage: Path, nodes: list[dict], edges: list[dict]) -> None:
     """A virtual_nodes stage as Spark leaves it: part files, _SUCCESS, hidden .crc files."""
-    node_schema = pa.schema(
-        [
-            ("node_id", pa.string()),
-            ("node_type", pa.string()),
-            ("node_value", pa.string()),
-            ("users", pa.int64()),
-            ("events", pa.int64()),
-            ("is_super", pa.bool_()),
-        ]
-    )
-    edge_schema = pa.schema(
-        [
-            ("user_id", pa.string()),
-            ("node_id", pa.string()),
-            ("node_type", pa.string()),
-            ("events", pa.int64()),
-            ("first_ms", pa.int64()),
-            ("last_ms", pa.int64()),
-        ]
-    )
-    for name, rows, schema in (("nodes", nodes, node_schema), ("edges", edges, edge_schema)):
+    for name, rows, schema in (("nodes", nodes, VIRTUAL_NODES), ("edges", edges, VIRTUAL_EDGES)):
         folder = stage / name
         folder.mkdir(parents=True)
         half = len(rows) // 2

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from dcluster.api import create_app
+from dcluster.models import Job
 from dcluster.settings import DClusterSettings
 from dcluster_client import DClusterClient, JobStatus
 from tests.support import REPO
@@ -84,6 +85,21 @@ def fast_settings(state_dir: Path, project_root: Path, **changes: Any) -> DClust
         env="test",
     )
     return replace(base, **changes)
+
+
+def run_env(settings: DClusterSettings, job: Job) -> dict[str, str]:
+    """The DCLUSTER_* variables the process runner gives a run of `job`, whatever its engine or launcher."""
+    run = settings.state_dir / "run"
+    return {
+        "DCLUSTER_JOB_ID": job.job_id,
+        "DCLUSTER_NAMESPACE": job.namespace,
+        "DCLUSTER_ATTEMPT": "1",
+        "DCLUSTER_CAPACITY_TYPE": job.capacity_type,
+        "DCLUSTER_HEARTBEAT_FILE": str(run / f"{job.job_id}.heartbeat"),
+        "DCLUSTER_SPOT_NOTICE_FILE": str(run / f"{job.job_id}.notice.json"),
+        "DCLUSTER_CHECKPOINT_DIR": str(settings.state_dir / "checkpoints" / job.job_id),
+        "DCLUSTER_EXIT_FILE": str(run / f"{job.job_id}.exit"),
+    }
 
 
 class Service:

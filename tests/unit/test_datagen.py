@@ -14,25 +14,9 @@ import pytest
 
 from datagen.cli import main, upload_client_day
 from datagen.generator import FORMATS, generate_client_day
-from fraudcore.clients import get_client
+from fraudcore.clients import CANONICAL_FIELDS, get_client
 
 DAY = dt.date(2025, 11, 21)
-CANONICAL = (
-    "user_id",
-    "event_time",
-    "event_type",
-    "event_id",
-    "ip",
-    "device_id",
-    "browser_fingerprint",
-    "user_agent",
-    "email_domain",
-    "phone",
-    "amount",
-    "currency",
-    "country",
-    "merchant_id",
-)
 
 
 def _generate(tmp: Path, client: str = "demo", events: int = 2000, seed: int = 7, **kw):
@@ -258,7 +242,7 @@ def test_field_map_is_applied_for_syncbank(tmp_path):
                     pass
     assert {"customer_id", "ts", "action"} <= keys
     assert not {"user_id", "event_time", "event_type"} & keys
-    assert keys <= set(CANONICAL) | {"customer_id", "ts", "action"}
+    assert keys <= set(CANONICAL_FIELDS) | {"customer_id", "ts", "action"}
     fm = get_client("syncbank").field_map
     assert sum(1 for _, _, r in _strict_read(report.root, fm) if r is None) == report.malformed == 10
 

@@ -37,6 +37,7 @@ from dcluster.providers.standalone import (
     StandaloneProvider,
 )
 from dcluster.settings import DClusterSettings
+from tests.support.dcluster import run_env
 
 SPARK_SUBMIT_PATH = "/opt/spark/bin/spark-submit"
 PYTHON = "/opt/venv/bin/python"
@@ -107,19 +108,11 @@ def job_for(
 
 def run_vars(settings: DClusterSettings, job: Job) -> dict[str, str]:
     """The variables every launcher's run gets from the process runner."""
-    run = settings.state_dir / "run"
     return {
         "PYSPARK_PYTHON": PYTHON,
         "PYSPARK_DRIVER_PYTHON": PYTHON,
         "SPARK_MASTER_SET": "1",
-        "DCLUSTER_JOB_ID": job.job_id,
-        "DCLUSTER_NAMESPACE": job.namespace,
-        "DCLUSTER_ATTEMPT": "1",
-        "DCLUSTER_CAPACITY_TYPE": job.capacity_type,
-        "DCLUSTER_HEARTBEAT_FILE": str(run / f"{job.job_id}.heartbeat"),
-        "DCLUSTER_SPOT_NOTICE_FILE": str(run / f"{job.job_id}.notice.json"),
-        "DCLUSTER_CHECKPOINT_DIR": str(settings.state_dir / "checkpoints" / job.job_id),
-        "DCLUSTER_EXIT_FILE": str(run / f"{job.job_id}.exit"),
+        **run_env(settings, job),
     }
 
 
