@@ -8,8 +8,10 @@
 # Jobs reach it with FRAUDBATCH_SPARK_REMOTE=sc://HOST:PORT (jobs/common.py); DCluster sends
 # eligible jobs there when resident_session is enabled (docs/dcluster.md). Pid file and log live in
 # var/spark-connect/. Both commands are idempotent. Settings (environment):
-#   SPARK_CONNECT_HOST (127.0.0.1), SPARK_CONNECT_PORT (15002), SPARK_CONNECT_MASTER (local[2]),
-#   SPARK_CONNECT_DRIVER_MEMORY (1g), SPARK_CONNECT_SHUFFLE_PARTITIONS (8),
+#   SPARK_CONNECT_HOST (127.0.0.1), SPARK_CONNECT_PORT (15002), SPARK_CONNECT_MASTER (local[2];
+#   spark://HOST:PORT runs every session's work on the executors of a standalone cluster),
+#   SPARK_CONNECT_DRIVER_MEMORY (1g), SPARK_CONNECT_EXECUTOR_MEMORY (Spark's default: 1g; on a
+#   cluster, what fits a worker), SPARK_CONNECT_SHUFFLE_PARTITIONS (8),
 #   SPARK_CONNECT_SESSION_TIMEOUT (30min: an abandoned client session is dropped after it),
 #   SPARK_CONNECT_WAIT (90 seconds), SPARK_CONNECT_DIR.
 # Exit codes: 0 ok, 1 failed to start (the log to read is named), 2 bad usage, 3 status: not running.
@@ -72,6 +74,8 @@ start() {
       --master "${SPARK_CONNECT_MASTER:-local[2]}" --driver-memory "${SPARK_CONNECT_DRIVER_MEMORY:-1g}" \
       --conf "spark.connect.grpc.binding.address=$HOST" --conf "spark.connect.grpc.binding.port=$PORT" \
       --conf spark.connect.grpc.port.maxRetries=0 \
+      ${SPARK_CONNECT_EXECUTOR_MEMORY:+--executor-memory "$SPARK_CONNECT_EXECUTOR_MEMORY"} \
+      --conf "spark.executorEnv.PYTHONPATH=$PROJECT_ROOT" \
       --conf "spark.connect.session.manager.defaultSessionTimeout=${SPARK_CONNECT_SESSION_TIMEOUT:-30min}" \
       --conf spark.sql.session.timeZone=UTC \
       --conf "spark.sql.shuffle.partitions=${SPARK_CONNECT_SHUFFLE_PARTITIONS:-8}" \

@@ -28,28 +28,10 @@ def spark():
 @pytest.fixture(scope="session")
 def spark_connect(tmp_path_factory) -> Iterator[str]:
     """sc:// URL of a Spark Connect server started by scripts/spark-connect.sh on a free port, stopped at the end."""
-    import socket
-    import subprocess
-    from pathlib import Path
+    from tests.support.spark_connect import spark_connect_server
 
-    root = Path(__file__).resolve().parent.parent
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "SPARK_CONNECT_PORT": str(port),
-        "SPARK_CONNECT_WAIT": "180",
-        "SPARK_CONNECT_DIR": str(tmp_path_factory.mktemp("spark-connect")),
-        "FRAUDBATCH_VENV": str(Path(sys.executable).parent.parent),
-    }
-    script = str(root / "scripts" / "spark-connect.sh")
-    try:
-        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=240)
-        assert started.returncode == 0, started.stderr
-        yield f"sc://127.0.0.1:{port}"
-    finally:
-        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
+    with spark_connect_server(tmp_path_factory.mktemp("spark-connect")) as server:
+        yield server.url
 
 
 # Cassandra fixtures (the local node and a migrated test keyspace), for the tests marked cassandra.

@@ -15,25 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from datagen.generator import generate_client_day
 from fraudbatch import services
 from fraudcore.clients import get_client
 from tests.support import REPO
 from tests.support.pipeline import BOMB_LIMIT, DAY, EVENTS, Platform, free_port
+from tests.support.spark_connect import resident_session_config
 from tests.support.tiers import mark_tier
-
-
-def resident_session_config(var: Path, spark_connect: str) -> Path:
-    """config/dcluster-config.yaml with the resident session on for dev jobs, which run on on-demand capacity."""
-    config = yaml.safe_load((REPO / "config" / "dcluster-config.yaml").read_text(encoding="utf-8"))
-    session = config["resident_session"]
-    session.update(enabled=True, url=spark_connect, probe_timeout_s=5, classes=[*session["classes"], "dev"])
-    config["task_classes"]["dev"]["spot_share"] = 0.0
-    path = var / "dcluster-config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,14 @@
-"""The same client-day on the local platform and on a real standalone cluster gives identical results.
+"""The client-day on a real standalone cluster gives the local platform's results, byte for byte.
 
 A master and two workers (scripts/spark-cluster.sh, on free ports and a temporary folder so a
-cluster the user runs is left alone) take the jobs of DCluster's "standalone" provider. The
-small client-day of the e2e platform (tests/e2e/conftest.py) runs again through this provider
-in its own var folder, and the results that depend only on the data must match byte for byte.
+cluster the user runs is left alone) run the day two ways:
+- the resident Spark session (scripts/spark-connect.sh with the cluster as its master) takes every
+  Spark job of the whole day, as the e2e platform's session does on local[2]: one application
+  whose executors live on the workers, so the day pays executor start-up once;
+- DCluster's "standalone" provider submits one job, the Rawlogconverter with its Python per-user
+  functions, with spark-submit as an application of its own, on the stage the day left.
+The results that depend only on the data must match the e2e platform's first run, and the
+spark-submit stage the session's.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,14 +30,21 @@ import requests
 from datagen.generator import generate_client_day
 from dcluster.models import JobSpec
 from dcluster.providers import UnsupportedJob, make_provider
+from dcluster.providers.local import RESIDENT_SESSION, SPARK_SUBMIT
+from dcluster.providers.standalone import UI_PORT_ENV
 from dcluster.settings import DClusterSettings
+from dcluster_client import JobSpec as ClientJobSpec
+from dcluster_client import run_job
 from fraudbatch import clusters, services
 from fraudbatch.clusters import SPARK_CLUSTER
 from fraudcore.clients import get_client
+from tests.support.dcluster import Service
 from tests.support.pipeline import BIN, DAY, EVENTS, REPO, free_port, risk_rows
+from tests.support.spark_connect import ConnectServer, resident_session_config, spark_connect_server
+from tests.support.stage_form import stage_form
 
-# Two whole client-days on 2 shared cores take minutes; the slow part is JVM start-up per job.
-LONG_TIMEOUT_S = 1800
+# A client-day and a spark-submit application on 2 shared cores take minutes.
+LONG_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -45,13 +58,14 @@ class Cluster:
 
 @dataclass(frozen=True)
 class DayRun:
-    """One provider's run of the client-day."""
+    """The client-day's run on the cluster."""
 
-    provider: str
     returncode: int
     stderr: str
     seconds: float
     results: Path
+    warehouse: Path
+    jobs: list[dict]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +84,22 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         SPARK_CLUSTER.stop(env)
 
 
-def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
-    """Generate the client-day under var, start DCluster and FP, run ResultSender, stop them."""
+@pytest.fixture(scope="module")
+def cluster_session(tmp_path_factory, cluster: Cluster) -> Iterator[ConnectServer]:
+    """A Spark Connect server whose master is the module's cluster."""
+    # A worker offers 1024 MiB; an executor of Spark's default 1 GiB plus overhead would never start.
+    with spark_connect_server(
+        tmp_path_factory.mktemp("cluster-session"),
+        SPARK_CONNECT_MASTER=cluster.master_url,
+        SPARK_CONNECT_EXECUTOR_MEMORY="900m",
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster_day(tmp_path_factory, cluster_session: ConnectServer) -> DayRun:
+    """Generate the client-day, start DCluster and FP with the cluster's session, run ResultSender."""
+    var = tmp_path_factory.mktemp("var-cluster")
     ports = services.Ports(luigid=free_port(), dcluster=free_port(), fp=free_port())
     env = {
         **os.environ,
@@ -81,7 +109,8 @@ def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
         "FRAUDBATCH_SQLITE_PATH": str(var / "tables.sqlite"),
         "DCLUSTER_URL": f"http://127.0.0.1:{ports.dcluster}",
         "FP_URL": f"http://127.0.0.1:{ports.fp}",
-        **provider_env,
+        "DCLUSTER_CONFIG": str(resident_session_config(var, cluster_session.url)),
+        "DCLUSTER_POLL_INTERVAL_S": "0.25",
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
     demo = get_client("demo")
@@ -113,7 +142,7 @@ def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
             env=env,
             capture_output=True,
             text=True,
-            timeout=1500,
+            timeout=LONG_TIMEOUT_S,
         )
         seconds = time.monotonic() - t0
         jobs = requests.get(f"{env['DCLUSTER_URL']}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
@@ -122,16 +151,8 @@ def _run_day(var: Path, provider_env: dict[str, str]) -> DayRun:
     (var / "luigi.stderr.log").write_text(run.stderr, encoding="utf-8")
     (var / "dcluster-jobs.json").write_text(json.dumps(jobs, indent=1), encoding="utf-8")
     results = var / "objectstore" / demo.bucket / "results" / "demo" / DAY
-    return DayRun(provider_env["DCLUSTER_PROVIDER"], run.returncode, run.stderr, seconds, results)
-
-
-@pytest.fixture(scope="module")
-def standalone_run(tmp_path_factory, cluster: Cluster) -> DayRun:
-    """The client-day through the standalone provider, on the module's cluster."""
-    return _run_day(
-        tmp_path_factory.mktemp("var-standalone"),
-        {"DCLUSTER_PROVIDER": "standalone", "DCLUSTER_SPARK_MASTER_URL": cluster.master_url, **cluster.env},
-    )
+    listed = jobs["jobs"] if isinstance(jobs, dict) else jobs
+    return DayRun(run.returncode, run.stderr, seconds, results, var / "warehouse", listed)
 
 
 def _master(cluster: Cluster) -> dict:
@@ -139,7 +160,6 @@ def _master(cluster: Cluster) -> dict:
 
 
 @pytest.mark.spark
-@pytest.mark.e2e
 @pytest.mark.timeout(LONG_TIMEOUT_S)
 def test_script_starts_two_alive_workers_and_is_idempotent(cluster: Cluster) -> None:
     ok, summary = SPARK_CLUSTER.status(cluster.env)
@@ -152,12 +172,10 @@ def test_script_starts_two_alive_workers_and_is_idempotent(cluster: Cluster) -> 
 
 
 @pytest.mark.spark
-@pytest.mark.e2e
 @pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_standalone_run_uses_both_workers(cluster: Cluster, standalone_run: DayRun) -> None:
-    assert standalone_run.returncode == 0, standalone_run.stderr[-4000:]
-    apps = {a["name"]: a for a in _master(cluster)["completedapps"]}
-    # Every Spark job of the day ran as a cluster application with an executor on each worker.
+def test_every_spark_job_of_the_day_ran_on_the_cluster(cluster: Cluster, cluster_day: DayRun) -> None:
+    assert cluster_day.returncode == 0, cluster_day.stderr[-4000:]
+    launchers = {job["app"]: job["runs"][-1]["launcher"] for job in cluster_day.jobs}
     for app in (
         "connector",
         "organizer",
@@ -168,21 +186,60 @@ def test_standalone_run_uses_both_workers(cluster: Cluster, standalone_run: DayR
         "result_agg_lite",
         "event_join",
     ):
-        assert app in apps, f"{app} never reached the cluster; apps: {sorted(apps)}"
-        assert apps[app]["cores"] == 2 and apps[app]["state"] == "FINISHED", apps[app]
+        assert launchers.get(app) == RESIDENT_SESSION, launchers
+    # The session is one application of the cluster, with an executor on each worker.
+    apps = [a for a in _master(cluster)["activeapps"] if a["name"] == "Spark Connect server"]
+    assert len(apps) == 1 and apps[0]["cores"] == 2, _master(cluster)["activeapps"]
+    assert [w["coresused"] for w in _master(cluster)["workers"] if w["state"] == "ALIVE"] == [1, 1]
 
 
 @pytest.mark.spark
-@pytest.mark.e2e
 @pytest.mark.timeout(LONG_TIMEOUT_S)
-def test_results_are_identical_to_the_local_run(first_results: Path, standalone_run: DayRun) -> None:
-    # first_results: the same generated day through the local provider (tests/e2e/conftest.py).
-    assert standalone_run.returncode == 0, standalone_run.stderr[-4000:]
+def test_results_are_identical_to_the_local_run(first_results: Path, cluster_day: DayRun) -> None:
+    # first_results: the same generated day on the e2e platform's local[2] session (conftest.py).
+    assert cluster_day.returncode == 0, cluster_day.stderr[-4000:]
     compared = clusters.comparable_results(first_results)
     assert "risk_scores/risk_scores.csv.gz" in compared and len(compared) >= 4
     assert len(risk_rows(first_results)) > 0
-    assert clusters.diff_results(first_results, standalone_run.results) == []
-    print(f"standalone {standalone_run.seconds:.0f}s")
+    assert clusters.diff_results(first_results, cluster_day.results) == []
+    print(f"cluster day {cluster_day.seconds:.0f}s")
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(LONG_TIMEOUT_S)
+def test_a_spark_submit_application_writes_what_the_session_wrote(
+    cluster: Cluster, cluster_session: ConnectServer, cluster_day: DayRun, tmp_path: Path, monkeypatch
+) -> None:
+    assert cluster_day.returncode == 0, cluster_day.stderr[-4000:]
+    # The session holds every core of the cluster while it lives; an application would wait forever.
+    cluster_session.stop()
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(cluster_day.warehouse / "demo" / DAY, warehouse / "demo" / DAY)
+    shutil.rmtree(warehouse / "demo" / DAY / "dfe")
+    monkeypatch.setenv(UI_PORT_ENV, cluster.env["SPARK_CLUSTER_UI_PORT"])
+    settings = DClusterSettings.from_env(
+        {
+            "DCLUSTER_PROVIDER": "standalone",
+            "DCLUSTER_SPARK_MASTER_URL": cluster.master_url,
+            "DCLUSTER_STATE_DIR": str(tmp_path / "dcluster"),
+            "DCLUSTER_POLL_INTERVAL_S": "0.25",
+        }
+    )
+    service = Service(settings).start()
+    try:
+        args = ["--client", "demo", "--date", DAY, "--warehouse", str(warehouse)]
+        spec = ClientJobSpec(client="demo", app="rawlogconverter", priority="critical", args=args)
+        done = run_job(service.client, spec, poll_interval=0.25, timeout_s=300)
+        log = service.client.log(done.job_id)
+    finally:
+        service.stop()
+    assert done.state == "COMPLETED", log[-4000:]
+    assert done.raw["runs"][-1]["launcher"] == SPARK_SUBMIT
+    app = {a["name"]: a for a in _master(cluster)["completedapps"]}.get("rawlogconverter")
+    assert app is not None and app["cores"] == 2 and app["state"] == "FINISHED", app
+    want = stage_form(cluster_day.warehouse / "demo" / DAY / "dfe")
+    assert any(name.endswith(".parquet") for name in want), want.keys()
+    assert stage_form(warehouse / "demo" / DAY / "dfe") == want
 
 
 def test_standalone_command_targets_the_master() -> None:

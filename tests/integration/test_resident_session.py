@@ -3,7 +3,7 @@
 The unit tests pick launches with a real listening (or closed) loopback port standing in for the
 server. The spark tests start a real Spark Connect server with scripts/spark-connect.sh (the
 session-scoped `spark_connect` fixture), run the pipeline jobs from connector to result_agg_lite
-on it and on spark-submit local mode, and compare what they wrote.
+on it and in local mode in the test process, and compare what they wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from dcluster_client import JobSpec, run_job
 from jobs.common import SPARK_REMOTE_ENV
 from tests.support import REPO
 from tests.support.dcluster import Service
+from tests.support.stage_form import stage_form
 
 BIN = Path(sys.executable).parent
 DAY = "2025-11-21"
@@ -196,32 +196,6 @@ def test_config_is_checked():
 # --- real jobs on a real Spark Connect server ---------------------------------------------------
 
 
-def _spark_submit(app: str, warehouse: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_MASTER_SET": "1",
-    }
-    env.pop(SPARK_REMOTE_ENV, None)
-    argv = [
-        str(BIN / "spark-submit"),
-        "--master",
-        "local[2]",
-        "--conf",
-        "spark.ui.enabled=false",
-        str(REPO / "jobs" / "run.py"),
-        app,
-        "--client",
-        "demo",
-        "--date",
-        DAY,
-        "--warehouse",
-        str(warehouse),
-    ]
-    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-
-
 def _on_connect(url: str, app: str, warehouse: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, SPARK_REMOTE_ENV: url, "PYTHONPATH": str(REPO)}
     # A relative warehouse from another folder: the server must still write where the job means.
@@ -237,42 +211,6 @@ def _on_connect(url: str, app: str, warehouse: Path, cwd: Path) -> subprocess.Co
         os.path.relpath(warehouse, cwd),
     ]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _parquet_form(path: Path) -> tuple[bytes, dict, dict]:
-    """Data pages byte for byte, and the footer with each column's encodings as a set.
-
-    parquet-mr lists a column's encodings in HashSet order, which differs between two JVMs (two
-    spark-submit runs of the same job already differ there); everything else must be equal.
-    """
-    import pyarrow.parquet as pq
-
-    raw = path.read_bytes()
-    footer_len = struct.unpack("<I", raw[-8:-4])[0]
-    meta = pq.ParquetFile(path).metadata
-    doc = meta.to_dict()
-    for group in doc["row_groups"]:
-        for col in group["columns"]:
-            col["encodings"] = sorted(col["encodings"])
-    return raw[: len(raw) - 8 - footer_len], doc, dict(meta.metadata or {})
-
-
-def _stage_form(stage: Path) -> dict[str, object]:
-    """Every file of a stage by its name (part UUIDs masked); _DONE without its timing, .crc files left out."""
-    import json
-
-    out: dict[str, object] = {}
-    for p in sorted(stage.rglob("*")):
-        if not p.is_file() or p.name.endswith(".crc"):  # checksums of the files compared here
-            continue
-        name = UUID.sub("UUID", str(p.relative_to(stage)))
-        if p.name == "_DONE":
-            out[name] = {k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"}
-        elif p.suffix == ".parquet":
-            out[name] = _parquet_form(p)
-        else:
-            out[name] = p.read_bytes()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -292,12 +230,19 @@ def raw_day(tmp_path_factory) -> Path:
 
 
 @pytest.mark.spark
-def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, raw_day: Path, tmp_path: Path):
+def test_connect_jobs_write_what_local_mode_writes(
+    spark, spark_connect: str, raw_day: Path, tmp_path: Path, monkeypatch
+):
+    # Local mode runs in this process on the shared session (the code spark-submit runs); the
+    # Connect runs are processes of their own, as DCluster starts them.
+    from jobs import run
+
     local, remote = tmp_path / "local", tmp_path / "remote"
     shutil.copytree(raw_day, local)
     shutil.copytree(raw_day, remote)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
+    monkeypatch.delenv(SPARK_REMOTE_ENV, raising=False)
     for app in (
         "connector",
         "organizer",
@@ -307,14 +252,13 @@ def test_connect_jobs_write_what_spark_submit_writes(spark_connect: str, raw_day
         "campaign",
         "result_agg_lite",
     ):
-        a = _spark_submit(app, local)
-        assert a.returncode == 0, a.stderr[-3000:]
+        assert run.main([app, "--client", "demo", "--date", DAY, "--warehouse", str(local)]) == 0, app
         b = _on_connect(spark_connect, app, remote, elsewhere)
         assert b.returncode == 0, b.stderr[-3000:]
         assert "SparkContext" not in b.stderr  # no JVM of its own: the work ran on the server
     for stage in ("connector", "organized", "virtual_nodes", "dfe", "user_stats", "campaigns", "risk"):
-        want = _stage_form(local / "demo" / DAY / stage)
-        got = _stage_form(remote / "demo" / DAY / stage)
+        want = stage_form(local / "demo" / DAY / stage)
+        got = stage_form(remote / "demo" / DAY / stage)
         assert any(name.endswith(".parquet") for name in want), want.keys()
         assert got == want, stage
 
