@@ -31,7 +31,7 @@ test: check flink-env ## make check, then the whole test suite (what CI runs), w
 	scripts/ensure-chromium.sh
 	scripts/cassandra.sh start
 # The node is stopped whatever pytest returns, and pytest's exit code is the target's.
-	rc=0; $(BIN)/pytest -q -ra || rc=$$?; scripts/cassandra.sh stop; exit $$rc
+	rc=0; $(BIN)/pytest -q -ra --durations=25 || rc=$$?; scripts/cassandra.sh stop; exit $$rc
 
 test-unit: install ## the unit tier: plain logic, no sockets, no processes (under a minute)
 	$(BIN)/pytest -q tests/unit
