@@ -447,6 +447,14 @@ def _fraud_member(
     return t
 
 
+def _ring_proxies(rng: random.Random, fewest: int, most: int) -> list[str]:
+    """fewest to most proxy addresses in the ring address blocks."""
+    return [
+        f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
+        for _ in range(rng.randint(fewest, most))
+    ]
+
+
 def _plant_ring(d: _Day, shape: str, size: int) -> dict:
     """Create one ring of `size` new users acting together; return its truth entry."""
     rng = d.rng
@@ -568,10 +576,7 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
                 tx_gap=(20_000, 90_000),
             )
     elif shape == "signup_burst":
-        proxies = [
-            f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
-            for _ in range(rng.randint(2, 3))
-        ]
+        proxies = _ring_proxies(rng, 2, 3)
         entry["ips"] = sorted(set(proxies))
         entry["email_domain"] = domain
         burst = rng.randrange(3, 11) * 60_000
@@ -591,10 +596,7 @@ def _plant_ring(d: _Day, shape: str, size: int) -> dict:
                 tx_gap=(20_000, 120_000),
             )
     elif shape == "velocity":
-        proxies = [
-            f"{rng.choice(_RING_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
-            for _ in range(rng.randint(1, 2))
-        ]
+        proxies = _ring_proxies(rng, 1, 2)
         entry["ips"] = sorted(set(proxies))
         base = rng.uniform(20.0, 60.0)
         entry["amount_base"] = round(base, 2)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dcluster_client.contract import SPARK_MASTER_SET_ENV, SPARK_REMOTE_ENV
 from fraudcore.clients import ClientConfig, ConfigError, get_client, parse_date
+from fraudcore.ingest import EVENT_FIELDS
 from fraudcore.paths import WorkPaths
 
 if TYPE_CHECKING:
@@ -101,29 +102,13 @@ def _interrupt_on_sigterm(session: SparkSession) -> None:
 
 
 def events_schema() -> StructType:
-    """Schema of accepted events (docs/architecture.md, *events*)."""
+    """Schema of accepted events (docs/architecture.md, *events*), in the order of EVENT_FIELDS."""
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-    s = StringType()
+    types = {"event_time_ms": LongType(), "amount": DoubleType()}
+    required = {"event_id", "user_id", "event_time_ms", "event_type", "source", "source_file"}
     return StructType(
-        [
-            StructField("event_id", s, False),
-            StructField("user_id", s, False),
-            StructField("event_time_ms", LongType(), False),
-            StructField("event_type", s, False),
-            StructField("ip", s, True),
-            StructField("device_id", s, True),
-            StructField("browser_fingerprint", s, True),
-            StructField("user_agent", s, True),
-            StructField("email_domain", s, True),
-            StructField("phone", s, True),
-            StructField("amount", DoubleType(), True),
-            StructField("currency", s, True),
-            StructField("country", s, True),
-            StructField("merchant_id", s, True),
-            StructField("source", s, False),
-            StructField("source_file", s, False),
-        ]
+        [StructField(name, types.get(name, StringType()), name not in required) for name in EVENT_FIELDS]
     )
 
 

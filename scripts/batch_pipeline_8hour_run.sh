@@ -4,13 +4,4 @@
 # finished days are skipped.
 # Usage: batch_pipeline_8hour_run.sh [+client ...] [-client ...]
 source "$(dirname "$0")/lib.sh"
-backfill() {
-  local worst=0 rc
-  for i in $(seq "${DAYS:-7}" -1 1); do
-    for_clients MonitorTracker "today-$i" "$@"; rc=$?
-    [ "$rc" -gt "$worst" ] && worst=$rc
-  done
-  return "$worst"
-}
-export -f backfill
-with_lock 8hour bash -c 'source "$0"; backfill "$@"' "$(dirname "$0")/lib.sh" "$@"
+with_lock 8hour bash -c 'source "$0"; for_past_days MonitorTracker "$@"' "$(dirname "$0")/lib.sh" "$@"

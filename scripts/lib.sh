@@ -74,3 +74,15 @@ for_clients() {
   done
   return "$worst"
 }
+
+# for_past_days TASK SELECTORS...: for_clients TASK over the last DAYS days (default 7, oldest
+# first, each on the client's own calendar); returns the worst exit code.
+for_past_days() {
+  local task="$1"; shift
+  local worst=0 rc
+  for i in $(seq "${DAYS:-7}" -1 1); do
+    for_clients "$task" "today-$i" "$@"; rc=$?
+    [ "$rc" -gt "$worst" ] && worst=$rc
+  done
+  return "$worst"
+}

@@ -25,6 +25,7 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -61,6 +62,25 @@ Progress = Callable[[int, int], None]
 OnRows = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One call's write, as every layer (forked workers, drivers, retries) sees it."""
+
+    driver: str
+    settings: TableStoreSettings
+    client: str
+    rows: Sequence[DfeTuple]
+    concurrency: int
+    delays: Sequence[float]
+
+    def fail(self, failed: int, size: int, error: BaseException, attempts: int | None) -> CassandraWriteError:
+        tries = f" after {attempts} attempts" if attempts else ""
+        return CassandraWriteError(
+            f"Cassandra write failed: {failed} of {size} DFE rows of {self.client} not written{tries} "
+            f"({describe_error(error)}); {node_hint(self.settings)}"
+        )
+
+
 class SessionSource(Protocol):
     """Something holding a connected Python-driver session, such as the Cassandra table store."""
 
@@ -90,21 +110,6 @@ def _split(client: str, rows: Sequence[DfeTuple], processes: int) -> list[array[
         token = murmur3(_routing_key(c, rows[i][0]))
         parts[((token + shift) * processes) >> 64].append(i)
     return parts
-
-
-def _fail(
-    settings: TableStoreSettings,
-    client: str,
-    failed: int,
-    size: int,
-    error: BaseException,
-    attempts: int | None,
-) -> CassandraWriteError:
-    tries = f" after {attempts} attempts" if attempts else ""
-    return CassandraWriteError(
-        f"Cassandra write failed: {failed} of {size} DFE rows of {client} not written{tries} "
-        f"({describe_error(error)}); {node_hint(settings)}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,17 +151,12 @@ def _native_timestamp(ms: int) -> int | Decimal:
 
 
 async def _native_pass(
-    session: Any,
-    insert: Any,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    on_rows: OnRows,
+    session: Any, insert: Any, write: _Write, indexes: Sequence[int], on_rows: OnRows
 ) -> tuple[list[tuple[int, BaseException]], list[int]]:
     """One pass over the rows with `concurrency` requests in flight: the rows that failed (with why)
     and the rows not sent because the pass stopped early."""
     transient = _native_transient()
+    client, rows, concurrency = write.client, write.rows, write.concurrency
     failed: list[tuple[int, BaseException]] = []
     it = iter(indexes)
     stop = False
@@ -192,16 +192,9 @@ async def _native_pass(
     return failed, list(it)
 
 
-async def _native_write(
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    delays: Sequence[float],
-    on_rows: OnRows,
-) -> None:
+async def _native_write(write: _Write, indexes: Sequence[int], on_rows: OnRows) -> None:
     transient = _native_transient()
+    settings, delays = write.settings, write.delays
     cluster = native_cluster(settings)
     session = None
     for attempt in range(len(delays) + 1):
@@ -234,14 +227,14 @@ async def _native_write(
             ) from exc
         pending: Sequence[int] = indexes
         for attempt in range(len(delays) + 1):
-            failed, unsent = await _native_pass(session, insert, client, rows, pending, concurrency, on_rows)
+            failed, unsent = await _native_pass(session, insert, write, pending, on_rows)
             if not failed:
                 return
             error = next((exc for _, exc in failed if not isinstance(exc, transient)), failed[0][1])
             if not isinstance(error, transient):
-                raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, None)
+                raise write.fail(len(failed) + len(unsent), len(pending), error, None)
             if attempt == len(delays):
-                raise _fail(settings, client, len(failed) + len(unsent), len(pending), error, attempt + 1)
+                raise write.fail(len(failed) + len(unsent), len(pending), error, attempt + 1)
             log.warning(
                 "Cassandra write: %d of %d DFE rows not written (%s); retrying in %.1f s",
                 len(failed) + len(unsent),
@@ -256,17 +249,9 @@ async def _native_write(
         await session.close()
 
 
-def _run_native(
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    delays: Sequence[float],
-    on_rows: OnRows,
-) -> None:
+def _run_native(write: _Write, indexes: Sequence[int], on_rows: OnRows) -> None:
     """The native write on an event loop of its own (a thread of its own if this one runs a loop)."""
-    coro = _native_write(settings, client, rows, indexes, concurrency, delays, on_rows)
+    coro = _native_write(write, indexes, on_rows)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -280,20 +265,11 @@ def _run_native(
 # Python driver (DataStax cassandra-driver)
 
 
-def _python_write(
-    session: Any,
-    insert: Any,
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    delays: Sequence[float],
-    on_rows: OnRows,
-) -> None:
+def _python_write(session: Any, insert: Any, write: _Write, indexes: Sequence[int], on_rows: OnRows) -> None:
     """Write the given rows chunk by chunk; failed rows of a chunk are retried with backoff."""
     from cassandra.concurrent import execute_concurrent_with_args
 
+    client, rows, delays = write.client, write.rows, write.delays
     for start in range(0, len(indexes), CHUNK_ROWS):
         # The driver binds an int to a TIMESTAMP as epoch milliseconds.
         pending = [
@@ -302,16 +278,16 @@ def _python_write(
         size = len(pending)
         for attempt in range(len(delays) + 1):
             results = execute_concurrent_with_args(
-                session, insert, pending, concurrency=concurrency, raise_on_first_error=False
+                session, insert, pending, concurrency=write.concurrency, raise_on_first_error=False
             )
             failed = [(params, res) for params, (ok, res) in zip(pending, results, strict=True) if not ok]
             if not failed:
                 break
             error = failed[0][1]
             if not isinstance(error, TRANSIENT_ERRORS):
-                raise _fail(settings, client, len(failed), size, error, None)
+                raise write.fail(len(failed), size, error, None)
             if attempt == len(delays):
-                raise _fail(settings, client, len(failed), size, error, attempt + 1)
+                raise write.fail(len(failed), size, error, attempt + 1)
             log.warning(
                 "Cassandra write: %d of %d DFE rows failed (%s); retrying in %.1f s",
                 len(failed),
@@ -325,15 +301,9 @@ def _python_write(
 
 
 def _python_session_write(
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    delays: Sequence[float],
-    on_rows: OnRows,
-    store: SessionSource | None = None,
+    write: _Write, indexes: Sequence[int], on_rows: OnRows, store: SessionSource | None = None
 ) -> None:
+    settings, delays = write.settings, write.delays
     own: Any = None
     try:
         if store is None:
@@ -349,7 +319,7 @@ def _python_session_write(
             delays,
             what="prepare: ",
         )
-        _python_write(session, insert, settings, client, rows, indexes, concurrency, delays, on_rows)
+        _python_write(session, insert, write, indexes, on_rows)
     finally:
         if own is not None:
             own.shutdown()
@@ -371,18 +341,10 @@ def _last_per_key(rows: Sequence[DfeTuple], indexes: Sequence[int]) -> Sequence[
 
 
 def _write_part(
-    driver: str,
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: Sequence[int],
-    concurrency: int,
-    delays: Sequence[float],
-    on_rows: OnRows,
-    store: SessionSource | None = None,
+    write: _Write, indexes: Sequence[int], on_rows: OnRows, store: SessionSource | None = None
 ) -> None:
     """Write rows[i] for i in indexes (a partition's rows are all in one part) with the chosen driver."""
-    unique = _last_per_key(rows, indexes)
+    unique = _last_per_key(write.rows, indexes)
     if len(unique) < len(indexes):
         on_rows(len(indexes) - len(unique))  # the repeats count as written: their key is
         log.info(
@@ -390,23 +352,13 @@ def _write_part(
             len(indexes) - len(unique),
         )
     indexes = unique
-    if driver == "native":
-        _run_native(settings, client, rows, indexes, concurrency, delays, on_rows)
+    if write.driver == "native":
+        _run_native(write, indexes, on_rows)
     else:
-        _python_session_write(settings, client, rows, indexes, concurrency, delays, on_rows, store)
+        _python_session_write(write, indexes, on_rows, store)
 
 
-def _worker(
-    driver: str,
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    indexes: array[int],
-    concurrency: int,
-    delays: Sequence[float],
-    done: Any,
-    errors: Any,
-) -> None:
+def _worker(write: _Write, indexes: array[int], done: Any, errors: Any) -> None:
     """One writer process: its own connection (opened after the fork), its own token range."""
 
     def on_rows(n: int) -> None:
@@ -414,12 +366,12 @@ def _worker(
             done.value += n
 
     try:
-        _write_part(driver, settings, client, rows, indexes, concurrency, delays, on_rows)
+        _write_part(write, indexes, on_rows)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as text
         errors.put(
             str(exc)
             if isinstance(exc, CassandraWriteError)
-            else f"Cassandra write failed: {describe_error(exc)}; {node_hint(settings)}"
+            else f"Cassandra write failed: {describe_error(exc)}; {node_hint(write.settings)}"
         )
         raise SystemExit(1) from None
 
@@ -457,7 +409,7 @@ def write_dfe_rows(
         return 0
     procs = max(1, min(processes or settings.cassandra_write_processes, total // MIN_ROWS_PER_PROCESS))
     conc = int(concurrency or settings.cassandra_write_concurrency)
-    delays = tuple(retry_delays)
+    write = _Write(use, settings, client, seq, conc, tuple(retry_delays))
     report = progress or (lambda done, total: None)
     if procs == 1:
         done = [0]
@@ -466,34 +418,21 @@ def write_dfe_rows(
             done[0] += n
             report(done[0], total)
 
-        _write_part(use, settings, client, seq, range(total), conc, delays, on_rows, store)
+        _write_part(write, range(total), on_rows, store)
         return total
-    return _write_forked(use, settings, client, seq, procs, conc, delays, report)
+    return _write_forked(write, procs, report)
 
 
-def _write_forked(
-    driver: str,
-    settings: TableStoreSettings,
-    client: str,
-    rows: Sequence[DfeTuple],
-    processes: int,
-    concurrency: int,
-    delays: Sequence[float],
-    report: Progress,
-) -> int:
+def _write_forked(write: _Write, processes: int, report: Progress) -> int:
     # fork: the workers inherit the rows instead of receiving a pickled copy; each opens its
     # own connection after the fork (drivers' sockets and threads never cross it).
     ctx = multiprocessing.get_context("fork")
-    parts = _split(client, rows, processes)
+    rows = write.rows
+    parts = _split(write.client, rows, processes)
     done = ctx.Value("q", 0)
     errors = ctx.Queue()
     workers = [
-        ctx.Process(
-            target=_worker,
-            name=f"dfe-writer-{n}",
-            daemon=True,
-            args=(driver, settings, client, rows, part, concurrency, delays, done, errors),
-        )
+        ctx.Process(target=_worker, name=f"dfe-writer-{n}", daemon=True, args=(write, part, done, errors))
         for n, part in enumerate(parts)
         if len(part)
     ]
@@ -524,7 +463,7 @@ def _write_forked(
     crashed = [f"{w.name} exit {w.exitcode}" for w in workers if w.exitcode != 0]
     if crashed:
         raise CassandraWriteError(
-            f"Cassandra write failed: writer processes died ({', '.join(crashed)}); {node_hint(settings)}"
+            f"Cassandra write failed: writer processes died ({', '.join(crashed)}); {node_hint(write.settings)}"
         )
     report(done.value, len(rows))
     return len(rows)

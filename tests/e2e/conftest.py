@@ -7,7 +7,6 @@ spark-submit path is covered by the standalone-cluster test here and by tests/in
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -16,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from datagen.generator import generate_client_day
 from fraudbatch import services
-from fraudcore.clients import get_client
 from tests.support import REPO
-from tests.support.pipeline import BOMB_LIMIT, DAY, EVENTS, Platform, free_port
+from tests.support.pipeline import BOMB_LIMIT, DAY, Platform, free_port, generate_demo_day
 from tests.support.spark_connect import resident_session_config
 from tests.support.tiers import mark_tier
 
@@ -51,16 +48,7 @@ def platform(tmp_path_factory, spark_connect: str) -> Platform:
         "DCLUSTER_POLL_INTERVAL_S": "0.25",
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
-    demo = get_client("demo")
-    report = generate_client_day(
-        demo,
-        dt.date.fromisoformat(DAY),
-        var / "objectstore" / demo.bucket,
-        events=EVENTS,
-        seed=5,
-        malformed_rate=0.01,
-        truth_dir=var / "truth",
-    )
+    report = generate_demo_day(var)
     truth = json.loads(Path(report.truth_path).read_text(encoding="utf-8"))
     specs = services.service_specs(var, ports)
     started = services.start(specs.values(), var, env=env)

@@ -26,7 +26,17 @@ import yaml
 from datagen.generator import generate_client_day
 from fraudcore.clients import get_client
 from fraudcore.results import verify_manifest
-from tests.support.pipeline import BIN, BOMB_LIMIT, CHECK_RESULTS, DAY, EVENTS, REPO, Platform, risk_rows
+from tests.support.pipeline import (
+    BIN,
+    BOMB_LIMIT,
+    CHECK_RESULTS,
+    DAY,
+    EVENTS,
+    REPO,
+    Platform,
+    risk_rows,
+    run_luigi,
+)
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -142,16 +152,7 @@ def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(
         shutil.rmtree(platform.var / "warehouse" / "demo" / DAY / "result_sender")
         results = platform.results_dir("demo", DAY)
         sent = {p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")}
-        argv = [
-            str(BIN / "luigi"),
-            "--module",
-            "batch_tasks",
-            "ResultSender",
-            "--client=demo",
-            f"--date={DAY}",
-            "--local-scheduler",
-        ]
-        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        run = run_luigi(env, "ResultSender", "demo", DAY, "--local-scheduler", timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         ((headers, body),) = receiver.requests
         manifest = (results / "_manifest.json").read_bytes()
@@ -164,7 +165,7 @@ def test_a_day_sent_before_its_notification_is_notified_by_the_next_run(
         assert {
             p.name: p.stat().st_mtime_ns for p in (results / "_SUCCESS", results / "_manifest.json")
         } == sent
-        again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        again = run_luigi(env, "ResultSender", "demo", DAY, "--local-scheduler", timeout=600)
         assert again.returncode == 0 and len(receiver.requests) == 1
     finally:
         receiver.server.shutdown()
@@ -219,16 +220,7 @@ def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(
     raw = platform.var / "objectstore" / demo.bucket / "rawdata" / "demo" / day / "logs"
     raw.mkdir(parents=True)
     (raw / "part-0.jsonl.gz").write_bytes(b"this is not gzip data")
-    argv = [
-        str(BIN / "luigi"),
-        "--module",
-        "batch_tasks",
-        "LogTimeFileOrganizer",
-        "--client=demo",
-        f"--date={day}",
-        "--local-scheduler",
-    ]
-    run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    run = run_luigi(env, "LogTimeFileOrganizer", "demo", day, "--local-scheduler", timeout=600)
     assert run.returncode == 30, run.stderr[-3000:]
     assert "DCluster job" in run.stderr and "FAILED" in run.stderr
     assert "part-0.jsonl.gz" in run.stderr
@@ -247,7 +239,7 @@ def test_a_bad_file_fails_a_fail_fast_client_and_the_fixed_bucket_recovers(
         fh.write(
             json.dumps({"user_id": "u1", "event_time": f"{day}T10:00:00Z", "event_type": "login"}) + "\n"
         )
-    again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    again = run_luigi(env, "LogTimeFileOrganizer", "demo", day, "--local-scheduler", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     organized = json.loads(
         (platform.var / "warehouse" / "demo" / day / "organized" / "stats.json").read_text()

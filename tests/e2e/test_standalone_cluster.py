@@ -13,11 +13,9 @@ spark-submit stage the session's.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from datagen.generator import generate_client_day
 from dcluster.models import JobSpec
 from dcluster.providers import UnsupportedJob, make_provider
 from dcluster.providers.local import RESIDENT_SESSION, SPARK_SUBMIT
@@ -39,7 +36,15 @@ from fraudbatch import clusters, services
 from fraudbatch.clusters import SPARK_CLUSTER
 from fraudcore.clients import get_client
 from tests.support.dcluster import Service
-from tests.support.pipeline import BIN, DAY, EVENTS, REPO, free_port, risk_rows
+from tests.support.pipeline import (
+    DAY,
+    DAY_SPARK_APPS,
+    REPO,
+    free_port,
+    generate_demo_day,
+    risk_rows,
+    run_luigi,
+)
 from tests.support.spark_connect import ConnectServer, resident_session_config, spark_connect_server
 from tests.support.stage_form import stage_form
 
@@ -113,36 +118,13 @@ def cluster_day(tmp_path_factory, cluster_session: ConnectServer) -> DayRun:
         "DCLUSTER_POLL_INTERVAL_S": "0.25",
     }
     env.pop("FRAUDBATCH_RUN_ID", None)
-    demo = get_client("demo")
-    generate_client_day(
-        demo,
-        dt.date.fromisoformat(DAY),
-        var / "objectstore" / demo.bucket,
-        events=EVENTS,
-        seed=5,
-        malformed_rate=0.01,
-        truth_dir=var / "truth",
-    )
+    generate_demo_day(var)
     specs = services.service_specs(var, ports)
     started = services.start([specs["dcluster"], specs["fp"]], var, env=env)
     try:
         t0 = time.monotonic()
-        run = subprocess.run(
-            [
-                str(BIN / "luigi"),
-                "--module",
-                "batch_tasks",
-                "ResultSender",
-                "--client=demo",
-                f"--date={DAY}",
-                "--local-scheduler",
-                "--workers=2",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=LONG_TIMEOUT_S,
+        run = run_luigi(
+            env, "ResultSender", "demo", DAY, "--local-scheduler", "--workers=2", timeout=LONG_TIMEOUT_S
         )
         seconds = time.monotonic() - t0
         jobs = requests.get(f"{env['DCLUSTER_URL']}/cluster/jobs", params={"limit": 1000}, timeout=10).json()
@@ -150,7 +132,7 @@ def cluster_day(tmp_path_factory, cluster_session: ConnectServer) -> DayRun:
         services.stop(started, var)
     (var / "luigi.stderr.log").write_text(run.stderr, encoding="utf-8")
     (var / "dcluster-jobs.json").write_text(json.dumps(jobs, indent=1), encoding="utf-8")
-    results = var / "objectstore" / demo.bucket / "results" / "demo" / DAY
+    results = var / "objectstore" / get_client("demo").bucket / "results" / "demo" / DAY
     listed = jobs["jobs"] if isinstance(jobs, dict) else jobs
     return DayRun(run.returncode, run.stderr, seconds, results, var / "warehouse", listed)
 
@@ -176,16 +158,7 @@ def test_script_starts_two_alive_workers_and_is_idempotent(cluster: Cluster) -> 
 def test_every_spark_job_of_the_day_ran_on_the_cluster(cluster: Cluster, cluster_day: DayRun) -> None:
     assert cluster_day.returncode == 0, cluster_day.stderr[-4000:]
     launchers = {job["app"]: job["runs"][-1]["launcher"] for job in cluster_day.jobs}
-    for app in (
-        "connector",
-        "organizer",
-        "virtual_nodes",
-        "rawlogconverter",
-        "user_stats",
-        "campaign",
-        "result_agg_lite",
-        "event_join",
-    ):
+    for app in DAY_SPARK_APPS:
         assert launchers.get(app) == RESIDENT_SESSION, launchers
     # The session is one application of the cluster, with an executor on each worker.
     apps = [a for a in _master(cluster)["activeapps"] if a["name"] == "Spark Connect server"]

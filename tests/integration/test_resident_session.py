@@ -32,6 +32,7 @@ from dcluster_client import JobSpec, run_job
 from jobs.common import SPARK_REMOTE_ENV
 from tests.support import REPO
 from tests.support.dcluster import Service
+from tests.support.pipeline import DAY_SPARK_APPS
 from tests.support.stage_form import stage_form
 
 BIN = Path(sys.executable).parent
@@ -243,15 +244,7 @@ def test_connect_jobs_write_what_local_mode_writes(
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.delenv(SPARK_REMOTE_ENV, raising=False)
-    for app in (
-        "connector",
-        "organizer",
-        "virtual_nodes",
-        "rawlogconverter",
-        "user_stats",
-        "campaign",
-        "result_agg_lite",
-    ):
+    for app in DAY_SPARK_APPS[: DAY_SPARK_APPS.index("event_join")]:
         assert run.main([app, "--client", "demo", "--date", DAY, "--warehouse", str(local)]) == 0, app
         b = _on_connect(spark_connect, app, remote, elsewhere)
         assert b.returncode == 0, b.stderr[-3000:]

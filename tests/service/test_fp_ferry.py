@@ -127,98 +127,34 @@ def write_stage(stage: Path, nodes: list[dict], edges: list[dict]) -> None:
         (folder / ".part-00000.snappy.parquet.crc").write_bytes(b"\x00")
 
 
+def _node(node_id: str, users: int, events: int, is_super: bool) -> dict:
+    node_type, _, value = node_id.partition(":")
+    row = {"node_id": node_id, "node_type": node_type, "node_value": value}
+    return {**row, "users": users, "events": events, "is_super": is_super}
+
+
+def _edge(user_id: str, node_id: str, events: int, first_ms: int, last_ms: int) -> dict:
+    row = {"user_id": user_id, "node_id": node_id, "node_type": node_id.partition(":")[0]}
+    return {**row, "events": events, "first_ms": first_ms, "last_ms": last_ms}
+
+
 def test_load_virtual_node_records_joins_and_sorts(tmp_path: Path) -> None:
-    nodes = [
-        {
-            "node_id": "ip:1.1.1.1",
-            "node_type": "ip",
-            "node_value": "1.1.1.1",
-            "users": 3,
-            "events": 9,
-            "is_super": True,
-        },
-        {
-            "node_id": "device:d1",
-            "node_type": "device",
-            "node_value": "d1",
-            "users": 2,
-            "events": 4,
-            "is_super": False,
-        },
-    ]
+    nodes = [_node("ip:1.1.1.1", 3, 9, True), _node("device:d1", 2, 4, False)]
     edges = [
-        {
-            "user_id": "u2",
-            "node_id": "device:d1",
-            "node_type": "device",
-            "events": 1,
-            "first_ms": 5,
-            "last_ms": 6,
-        },
-        {
-            "user_id": "u1",
-            "node_id": "ip:1.1.1.1",
-            "node_type": "ip",
-            "events": 4,
-            "first_ms": 1,
-            "last_ms": 9,
-        },
-        {
-            "user_id": "u1",
-            "node_id": "device:d1",
-            "node_type": "device",
-            "events": 3,
-            "first_ms": 2,
-            "last_ms": 3,
-        },
+        _edge("u2", "device:d1", 1, 5, 6),
+        _edge("u1", "ip:1.1.1.1", 4, 1, 9),
+        _edge("u1", "device:d1", 3, 2, 3),
     ]
     write_stage(tmp_path / "virtual_nodes", nodes, edges)
     assert load_virtual_node_records(tmp_path / "virtual_nodes") == [
-        {
-            "user_id": "u1",
-            "node_id": "device:d1",
-            "node_type": "device",
-            "events": 3,
-            "first_ms": 2,
-            "last_ms": 3,
-            "node_users": 2,
-            "is_super": False,
-        },
-        {
-            "user_id": "u1",
-            "node_id": "ip:1.1.1.1",
-            "node_type": "ip",
-            "events": 4,
-            "first_ms": 1,
-            "last_ms": 9,
-            "node_users": 3,
-            "is_super": True,
-        },
-        {
-            "user_id": "u2",
-            "node_id": "device:d1",
-            "node_type": "device",
-            "events": 1,
-            "first_ms": 5,
-            "last_ms": 6,
-            "node_users": 2,
-            "is_super": False,
-        },
+        {**_edge("u1", "device:d1", 3, 2, 3), "node_users": 2, "is_super": False},
+        {**_edge("u1", "ip:1.1.1.1", 4, 1, 9), "node_users": 3, "is_super": True},
+        {**_edge("u2", "device:d1", 1, 5, 6), "node_users": 2, "is_super": False},
     ]
 
 
 def test_load_virtual_node_records_refuses_dangling_edges(tmp_path: Path) -> None:
-    edges = [
-        {
-            "user_id": "u1",
-            "node_id": "ip:9.9.9.9",
-            "node_type": "ip",
-            "events": 1,
-            "first_ms": 1,
-            "last_ms": 1,
-        }
-    ] * 2
-    write_stage(tmp_path / "vn", [], edges)
+    write_stage(tmp_path / "vn", [], [_edge("u1", "ip:9.9.9.9", 1, 1, 1)] * 2)
     with pytest.raises(ValueError, match="ip:9.9.9.9"):
         load_virtual_node_records(tmp_path / "vn")
     with pytest.raises(FileNotFoundError):

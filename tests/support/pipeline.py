@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import gzip
 import io
 import socket
@@ -11,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from datagen.generator import GenerationReport, generate_client_day
 from fraudcore.clients import get_client
 from tests.support import REPO
 from tests.support.paths import results_checker
@@ -36,6 +38,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The Spark jobs of a client-day, in the order the tasks run them.
+DAY_SPARK_APPS = (
+    "connector",
+    "organizer",
+    "virtual_nodes",
+    "rawlogconverter",
+    "user_stats",
+    "campaign",
+    "result_agg_lite",
+    "event_join",
+)
+
+
+def run_luigi(
+    env: dict[str, str], task: str, client: str, date: str, *extra: str, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """`luigi --module batch_tasks TASK --client=C --date=D EXTRA…` from the project folder."""
+    argv = [
+        str(BIN / "luigi"),
+        "--module",
+        "batch_tasks",
+        task,
+        f"--client={client}",
+        f"--date={date}",
+        *extra,
+    ]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def generate_demo_day(var: Path) -> GenerationReport:
+    """The e2e tiers' demo client-day (EVENTS events, 1 % malformed) into var's object store, truth in var/truth."""
+    demo = get_client("demo")
+    return generate_client_day(
+        demo,
+        dt.date.fromisoformat(DAY),
+        var / "objectstore" / demo.bucket,
+        events=EVENTS,
+        seed=5,
+        malformed_rate=0.01,
+        truth_dir=var / "truth",
+    )
+
+
 @dataclass
 class Platform:
     var: Path
@@ -44,16 +89,7 @@ class Platform:
     truth: dict
 
     def luigi(self, task: str, client: str, date: str, *extra: str) -> subprocess.CompletedProcess:
-        argv = [
-            str(BIN / "luigi"),
-            "--module",
-            "batch_tasks",
-            task,
-            f"--client={client}",
-            f"--date={date}",
-            *extra,
-        ]
-        return subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=1800)
+        return run_luigi(self.env, task, client, date, *extra)
 
     def results_dir(self, client: str, date: str) -> Path:
         return self.var / "objectstore" / get_client(client).bucket / "results" / client / date

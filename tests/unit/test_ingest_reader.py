@@ -35,6 +35,16 @@ PLAIN = ClientConfig(name="demo", bucket="demo-bucket")
 BASE = {"user_id": "u1", "event_time": "2024-01-15T13:30:00Z", "event_type": "login"}
 
 
+def _ingest_measured(path: Path, name: str) -> tuple[ingest.FileResult, int]:
+    """ingest_file of a logs file, and the peak of Python memory it allocated (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = ingest_file(path, name, "logs", CLIENT)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _file(tmp_path: Path, rel: str, data: bytes) -> Path:
     path = tmp_path / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +183,7 @@ def test_nul_inside_values(tmp_path):
 def test_line_over_the_record_limit_is_not_buffered(tmp_path):
     line = b"x" * (40 << 20)  # one 40 MiB line, no newline
     path = _file(tmp_path, "logs/huge.jsonl", hc.good_jsonl(1) + line + b"\n" + hc.good_jsonl(1, offset=5))
-    tracemalloc.start()
-    try:
-        result = ingest_file(path, "logs/huge.jsonl", "logs", CLIENT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = _ingest_measured(path, "logs/huge.jsonl")
     assert _counts(result) == ("read", 3, 2, 1, {"record_too_large": 1})
     assert result.quarantine[0]["line"] == 2
     assert peak < 8 << 20
@@ -305,12 +310,7 @@ def test_gzip_bomb_is_refused_with_bounded_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "MAX_DECOMPRESSED_BYTES", limit)
     path = _file(tmp_path, "logs/bomb.jsonl.gz", hc.gzip_bomb(limit + (1 << 20), member=16 << 20))
     assert path.stat().st_size < 1 << 20
-    tracemalloc.start()
-    try:
-        result = ingest_file(path, "logs/bomb.jsonl.gz", "logs", CLIENT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = _ingest_measured(path, "logs/bomb.jsonl.gz")
     assert (result.summary["status"], result.summary["reason"]) == ("quarantined", "decompressed_over_limit")
     assert peak < 64 << 20
 
